@@ -1,0 +1,175 @@
+"""Pools of models: train many seeds, checkpoint each model the moment it is done, resume.
+
+A checkpoint is one file per model (`seed0007.pt`) holding the weights, the config, its
+hash and the TrainResult, written to a temporary name and renamed, so a killed run loses
+at most the models in progress. A rerun skips every model whose file carries the same
+config hash.
+
+Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
+"processes" runs one single-threaded worker per core (CPU convolutions use threads poorly).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import config_hash
+from .models import build_model
+from .task import Task, resolve_device
+from .train import TrainConfig, TrainResult, train_batched, train_model
+
+ModelFactory = Callable[[str, torch.Generator, str], nn.Module]
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    seed: int
+    checkpoint: Path
+    result: TrainResult
+    reused: bool  # True when the checkpoint was already on disk
+
+
+def checkpoint_path(out_dir: Path, seed: int) -> Path:
+    return Path(out_dir) / f"seed{seed:04d}.pt"
+
+
+def pool_hash(arch: str, task: Task, cfg: TrainConfig) -> str:
+    """What makes two trained models interchangeable: arch, dataset and config (not the device)."""
+    return config_hash(arch, task.name, dataclasses.replace(cfg, device="any"))
+
+
+def init_model(arch: str, cfg: TrainConfig, factory: ModelFactory = build_model) -> nn.Module:
+    """The untrained model of one seed: the init draw comes from its own seeded generator."""
+    return factory(arch, torch.Generator().manual_seed(cfg.seed), cfg.init)
+
+
+def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: nn.Module, result: TrainResult) -> None:
+    payload = {
+        "arch": arch, "task": task.name, "config": dataclasses.asdict(cfg), "config_hash": pool_hash(arch, task, cfg),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "result": result.as_dict(), "torch_version": torch.__version__, "device": str(resolve_device(cfg.device)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
+
+
+def read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """The checkpoint's contents, or None when it is missing or unreadable (then it is retrained)."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated file from another tool: warn and retrain, never crash the pool
+        warnings.warn(f"unreadable checkpoint {path} ({err}); it will be retrained")
+        return None
+
+
+def load_model(path: Path, factory: ModelFactory = build_model) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained model (eval mode, CPU) and its checkpoint contents."""
+    payload = read_checkpoint(Path(path))
+    if payload is None:
+        raise FileNotFoundError(f"no readable checkpoint at {path}")
+    model = factory(payload["arch"], torch.Generator().manual_seed(0), payload["config"]["init"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload
+
+
+def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: str | Path, *, backend: str = "auto",
+               n_workers: int | None = None, batch_models: int = 50, factory: ModelFactory = build_model,
+               progress: bool = True) -> list[PoolEntry]:
+    """Train one model per seed (cfg with its seed replaced) and checkpoint each in `out_dir`.
+
+    backend: "auto" (batched on CUDA or for the FCNN, else processes), "batched", "processes".
+    n_workers: worker processes for "processes" (default: one per core); 1 trains in this process.
+    batch_models: how many models one vmapped stack holds.
+    """
+    if len(set(seeds)) != len(seeds) or not seeds:
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    out_dir = Path(out_dir)
+    expected = pool_hash(arch, task, cfg)
+    done: dict[int, PoolEntry] = {}
+    todo = []
+    for seed in seeds:
+        payload = read_checkpoint(checkpoint_path(out_dir, seed))
+        if payload is not None and payload["config_hash"] == expected:
+            done[seed] = PoolEntry(seed, checkpoint_path(out_dir, seed), TrainResult(**payload["result"]), reused=True)
+        else:
+            todo.append(seed)
+    backend = _pick_backend(backend, arch, cfg)
+    bar = tqdm(total=len(seeds), initial=len(done), desc=f"train {arch}", disable=not progress)
+
+    def record(seed: int, result: TrainResult) -> None:
+        done[seed] = PoolEntry(seed, checkpoint_path(out_dir, seed), result, reused=False)
+        bar.update(1)
+
+    if todo and backend == "batched":
+        _train_batched_groups(arch, task, cfg, todo, out_dir, batch_models, factory, record)
+    elif todo:
+        _train_in_processes(arch, task, cfg, todo, out_dir, n_workers, factory, record)
+    bar.close()
+    return [done[s] for s in seeds]
+
+
+def _pick_backend(backend: str, arch: str, cfg: TrainConfig) -> str:
+    if backend not in ("auto", "batched", "processes"):
+        raise ValueError(f"backend must be 'auto', 'batched' or 'processes', got {backend!r}")
+    if backend != "auto":
+        return backend
+    return "batched" if resolve_device(cfg.device).type == "cuda" or arch == "fcnn" else "processes"
+
+
+def _train_batched_groups(arch, task, cfg, seeds, out_dir, batch_models, factory, record) -> None:
+    for start in range(0, len(seeds), batch_models):
+        group = seeds[start : start + batch_models]
+        cfgs = [dataclasses.replace(cfg, seed=s) for s in group]
+
+        def on_done(i: int, model: nn.Module, result: TrainResult) -> None:
+            save_checkpoint(checkpoint_path(out_dir, group[i]), arch, task, cfgs[i], model, result)
+            record(group[i], result)
+
+        train_batched([init_model(arch, c, factory) for c in cfgs], task, cfgs, on_done=on_done)
+
+
+def _train_one(arch: str, task: Task, cfg: TrainConfig, out_dir: Path, factory: ModelFactory) -> TrainResult:
+    model, result = train_model(init_model(arch, cfg, factory), task, cfg)
+    save_checkpoint(checkpoint_path(out_dir, cfg.seed), arch, task, cfg, model, result)
+    return result
+
+
+_WORKER_TASK: Task | None = None  # set once per worker process, so the dataset crosses the pipe once
+
+
+def _init_worker(task: Task) -> None:
+    global _WORKER_TASK
+    torch.set_num_threads(1)
+    _WORKER_TASK = task
+
+
+def _train_one_in_worker(arch, cfg, out_dir, factory) -> TrainResult:
+    assert _WORKER_TASK is not None
+    return _train_one(arch, _WORKER_TASK, cfg, out_dir, factory)
+
+
+def _train_in_processes(arch, task, cfg, seeds, out_dir, n_workers, factory, record) -> None:
+    n_workers = min(n_workers or os.cpu_count() or 1, len(seeds))
+    cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
+    if n_workers == 1:
+        for c in cfgs:
+            record(c.seed, _train_one(arch, task, c, out_dir, factory))
+        return
+    context = torch.multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
+    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker, initargs=(task.to("cpu"),)) as executor:
+        futures = {executor.submit(_train_one_in_worker, arch, c, out_dir, factory): c.seed for c in cfgs}
+        for future in as_completed(futures):
+            record(futures[future], future.result())

@@ -1,0 +1,292 @@
+"""Adaptive worst-case m-sharpness, estimated by projected gradient ascent (PGA).
+
+    S(w) = E_{S ~ P^m} max_{||δ ⊘ c||_p <= ρ} L_S(w + δ) - L_S(w),   c = |w| (adaptive) or 1
+
+The estimator (PROTOCOL.md): for each of `n_restarts` restarts draw a batch S of m training
+samples with replacement, start at δ = 0, take `n_steps` ascent steps, each followed by the
+exact projection onto {||δ ⊘ c||_p <= ρ}, and keep the highest L_S(w + δ_t) over t = 1..n_steps.
+The estimate is the mean over restarts of (highest perturbed loss - L_S(w)); a restart whose
+ascent ends below L_S(w) contributes a negative value (kept, and counted in `frac_below`).
+
+Step rules:
+- "gradient" (the report's): p = ∞: δ <- clamp(δ + η ∇L, -ρc, ρc), η = the training learning rate.
+  p = 2: ascent in u = δ ⊘ c, whose gradient is c ⊙ ∇L: δ <- Proj(δ + η c² ⊙ ∇L).
+- "steepest": a step of length α·ρ in u along sign(c ⊙ ∇L) (p = ∞) or c ⊙ ∇L / ||c ⊙ ∇L||₂ (p = 2).
+
+Why only "steepest" is exactly reparametrization-invariant: if w' = w ⊙ r leaves the function
+unchanged, then ∇L(w') = ∇L(w) ⊘ r and c' = c ⊙ r, so every quantity written in u (c ⊙ ∇L,
+the set, the sign/normalized step) is the same for w and w': the iterates map onto each other
+by δ' = δ ⊙ r. The report's gradient step adds η ∇L(w') = η ∇L(w) ⊘ r in δ-space, i.e.
+η ∇L ⊘ (c ⊙ r²)·c in u — a step that changes with r, so the ascent path (not the set) changes.
+
+Everything runs as one batched computation: `ascent` handles all restarts of one model with
+`vmap`, and `estimate_pool_sharpness` wraps a second `vmap` around it for many models. No value
+leaves the device inside the ascent loop.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad_and_value, vmap
+
+from .config import check_choice, check_number, config_from_dict
+from .functional import Params, batch_loss, split_state
+from .task import Task, resolve_device
+
+
+@dataclass(frozen=True)
+class SharpnessConfig:
+    """How sharpness is measured. Defaults are the report's: p = ∞, m = 64, 5 steps, 50 restarts."""
+
+    rho: float
+    lr: float | None = None  # η of the "gradient" step: the training learning rate
+    p: str | int = "inf"
+    adaptive: bool = True
+    kind: str = "worst"
+    step: str = "gradient"
+    step_size: float = 0.2  # "steepest" step length, as a fraction of rho
+    n_steps: int = 5
+    n_restarts: int = 50
+    batch_size: int = 64
+    random_start: bool = False
+    mode: str = "eval"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        name = "SharpnessConfig"
+        check_number(name, "rho", self.rho, minimum=0)
+        check_choice(name, "p", self.p, ("inf", 2))
+        check_choice(name, "adaptive", self.adaptive, (True, False))
+        check_choice(name, "kind", self.kind, ("worst", "average"))
+        check_choice(name, "step", self.step, ("gradient", "steepest"))
+        check_number(name, "step_size", self.step_size, minimum=0, strict=True)
+        check_number(name, "n_steps", self.n_steps, minimum=1, integer=True)
+        check_number(name, "n_restarts", self.n_restarts, minimum=1, integer=True)
+        check_number(name, "batch_size", self.batch_size, minimum=1, integer=True)
+        check_choice(name, "random_start", self.random_start, (True, False))
+        check_choice(name, "mode", self.mode, ("eval", "train"))
+        check_number(name, "seed", self.seed, minimum=0, integer=True)
+        if self.step == "gradient" and self.kind == "worst":
+            if self.lr is None:
+                raise ValueError(f"{name}.lr (η, the training learning rate) is required for step='gradient'")
+            check_number(name, "lr", self.lr, minimum=0, strict=True)
+        resolve_device(self.device)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SharpnessConfig":
+        return config_from_dict(cls, values)
+
+
+@dataclass(frozen=True)
+class SharpnessResult:
+    """One model's estimate and what it is made of (lists are per restart)."""
+
+    mean: float  # the sharpness estimate: mean over restarts
+    values: list[float]  # per restart: best perturbed loss - unperturbed loss
+    unperturbed: list[float]  # L_S(w) of each restart's batch
+    frac_below: float  # fraction of restarts whose best perturbed loss stayed below L_S(w)
+    trace: list[list[float]]  # per restart, L_S(w + δ_t) for t = 0..n_steps
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- the constraint set and the steps
+
+def scale_of(w: Params, adaptive: bool) -> Params:
+    """c = |w| (adaptive) or 1 (standard)."""
+    return {k: v.abs() if adaptive else torch.ones_like(v) for k, v in w.items()}
+
+
+def _norm(tree: Params) -> Tensor:
+    return torch.sqrt(sum((v * v).sum() for v in tree.values()))
+
+
+def project(delta: Params, c: Params, rho: float, p: str | int) -> Params:
+    """Exact projection onto {||δ ⊘ c||_p <= ρ} (coordinates with c = 0 are pinned at 0)."""
+    if p == "inf":
+        # |δ_i| <= ρ c_i
+        return {k: torch.clamp(d, -rho * c[k], rho * c[k]) for k, d in delta.items()}
+    # u = δ ⊘ c;  u <- u · min(1, ρ / ||u||₂);  δ = c ⊙ u
+    u = {k: torch.where(c[k] > 0, d / torch.where(c[k] > 0, c[k], 1), 0) for k, d in delta.items()}
+    shrink = torch.clamp(rho / (_norm(u) + 1e-30), max=1.0)
+    return {k: c[k] * u[k] * shrink for k in u}
+
+
+def ascent_step(delta: Params, grad: Params, c: Params, cfg: SharpnessConfig) -> Params:
+    """One PGA update of δ followed by the projection."""
+    if cfg.step == "gradient" and cfg.p == "inf":
+        # δ <- δ + η ∇L
+        moved = {k: d + cfg.lr * grad[k] for k, d in delta.items()}
+    elif cfg.step == "gradient":
+        # u <- u + η c ⊙ ∇L, i.e. δ <- δ + η c² ⊙ ∇L
+        moved = {k: d + cfg.lr * c[k] * c[k] * grad[k] for k, d in delta.items()}
+    elif cfg.p == "inf":
+        # u <- u + αρ sign(c ⊙ ∇L), i.e. δ <- δ + αρ c ⊙ sign(∇L)
+        moved = {k: d + cfg.step_size * cfg.rho * c[k] * torch.sign(grad[k]) for k, d in delta.items()}
+    else:
+        # u <- u + αρ (c ⊙ ∇L) / ||c ⊙ ∇L||₂
+        scaled = {k: c[k] * g for k, g in grad.items()}
+        length = cfg.step_size * cfg.rho / (_norm(scaled) + 1e-30)
+        moved = {k: d + length * c[k] * scaled[k] for k, d in delta.items()}
+    return project(moved, c, cfg.rho, cfg.p)
+
+
+# ---------------------------------------------------------------- random draws (shared with the reference)
+
+def draw_batches(n_train: int, cfg: SharpnessConfig) -> Tensor:
+    """S ~ P^m for every restart: indices [n_restarts, m], uniform with replacement, seeded on CPU."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return torch.randint(n_train, (cfg.n_restarts, cfg.batch_size), generator=generator)
+
+
+def draw_perturbations(w: Params, cfg: SharpnessConfig, count: int) -> Params:
+    """`count` uniform draws of u per restart in the ρ-ball of ||·||_p: [n_restarts, count, *shape] (c not applied)."""
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    shape = lambda v: (cfg.n_restarts, count, *v.shape)
+    if cfg.p == "inf":
+        return {k: (2 * torch.rand(shape(v), generator=generator) - 1) * cfg.rho for k, v in w.items()}
+    # uniform in the D-ball: a Gaussian direction, radius ρ U^(1/D)
+    direction = {k: torch.randn(shape(v), generator=generator) for k, v in w.items()}
+    length = torch.sqrt(sum((d * d).flatten(2).sum(-1) for d in direction.values()))
+    n_dims = sum(v.numel() for v in w.values())
+    radius = cfg.rho * torch.rand(cfg.n_restarts, count, generator=generator) ** (1.0 / n_dims)
+    return {k: d * (radius / length).reshape(*radius.shape, *[1] * (d.dim() - 2)) for k, d in direction.items()}
+
+
+def perturbation_draws(w: Params, cfg: SharpnessConfig) -> Params | None:
+    """What the random parts of the estimator need beyond the batches (None when nothing)."""
+    if cfg.kind == "average":
+        return draw_perturbations(w, cfg, cfg.n_steps)
+    if cfg.random_start:
+        return draw_perturbations(w, cfg, 1)
+    return None
+
+
+# ---------------------------------------------------------------- the batched estimator
+
+def ascent(model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffers: Params, idx: Tensor, draws: Params | None) -> tuple[Tensor, Tensor]:
+    """All restarts of one model at once: (L_S(w) [R], trace of L_S(w + δ_t) [R, T+1]).
+
+    Worst-case: t = 0 is the start, t = 1..T follow the ascent steps. Average-case: the T
+    entries t = 1..T are random perturbations in the set.
+    """
+    c = scale_of(w, cfg.adaptive)
+    x, y = task.x_train[idx], task.y_train[idx]  # [R, m, ...]
+    # BatchNorm in train mode writes its running statistics: give each restart a private copy.
+    restart_buffers = {k: b.expand(len(idx), *b.shape).clone() for k, b in buffers.items()} if cfg.mode == "train" else buffers
+    buffer_dim = 0 if cfg.mode == "train" else None
+
+    def loss_at(delta: Params, buf: Params, xb: Tensor, yb: Tensor) -> Tensor:
+        return batch_loss(model, task, {k: w[k] + delta[k] for k in w}, buf, xb, yb)
+
+    forward = vmap(loss_at, in_dims=(0, buffer_dim, 0, 0), randomness="different")
+    zero = {k: torch.zeros(len(idx), *v.shape, dtype=v.dtype, device=v.device) for k, v in w.items()}
+    unperturbed = forward(zero, restart_buffers, x, y)
+    if cfg.kind == "average":
+        trace = [unperturbed] + [forward({k: c[k] * u[:, t] for k, u in draws.items()}, restart_buffers, x, y) for t in range(cfg.n_steps)]
+        return unperturbed, torch.stack(trace, dim=1)
+    grad_and_loss = vmap(grad_and_value(loss_at), in_dims=(0, buffer_dim, 0, 0), randomness="different")
+    delta = zero if draws is None else {k: c[k] * u[:, 0] for k, u in draws.items()}
+    step = vmap(partial(ascent_step, cfg=cfg), in_dims=(0, 0, None))
+    trace = []
+    for _ in range(cfg.n_steps):
+        grad, loss = grad_and_loss(delta, restart_buffers, x, y)
+        trace.append(loss)
+        delta = step(delta, grad, c)
+    trace.append(forward(delta, restart_buffers, x, y))
+    return unperturbed, torch.stack(trace, dim=1)
+
+
+def summarize(unperturbed: Tensor, trace: Tensor, cfg: SharpnessConfig, seconds: float) -> SharpnessResult:
+    """Per-restart values and their mean from the losses of one model."""
+    if cfg.kind == "average":
+        # E_δ L_S(w + δ) - L_S(w)
+        values = trace[:, 1:].mean(dim=1) - unperturbed
+    else:
+        # max_{t=1..T} L_S(w + δ_t) - L_S(w)
+        values = trace[:, 1:].max(dim=1).values - unperturbed
+    values = values.double().cpu()
+    return SharpnessResult(
+        mean=values.mean().item(), values=values.tolist(), unperturbed=unperturbed.double().cpu().tolist(),
+        frac_below=(values < 0).double().mean().item(), trace=trace.double().cpu().tolist(), seconds=seconds,
+    )
+
+
+def _device_for(models: list[nn.Module], task: Task, cfg: SharpnessConfig) -> torch.device:
+    if cfg.batch_size > task.n_train:
+        raise ValueError(f"SharpnessConfig.batch_size = {cfg.batch_size} is larger than the {task.n_train} training samples of task {task.name!r}")
+    if cfg.device != "auto":
+        return resolve_device(cfg.device)
+    for i, model in enumerate(models):
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if tensor.device != task.device:
+                raise ValueError(f"model {i} has {name!r} on {tensor.device} but task {task.name!r} is on {task.device}; "
+                                 f"move one of them (model.to / task.to) or set SharpnessConfig.device")
+    return task.device
+
+
+@contextlib.contextmanager
+def _with_mode(model: nn.Module, mode: str):
+    """The model in eval/train mode, its flag restored afterwards (also on errors)."""
+    was_training = model.training
+    model.train(mode == "train")
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def estimate_sharpness(model: nn.Module, task: Task, cfg: SharpnessConfig) -> SharpnessResult:
+    """Sharpness of one model on `task` (the model is never modified)."""
+    return estimate_pool_sharpness([model], task, cfg, models_per_call=1)[0]
+
+
+def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessConfig, models_per_call: int | None = None) -> list[SharpnessResult]:
+    """Sharpness of many models of one architecture, `models_per_call` of them per batched call.
+
+    Every model sees the same batches S (common random numbers), so the estimate of each
+    model equals what `estimate_sharpness` gives it alone. Default: all at once on GPU, one at a
+    time on CPU (where a stack of models gains nothing over a stack of restarts).
+    """
+    if not models:
+        raise ValueError("estimate_pool_sharpness needs at least one model")
+    device = _device_for(models, task, cfg)
+    task = task.to(device)
+    idx = draw_batches(task.n_train, cfg).to(device)
+    chunk = models_per_call or (len(models) if device.type == "cuda" else 1)
+    results: list[SharpnessResult] = []
+    template = models[0]
+    with _with_mode(template, cfg.mode), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed + 2)  # dropout draws in mode="train"
+        for start in range(0, len(models), chunk):
+            group = models[start : start + chunk]
+            results += _estimate_group(template, group, task, cfg, idx, device)
+    return results
+
+
+def _estimate_group(template: nn.Module, group: list[nn.Module], task: Task, cfg: SharpnessConfig, idx: Tensor, device: torch.device) -> list[SharpnessResult]:
+    start = time.perf_counter()
+    states = [split_state(m) for m in group]
+    draws = perturbation_draws(states[0][0], cfg)
+    draws = None if draws is None else {k: v.to(device) for k, v in draws.items()}
+    run = partial(ascent, template, task, cfg)
+    if len(group) == 1:
+        w, buffers = ({k: v.to(device) for k, v in d.items()} for d in states[0])
+        unperturbed, trace = (t.unsqueeze(0) for t in run(w, buffers, idx, draws))
+    else:
+        w = {k: torch.stack([s[0][k] for s in states]).to(device) for k in states[0][0]}
+        buffers = {k: torch.stack([s[1][k] for s in states]).to(device) for k in states[0][1]}
+        unperturbed, trace = vmap(run, in_dims=(0, 0, None, None), randomness="different")(w, buffers, idx, draws)
+    unperturbed, trace = unperturbed.cpu(), trace.cpu()  # waits for the device, so the clock below is honest
+    seconds = (time.perf_counter() - start) / len(group)
+    return [summarize(unperturbed[i], trace[i], cfg, seconds) for i in range(len(group))]

@@ -1,0 +1,88 @@
+"""`Task`: one dataset in memory, ready for training and sharpness.
+
+A task is a set of *samples* with targets, split into train and test, plus the loss
+the models are trained with. For image and tabular data a sample is a row of `x`;
+for a graph (Cora) a sample is a node id, and every forward pass sees the whole graph
+(`node_features`, `edge_index`) before the rows of the sampled nodes are picked.
+That one convention lets training and the sharpness estimator index batches the
+same way for all three architectures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LossName = Literal["mse", "cross_entropy"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A dataset held as tensors.
+
+    x_train, x_test: input rows (tabular, images) or node ids (graph tasks).
+    y_train, y_test: regression targets (float, shape [n]) or class labels (long, shape [n]).
+    loss: "mse" (regression) or "cross_entropy" (classification).
+    node_features, edge_index: the whole graph, for graph tasks only.
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    loss: LossName
+    node_features: Tensor | None = None
+    edge_index: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("mse", "cross_entropy"):
+            raise ValueError(f"Task {self.name!r}: loss must be 'mse' or 'cross_entropy', got {self.loss!r}")
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if len(x) != len(y):
+                raise ValueError(f"Task {self.name!r}: x_{split} has {len(x)} rows but y_{split} has {len(y)}")
+        if (self.node_features is None) != (self.edge_index is None):
+            raise ValueError(f"Task {self.name!r}: a graph task needs both node_features and edge_index")
+
+    @property
+    def is_graph(self) -> bool:
+        return self.edge_index is not None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: str | torch.device) -> "Task":
+        """A copy of the task with every tensor on `device`."""
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
+        return replace(self, **moved)
+
+    def predict(self, call: Callable[..., Tensor], x: Tensor) -> Tensor:
+        """Outputs of the network `call` for the samples `x` (rows, or node ids of the graph)."""
+        if self.is_graph:
+            return call(self.node_features, self.edge_index)[x]
+        return call(x)
+
+    def loss_fn(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        """Mean loss over a batch: MSE for regression, cross-entropy for classification."""
+        if self.loss == "mse":
+            return F.mse_loss(outputs.squeeze(-1), targets)
+        return F.cross_entropy(outputs, targets)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err

@@ -1,0 +1,194 @@
+"""Training by the report's protocol: plain SGD, batch 64, stop when the epoch loss settles.
+
+Stopping rule (PROTOCOL.md): after epoch e >= max(2, min_epochs), stop when
+|L_e - L_{e-1}| / L_{e-1} < tol, or after max_epochs; L_e is the mean of the minibatch
+losses seen during epoch e. A model whose epoch loss is NaN/inf is marked diverged and stops.
+
+One SGD step function serves one model and, under `vmap`, a stack of models that train
+together, each with its own data order and its own stopping epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad_and_value, stack_module_state, vmap
+
+from .config import check_choice, check_number, config_from_dict
+from .functional import Params, batch_loss, evaluate, split_state
+from .task import Task, resolve_device
+
+# Independent random streams derived from one model seed: init, data order, dropout.
+ORDER_STREAM = 1_000_003
+DROPOUT_STREAM = 2_000_003
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one model is trained. `seed` drives its init, data order and dropout."""
+
+    lr: float
+    batch_size: int = 64
+    max_epochs: int = 10
+    min_epochs: int = 1
+    tol: float = 0.05
+    weight_decay: float = 0.0
+    init: str = "xavier"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_number("TrainConfig", "lr", self.lr, minimum=0, strict=True)
+        check_number("TrainConfig", "batch_size", self.batch_size, minimum=1, integer=True)
+        check_number("TrainConfig", "max_epochs", self.max_epochs, minimum=1, integer=True)
+        check_number("TrainConfig", "min_epochs", self.min_epochs, minimum=1, integer=True)
+        check_number("TrainConfig", "tol", self.tol, minimum=0)
+        check_number("TrainConfig", "weight_decay", self.weight_decay, minimum=0)
+        check_number("TrainConfig", "seed", self.seed, minimum=0, integer=True)
+        check_choice("TrainConfig", "init", self.init, ("xavier", "default"))
+        if self.min_epochs > self.max_epochs:
+            raise ValueError(f"TrainConfig.min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})")
+        resolve_device(self.device)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        return config_from_dict(cls, values)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training one model produced (losses are means over the whole split, eval mode)."""
+
+    seed: int
+    epochs: int
+    epoch_losses: list[float]
+    train_loss: float
+    test_loss: float
+    train_accuracy: float | None
+    test_accuracy: float | None
+    diverged: bool
+    seconds: float
+    path: str  # "sequential" or "batched": which code path trained it (dropout draws differ)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def should_stop(epoch_losses: list[float], cfg: TrainConfig) -> bool:
+    """The report's rule: relative change of the epoch loss below tol, or max epochs, or diverged."""
+    epoch = len(epoch_losses)
+    if not math.isfinite(epoch_losses[-1]) or epoch >= cfg.max_epochs:
+        return True
+    if epoch < max(2, cfg.min_epochs):
+        return False
+    previous, current = epoch_losses[-2], epoch_losses[-1]
+    # |L_e - L_{e-1}| / L_{e-1} < tol
+    return abs(current - previous) / abs(previous) < cfg.tol
+
+
+def sgd_step(model: nn.Module, task: Task, lr: float, weight_decay: float, params: Params, buffers: Params, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
+    """One plain SGD step on the batch (x, y); BatchNorm updates `buffers` in place in train mode."""
+    grads, loss = grad_and_value(partial(batch_loss, model, task))(params, buffers, x, y)
+    # w <- w - lr (∇L_S(w) + λ w)
+    return {k: w - lr * (grads[k] + weight_decay * w) for k, w in params.items()}, loss
+
+
+def train_model(model: nn.Module, task: Task, cfg: TrainConfig) -> tuple[nn.Module, TrainResult]:
+    """Train `model` (already initialized) one epoch at a time until the stopping rule fires.
+
+    Returns the trained model (a new object, on cfg.device, in eval mode) and its TrainResult.
+    The same seed gives bit-identical weights on CPU.
+    """
+    return train_batched([model], task, [cfg], path="sequential")[0]
+
+
+def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], on_done: Callable[[int, nn.Module, TrainResult], None] | None = None, path: str = "batched", progress: bool = False) -> list[tuple[nn.Module, TrainResult]]:
+    """Train several models of one architecture together under `vmap`.
+
+    cfgs may differ only in `seed`. Each model draws its own data order; a model that meets the
+    stopping rule leaves the stack (and `on_done(i, model, result)` is called at once, so a pool
+    can checkpoint it). With one model this is plain sequential training.
+    """
+    _check_same_except_seed(cfgs)
+    cfg = cfgs[0]
+    device = resolve_device(cfg.device)
+    task = task.to(device)
+    template = models[0].to(device).train()
+    order_generators = [torch.Generator().manual_seed(c.seed + ORDER_STREAM) for c in cfgs]
+    batched = len(models) > 1 or path == "batched"
+    step = partial(sgd_step, template, task, cfg.lr, cfg.weight_decay)
+    if batched:
+        step = vmap(step, randomness="different")
+        params, buffers = (dict(d) for d in stack_module_state([m.to(device) for m in models]))
+        params = {k: v.detach() for k, v in params.items()}
+    else:
+        params, buffers = split_state(template)
+    results: list[tuple[nn.Module, TrainResult] | None] = [None] * len(models)
+    active = list(range(len(models)))
+    losses: dict[int, list[float]] = {i: [] for i in active}
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # Dropout draws come from the global generator (vmap has no per-model generator).
+        torch.manual_seed(cfgs[0].seed + DROPOUT_STREAM if not batched else _group_seed(cfgs))
+        while active:
+            orders = torch.stack([torch.randperm(task.n_train, generator=order_generators[i]) for i in active]).to(device)
+            batch_losses = []
+            for idx in orders.split(cfg.batch_size, dim=1):
+                x, y = task.x_train[idx], task.y_train[idx]
+                if not batched:
+                    x, y = x[0], y[0]
+                params, loss = step(params, buffers, x, y)
+                batch_losses.append(loss)
+            epoch_loss = torch.stack(batch_losses).mean(0).reshape(-1).tolist()
+            finished = []
+            for slot, i in enumerate(active):
+                losses[i].append(epoch_loss[slot])
+                if should_stop(losses[i], cfg):
+                    finished.append(slot)
+            for slot in finished:
+                i = active[slot]
+                state = {k: (v[slot] if batched else v) for k, v in {**params, **buffers}.items()}
+                seconds = (time.perf_counter() - start) / (len(models) if batched else 1)
+                results[i] = _finish(models[i], state, task, cfgs[i], losses[i], seconds, path)
+                if on_done is not None:
+                    on_done(i, *results[i])
+            if finished and batched:
+                keep = torch.tensor([s for s in range(len(active)) if s not in finished], dtype=torch.long, device=device)
+                params = {k: v[keep] for k, v in params.items()}
+                buffers = {k: v[keep] for k, v in buffers.items()}
+            active = [i for s, i in enumerate(active) if s not in finished]
+    return results  # type: ignore[return-value]
+
+
+def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, path: str) -> tuple[nn.Module, TrainResult]:
+    model.load_state_dict(state)
+    model.eval()
+    diverged = not all(math.isfinite(v) for v in epoch_losses) or not all(torch.isfinite(v).all() for v in state.values())
+    train_loss, train_accuracy = evaluate(model, task, "train")
+    test_loss, test_accuracy = evaluate(model, task, "test")
+    result = TrainResult(
+        seed=cfg.seed, epochs=len(epoch_losses), epoch_losses=epoch_losses,
+        train_loss=train_loss, test_loss=test_loss, train_accuracy=train_accuracy, test_accuracy=test_accuracy,
+        diverged=diverged or not math.isfinite(test_loss), seconds=seconds, path=path,
+    )
+    return model, result
+
+
+def _check_same_except_seed(cfgs: list[TrainConfig]) -> None:
+    if not cfgs:
+        raise ValueError("train_batched needs at least one model")
+    first = dataclasses.replace(cfgs[0], seed=0)
+    for c in cfgs[1:]:
+        if dataclasses.replace(c, seed=0) != first:
+            raise ValueError(f"models trained together must share their TrainConfig except the seed: {c} vs {cfgs[0]}")
+
+
+def _group_seed(cfgs: list[TrainConfig]) -> int:
+    # A stack's dropout draws depend on which seeds train together; the checkpoint records the group.
+    return (sum(c.seed * 7919 for c in cfgs) + DROPOUT_STREAM) % (2**63)
