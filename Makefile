@@ -1,4 +1,9 @@
 # sharplib: `make paper` rebuilds the paper (default), `make test` runs the test suite.
+#   make paper                 the full study: 3 pools of 50 models, sharpness, Kendall τ, paper/main.pdf
+#   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
+#   make -j3 paper             the three notebooks side by side
+#   make lab                   JupyterLab on the notebooks
+#   make clean                 removes generated files (results/ keeps trained models: make clean-results)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := paper
@@ -8,6 +13,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export SHARPLIB_DATA ?= $(abspath ../shared/data)
 
+PROFILE ?= full
+ifeq ($(filter $(PROFILE),full quick),)
+$(error PROFILE must be 'full' or 'quick', got '$(PROFILE)')
+endif
+RESULTS := $(if $(filter quick,$(PROFILE)),results-quick,results)
+GENERATED := paper/generated
+# What a notebook's results depend on besides its own source (report.py only shapes the paper).
+LIBRARY := $(filter-out sharplib/report.py,$(wildcard sharplib/*.py)) pyproject.toml
+
+# ---------------------------------------------------------------- setup
 # The venv is rebuilt only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +30,57 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-.PHONY: venv test
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: tex
+tex:
+	@command -v latexmk >/dev/null || { echo "latexmk not found: installing TeX with apt-get"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q latexmk texlive-latex-recommended texlive-publishers; }
+
+# ---------------------------------------------------------------- notebooks -> results/<arch>/
+# jupytext turns the percent-format source into a notebook; papermill runs it with the profile.
+define study
+$(RESULTS)/$(1)/results.json: notebooks/$(2).py $(LIBRARY) | $(VENV)/.installed
+	@mkdir -p $(RESULTS)/$(1)
+	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/source.ipynb $$<
+	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/source.ipynb $(RESULTS)/$(1)/notebook.ipynb \
+	  -p profile $(PROFILE) -p results_dir $(RESULTS)
+	test -f $$@
+endef
+$(eval $(call study,fcnn,fcnn_abalone))
+$(eval $(call study,lenet5,lenet5_fashionmnist))
+$(eval $(call study,gat,gat_cora))
+STUDIES := $(RESULTS)/fcnn/results.json $(RESULTS)/lenet5/results.json $(RESULTS)/gat/results.json
+
+# ---------------------------------------------------------------- results -> paper
+# A stamp that changes only when the profile does, so switching profiles rebuilds the paper.
+$(GENERATED)/profile.txt: FORCE
+	@mkdir -p $(@D)
+	@echo '$(PROFILE) $(RESULTS)' | cmp -s - $@ || echo '$(PROFILE) $(RESULTS)' > $@
+
+$(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf $(GENERATED)/figure1.png &: \
+    $(STUDIES) sharplib/report.py sharplib/study.py $(GENERATED)/profile.txt | $(VENV)/.installed
+	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
+
+paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf | tex
+	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
+
+.PHONY: paper test lab clean clean-results venv FORCE
+paper: paper/main.pdf
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Serves notebooks/ on 127.0.0.1; the override makes a double-click open the percent .py files as notebooks.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d
+lab: $(VENV)/.installed
+	mkdir -p $(LAB_SETTINGS)
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)/sharplib.json
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+
+clean:
+	rm -rf $(GENERATED) notebooks/*.ipynb
+	-cd paper && latexmk -C -quiet main.tex
+
+clean-results: clean
+	rm -rf results results-quick

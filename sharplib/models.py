@@ -97,10 +97,13 @@ def build_model(arch: str, generator: torch.Generator | None = None, init: str =
         raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
     if init not in ("xavier", "default"):
         raise ValueError(f"init must be 'xavier' or 'default', got {init!r}")
-    model = ARCHITECTURES[arch]()
     if init == "xavier":
-        xavier_init_(model, generator)
-    return model
+        return xavier_init_(ARCHITECTURES[arch](), generator)
+    # The layers' own init draws from the global generator: seed it from ours, and leave it as it was.
+    with torch.random.fork_rng(devices=[]):
+        if generator is not None:
+            torch.manual_seed(generator.initial_seed())
+        return ARCHITECTURES[arch]()
 
 
 def n_parameters(model: nn.Module) -> int:

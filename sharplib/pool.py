@@ -44,7 +44,8 @@ def checkpoint_path(out_dir: Path, seed: int) -> Path:
 
 def pool_hash(arch: str, task: Task, cfg: TrainConfig) -> str:
     """What makes two trained models interchangeable: arch, dataset and config (not the device)."""
-    return config_hash(arch, task.name, dataclasses.replace(cfg, device="any"))
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
+    return config_hash(arch, task.name, values)
 
 
 def init_model(arch: str, cfg: TrainConfig, factory: ModelFactory = build_model) -> nn.Module:
@@ -97,12 +98,11 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
     out_dir = Path(out_dir)
-    expected = pool_hash(arch, task, cfg)
     done: dict[int, PoolEntry] = {}
     todo = []
     for seed in seeds:
         payload = read_checkpoint(checkpoint_path(out_dir, seed))
-        if payload is not None and payload["config_hash"] == expected:
+        if payload is not None and payload["config_hash"] == pool_hash(arch, task, dataclasses.replace(cfg, seed=seed)):
             done[seed] = PoolEntry(seed, checkpoint_path(out_dir, seed), TrainResult(**payload["result"]), reused=True)
         else:
             todo.append(seed)

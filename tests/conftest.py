@@ -1,11 +1,18 @@
 """Shared fixtures. Data come from $SHARPLIB_DATA (CI: ../shared/data), never from the network."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 import torch
+
+from sharplib.data import load_abalone, load_cora, load_fashion_mnist
+from sharplib.pool import init_model
+from sharplib.protocol import train_config
+from sharplib.task import Task
+from sharplib.train import train_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,8 +25,49 @@ def data_root() -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _few_threads():
     # The suite runs on 2 cores; small tensors run faster on one thread.
     torch.set_num_threads(1)
     yield
+
+
+def subset(task: Task, n_train: int, n_test: int) -> Task:
+    """The first rows of a task: enough to exercise a model quickly."""
+    return dataclasses.replace(
+        task, x_train=task.x_train[:n_train], y_train=task.y_train[:n_train], x_test=task.x_test[:n_test], y_test=task.y_test[:n_test]
+    )
+
+
+@pytest.fixture(scope="session")
+def abalone_task(data_root: Path) -> Task:
+    return load_abalone(data_root)
+
+
+@pytest.fixture(scope="session")
+def fmnist_small(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Task:
+    """1024 training and 512 test images of FashionMNIST (decompressed into a private cache)."""
+    full = load_fashion_mnist(data_root, cache_dir=tmp_path_factory.mktemp("fmnist-cache"))
+    return subset(full, 1024, 512)
+
+
+@pytest.fixture(scope="session")
+def cora_task(data_root: Path) -> Task:
+    return load_cora(data_root)
+
+
+@pytest.fixture(scope="session")
+def tasks(abalone_task: Task, fmnist_small: Task, cora_task: Task) -> dict[str, Task]:
+    """The task each architecture is trained on (FashionMNIST cut down)."""
+    return {"fcnn": abalone_task, "lenet5": fmnist_small, "gat": cora_task}
+
+
+@pytest.fixture(scope="session")
+def trained(tasks: dict[str, Task]) -> dict[str, torch.nn.Module]:
+    """One briefly trained model per architecture (the report's learning rates)."""
+    torch.set_num_threads(1)
+    models = {}
+    for arch, task in tasks.items():
+        cfg = train_config(arch, max_epochs=2, min_epochs=1, seed=3, device="cpu")
+        models[arch], _ = train_model(init_model(arch, cfg), task, cfg)
+    return models

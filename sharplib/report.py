@@ -1,0 +1,209 @@
+"""Figure 1, Table I and the paper's numbers, built from `results/` alone.
+
+    python -m sharplib.report RESULTS_DIR OUT_DIR
+
+writes OUT_DIR/{figure1.pdf, figure1.png, table1.tex, comparison.tex, results.tex}. Every number
+the paper prints is a macro in results.tex, and every sentence that states a finding is
+generated here from the measured τ, its CI and p, so the text cannot claim more than the data.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .protocol import REPORT_P, REPORT_TAU, TABLE1
+from .study import read_results
+
+ARCHS = ("fcnn", "lenet5", "gat")
+MACRO_PREFIX = {"fcnn": "Fcnn", "lenet5": "Lenet", "gat": "Gat"}
+
+
+# ---------------------------------------------------------------- the figure
+
+def scatter_panel(ax: plt.Axes, table: pd.DataFrame, summary: dict[str, Any], title: str) -> None:
+    """Sharpness against test loss, one point per model, τ with its CI in the corner."""
+    used = table[~table["diverged"]]
+    sns.scatterplot(data=used, x="sharpness", y="test_loss", ax=ax, s=28, color="#2a6f97", edgecolor="white", linewidth=0.4)
+    low, high = summary["tau_ci"]
+    label = f"τ = {summary['tau']:.3f}\n95% CI [{low:.3f}, {high:.3f}]\np = {format_p(summary['p_value'])}, M = {summary['n_used']}"
+    ax.text(0.97, 0.97, label, transform=ax.transAxes, ha="right", va="top", fontsize=8,
+            bbox=dict(boxstyle="round", facecolor="white", alpha=0.85, edgecolor="0.8"))
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("adaptive sharpness")
+    ax.set_ylabel("test loss")
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
+
+
+def figure1(results: dict[str, tuple[dict, pd.DataFrame]], pdf: Path, png: Path) -> None:
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(1, len(results), figsize=(3.4 * len(results), 3.1), constrained_layout=True)
+    for ax, (arch, (summary, table)) in zip(axes, results.items()):
+        row = TABLE1[arch]
+        scatter_panel(ax, table, summary, f"{row.model_name} on {row.dataset_name}")
+    fig.savefig(pdf)
+    fig.savefig(png, dpi=150)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- numbers in words
+
+def format_p(p: float) -> str:
+    return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
+
+
+def tex_number(x: float, digits: int = 3) -> str:
+    """A number for LaTeX text mode: fixed digits, scientific as a×10^{b} when small or large."""
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:.{digits}f}"
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"\\ensuremath{{{mantissa}\\times 10^{{{int(exponent)}}}}}"
+
+
+def finding(summary: dict[str, Any], alpha: float = 0.05) -> str:
+    """One sentence on the correlation, worded from its sign, its CI and p (never a fixed claim)."""
+    tau, (low, high), p = summary["tau"], summary["tau_ci"], summary["p_value"]
+    direction = "negative" if tau < 0 else "positive"
+    if low > 0 or high < 0:
+        strength = "weak" if abs(tau) < 0.2 else "moderate" if abs(tau) < 0.5 else "strong"
+        return (f"a {strength} {direction} rank correlation whose confidence interval excludes zero"
+                + (f" (p = {format_p(p)})" if p < alpha else f", although p = {format_p(p)} is above {alpha}"))
+    return f"no rank correlation distinguishable from zero: the confidence interval contains 0 (p = {format_p(p)})"
+
+
+# Var(τ) = 2(2M + 5) / (9M(M − 1)) under independence (no ties); |τ| > z_{0.975} sd gives p < 0.05
+def critical_tau(n_models: int) -> float:
+    """The |τ| that a pool of M models needs for a two-sided p below 0.05 (normal approximation)."""
+    return 1.959964 * math.sqrt(2 * (2 * n_models + 5) / (9 * n_models * (n_models - 1)))
+
+
+def agreement(summary: dict[str, Any], reported: float) -> str:
+    """Whether the report's τ lies in our interval."""
+    low, high = summary["tau_ci"]
+    if low <= reported <= high:
+        return "the report's value lies inside our confidence interval"
+    side = "below" if reported < low else "above"
+    return f"the report's value lies {side} our confidence interval"
+
+
+def overall(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
+    """The summary sentence of the abstract and the conclusion, from the three CIs."""
+    negative = [a for a, (s, _) in results.items() if s["tau_ci"][1] < 0]
+    positive = [a for a, (s, _) in results.items() if s["tau_ci"][0] > 0]
+    names = lambda archs: ", ".join(TABLE1[a].model_name for a in archs)
+    if len(negative) == len(results):
+        return "adaptive sharpness is negatively rank-correlated with test loss for all three architectures, as the report found"
+    if not negative and not positive:
+        return "for none of the three architectures is the rank correlation between adaptive sharpness and test loss distinguishable from zero"
+    parts = [f"{kind} beyond its uncertainty for {names(archs)}" for kind, archs in (("negative", negative), ("positive", positive)) if archs]
+    rest = [a for a in results if a not in negative + positive]
+    if rest:
+        parts.append(f"indistinguishable from zero for {names(rest)}")
+    return "the rank correlation between adaptive sharpness and test loss is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+
+
+# ---------------------------------------------------------------- the .tex files
+
+def table1_tex(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
+    """Table I's rows, from the configs the runs actually used."""
+    lines = []
+    for arch, (summary, _) in results.items():
+        row, train, sharp = TABLE1[arch], summary["train_config"], summary["sharpness_config"]
+        lines.append(f"{row.model_name} & {row.dataset_name} & {train['lr']:g} & {row.loss_name} & {sharp['rho']:g} \\\\")
+    return "\n".join(lines) + "\n\\hline\n"  # the closing rule: \hline right after \input fails in a tabular
+
+
+def comparison_tex(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
+    """Measured τ (CI, p) next to the report's τ (and p where it printed one)."""
+    lines = []
+    for arch, (summary, _) in results.items():
+        low, high = summary["tau_ci"]
+        reported_p = REPORT_P[arch]
+        lines.append(
+            f"{TABLE1[arch].model_name} & {summary['n_used']} & ${summary['tau']:.3f}$ & $[{low:.3f}, {high:.3f}]$ & "
+            f"{tex_number(summary['p_value'])} & ${REPORT_TAU[arch]:.3f}$ & {'---' if reported_p is None else f'{reported_p:.3f}'} \\\\"
+        )
+    return "\n".join(lines) + "\n\\hline\n"
+
+
+def _macro(name: str, value: str) -> str:
+    return f"\\newcommand{{\\{name}}}{{{value}}}"
+
+
+def results_tex(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
+    """One macro per number or generated sentence the paper uses."""
+    first = next(iter(results.values()))[0]
+    provenance = first["provenance"]
+    profile = first["profile"]
+    macros = [
+        _macro("Profile", profile),
+        _macro("ProfileMark", "" if profile == "full" else "quick profile: not the study's numbers"),
+        _macro("Commit", provenance["git_commit"][:10] + ("+dirty" if provenance["git_dirty"] else "")),
+        _macro("TorchVersion", provenance["torch"]),
+        _macro("Machine", f"{provenance['device_name']} ({provenance['machine']})".replace("_", "\\_")),
+        _macro("OverallFinding", overall(results)),
+        _macro("CriticalM", str(first["n_used"])), _macro("TauCritical", f"{critical_tau(first['n_used']):.2f}"),
+        _macro("CIHalfWidth", f"{sum(s['tau_ci'][1] - s['tau_ci'][0] for s, _ in results.values()) / (2 * len(results)):.2f}"),
+    ]
+    for arch, (summary, table) in results.items():
+        m = MACRO_PREFIX[arch]
+        low, high = summary["tau_ci"]
+        used = table[~table["diverged"]]
+        sharp, train = summary["sharpness_config"], summary["train_config"]
+        macros += [
+            _macro(f"{m}Tau", f"{summary['tau']:.3f}"), _macro(f"{m}TauLow", f"{low:.3f}"), _macro(f"{m}TauHigh", f"{high:.3f}"),
+            _macro(f"{m}P", tex_number(summary["p_value"])), _macro(f"{m}ReportTau", f"{REPORT_TAU[arch]:.3f}"),
+            _macro(f"{m}Models", str(summary["n_models"])), _macro(f"{m}Used", str(summary["n_used"])),
+            _macro(f"{m}Diverged", str(summary["n_diverged"])),
+            _macro(f"{m}Restarts", str(sharp["n_restarts"])), _macro(f"{m}Rho", f"{sharp['rho']:g}"), _macro(f"{m}LR", f"{train['lr']:g}"),
+            _macro(f"{m}Epochs", f"{used['epochs'].min()}--{used['epochs'].max()}" if used["epochs"].nunique() > 1 else str(used["epochs"].iloc[0])),
+            _macro(f"{m}TestLossLow", f"{used['test_loss'].min():.3f}"), _macro(f"{m}TestLossHigh", f"{used['test_loss'].max():.3f}"),
+            _macro(f"{m}SharpLow", tex_number(used["sharpness"].min())), _macro(f"{m}SharpHigh", tex_number(used["sharpness"].max())),
+            _macro(f"{m}FracBelow", f"{100 * summary['frac_below_mean']:.1f}"),
+            _macro(f"{m}Finding", finding(summary)), _macro(f"{m}Agreement", agreement(summary, REPORT_TAU[arch])),
+            _macro(f"{m}Minutes", f"{sum(summary['seconds'].values()) / 60:.1f}"),
+        ]
+        if used["test_accuracy"].notna().any():
+            macros.append(_macro(f"{m}AccLow", f"{100 * used['test_accuracy'].min():.1f}"))
+            macros.append(_macro(f"{m}AccHigh", f"{100 * used['test_accuracy'].max():.1f}"))
+    return "% Generated by sharplib.report from results/: do not edit.\n" + "\n".join(macros) + "\n"
+
+
+def load_all(results_dir: Path) -> dict[str, tuple[dict, pd.DataFrame]]:
+    loaded = {arch: read_results(results_dir, arch) for arch in ARCHS}
+    profiles = {summary["profile"] for summary, _ in loaded.values()}
+    if len(profiles) > 1:
+        raise ValueError(f"{results_dir}: the three studies ran with different profiles {sorted(profiles)}; rerun them with one")
+    return loaded
+
+
+def build(results_dir: Path, out_dir: Path) -> list[Path]:
+    """Write every generated file of the paper; returns their paths."""
+    results = load_all(results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure1(results, out_dir / "figure1.pdf", out_dir / "figure1.png")
+    files = {"table1.tex": table1_tex(results), "comparison.tex": comparison_tex(results), "results.tex": results_tex(results)}
+    for name, text in files.items():
+        (out_dir / name).write_text(text)
+    return [out_dir / n for n in ("figure1.pdf", "figure1.png", *files)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    args = parser.parse_args(argv)
+    for path in build(args.results_dir, args.out_dir):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The CUDA path gives what the CPU path gives. Skipped where torch sees no CUDA device (as in CI).
+
+Same seed => same batches S (they are drawn on the CPU), so per-restart values can be compared
+directly. Tolerances leave room for GPU arithmetic (TF32 convolutions, other reduction orders).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from sharplib import protocol
+from sharplib.data import load_task
+from sharplib.pool import init_model
+from sharplib.sharpness import estimate_pool_sharpness, estimate_sharpness
+from sharplib.task import Task, resolve_device
+from sharplib.train import TrainResult, train_model
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+ARCHS = ("fcnn", "lenet5", "gat")
+VALUE_ATOL = 1e-4  # per restart: best perturbed loss - unperturbed loss
+LOSS_RTOL = 1e-3  # the losses behind them
+
+
+def _small(task: Task) -> Task:
+    """FashionMNIST cut to 2048 training images: enough to train a model a little, quickly."""
+    if task.name != "fashion_mnist":
+        return task
+    return dataclasses.replace(task, x_train=task.x_train[:2048], y_train=task.y_train[:2048])
+
+
+@pytest.fixture(scope="module")
+def cpu_tasks(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Task]:
+    cache = tmp_path_factory.mktemp("fmnist-cache")
+    return {arch: _small(load_task(arch, data_root, cache_dir=cache) if arch == "lenet5" else load_task(arch, data_root)) for arch in ARCHS}
+
+
+def _train(arch: str, task: Task, device: str, seed: int = 0) -> tuple[nn.Module, TrainResult]:
+    cfg = protocol.train_config(arch, max_epochs=protocol.spec(arch).min_epochs + 1, seed=seed, device=device)
+    return train_model(init_model(arch, cfg), task, cfg)
+
+
+@pytest.fixture(scope="module")
+def cpu_models(cpu_tasks: dict[str, Task]) -> dict[str, nn.Module]:
+    """One briefly trained model per architecture, on the CPU."""
+    return {arch: _train(arch, task, "cpu")[0] for arch, task in cpu_tasks.items()}
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_sharpness_on_cuda_equals_cpu(arch: str, cpu_tasks: dict[str, Task], cpu_models: dict[str, nn.Module]) -> None:
+    cfg = protocol.sharpness_config(arch, n_restarts=8, device="cpu")
+    on_cpu = estimate_sharpness(cpu_models[arch], cpu_tasks[arch], cfg)
+    on_cuda = estimate_sharpness(cpu_models[arch], cpu_tasks[arch], dataclasses.replace(cfg, device="cuda"))
+    assert on_cuda.values == pytest.approx(on_cpu.values, abs=VALUE_ATOL)
+    assert sum(on_cuda.trace, []) == pytest.approx(sum(on_cpu.trace, []), rel=LOSS_RTOL)
+    assert not cpu_models[arch].training, "the estimator must leave the model's mode as it found it"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_pool_on_cuda_equals_each_model_alone(arch: str, cpu_tasks: dict[str, Task], cpu_models: dict[str, nn.Module]) -> None:
+    task = cpu_tasks[arch].to("cuda")
+    models = [copy.deepcopy(cpu_models[arch]).to("cuda"), *(_train(arch, cpu_tasks[arch], "cuda", seed=s)[0] for s in (1, 2))]
+    cfg = protocol.sharpness_config(arch, n_restarts=4, device="cuda")
+    pooled = estimate_pool_sharpness(models, task, cfg)  # the CUDA default: all three in one vmapped call
+    for result, model in zip(pooled, models):
+        alone = estimate_sharpness(model, task, cfg)
+        assert result.values == pytest.approx(alone.values, abs=1e-6)
+
+
+def test_fcnn_trains_on_cuda_as_on_cpu(cpu_tasks: dict[str, Task]) -> None:
+    """No dropout and a CPU-drawn data order: the two devices differ only by float rounding."""
+    model_cpu, on_cpu = _train("fcnn", cpu_tasks["fcnn"], "cpu")
+    model_cuda, on_cuda = _train("fcnn", cpu_tasks["fcnn"], "cuda")
+    assert next(model_cuda.parameters()).is_cuda
+    assert on_cuda.epochs == on_cpu.epochs
+    assert on_cuda.test_loss == pytest.approx(on_cpu.test_loss, rel=1e-3)
+    for p_cpu, p_cuda in zip(model_cpu.parameters(), model_cuda.parameters()):
+        assert torch.allclose(p_cuda.cpu(), p_cpu, atol=1e-4)
+
+
+def test_gat_trains_on_cuda(cpu_tasks: dict[str, Task]) -> None:
+    """Dropout masks come from the device's generator, so only the loss is compared, loosely."""
+    _, on_cpu = _train("gat", cpu_tasks["gat"], "cpu")
+    model, on_cuda = _train("gat", cpu_tasks["gat"], "cuda")
+    assert next(model.parameters()).is_cuda
+    assert not on_cuda.diverged
+    assert on_cuda.test_loss == pytest.approx(on_cpu.test_loss, rel=0.05)
+
+
+def test_auto_device_is_cuda(cpu_tasks: dict[str, Task]) -> None:
+    assert resolve_device("auto").type == "cuda"
+    cfg = protocol.train_config("fcnn", max_epochs=1, device="auto")
+    model, _ = train_model(init_model("fcnn", cfg), cpu_tasks["fcnn"], cfg)
+    assert next(model.parameters()).is_cuda
+    # sharpness with device="auto" follows the task and the model: both on CUDA here
+    result = estimate_sharpness(model, cpu_tasks["fcnn"].to("cuda"), protocol.sharpness_config("fcnn", n_restarts=2))
+    assert len(result.values) == 2

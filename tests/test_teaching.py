@@ -1,0 +1,137 @@
+"""The teaching notebook (notebooks/teaching_sharpness.py) runs end to end and shows what it teaches.
+
+Each run converts the jupytext source to a temporary .ipynb and executes it with papermill on the
+"python3" kernel. That kernelspec comes with ipykernel inside the venv, and jupyter_client starts it
+with the interpreter running the tests, so the kernel imports the same (editable) sharplib.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pandas as pd
+import papermill
+import pytest
+from jupyter_client.manager import KernelManager
+
+from sharplib.task import resolve_device
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "teaching_sharpness.py"
+VARIANTS = {"standard, gradient", "standard, steepest", "adaptive, gradient (report)", "adaptive, steepest"}
+
+
+def execute(tmp: Path, data_root: Path, **parameters) -> nbformat.NotebookNode:
+    """Run the notebook with `parameters` (results in `tmp`) and return the executed notebook."""
+    source = tmp / "teaching_sharpness.ipynb"
+    jupytext.write(jupytext.read(NOTEBOOK), source, fmt="ipynb")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SHARPLIB_DATA", str(data_root))  # the kernel inherits this process's environment
+        env.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # the venv's kernelspec wins over a user-level "python3"
+        papermill.execute_notebook(
+            str(source), str(tmp / "executed.ipynb"), parameters={"results_dir": str(tmp / "results"), **parameters},
+            kernel_name="python3", cwd=str(tmp), progress_bar=False, execution_timeout=600,
+        )
+    return nbformat.read(tmp / "executed.ipynb", as_version=4)
+
+
+def printed(nb: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "stream")
+
+
+def test_python3_kernel_is_this_interpreter(monkeypatch):
+    # Without this, papermill could run the notebook in another Python that lacks sharplib.
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
+    command = KernelManager(kernel_name="python3").format_kernel_cmd()
+    assert Path(command[0]).resolve() == Path(sys.executable).resolve(), (
+        f"the 'python3' kernel starts {command[0]}, not {sys.executable}: is ipykernel installed in this venv?")
+
+
+def test_notebook_has_one_literal_parameters_cell():
+    nb = jupytext.read(NOTEBOOK)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    for line in tagged[0].source.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            eval(compile(value.split("  #")[0].strip(), "<parameter>", "eval"), {"__builtins__": {}})  # literals only
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory, data_root):
+    tmp = tmp_path_factory.mktemp("teaching")
+    return execute(tmp, data_root), tmp
+
+
+@pytest.mark.slow
+def test_defaults_show_invariance(default_run):
+    nb, tmp = default_run
+    table = pd.read_csv(tmp / "results" / "invariance.csv")
+    factors = sorted(table.factor.unique())
+    assert set(table.variant) == VARIANTS and 1.0 in factors and len(table) == len(factors) * len(VARIANTS)
+    assert (table.max_output_change < 1e-5).all(), "a rescaled copy computes a different function"
+    steepest = table[table.variant == "adaptive, steepest"]
+    assert (steepest.rel_change_vs_factor_1 < 1e-4).all(), steepest
+    farthest = max(factors, key=lambda r: abs(math.log(r)))
+    for variant in ("standard, gradient", "standard, steepest"):
+        change = table[(table.variant == variant) & (table.factor == farthest)].rel_change_vs_factor_1.item()
+        assert change > 0.10, f"{variant} changed by only {change:.1%} at r = {farthest}"
+    # the exercises are skipped (answers still None) by default, and say so
+    assert printed(nb).count("no answer yet") == 3
+
+
+@pytest.mark.slow
+def test_solutions_pass_their_checks(tmp_path, data_root):
+    nb = execute(tmp_path, data_root, show_solutions=True, n_restarts=8, factors=[1.0, 10.0], rho_grid=[0.001, 0.003])
+    out = printed(nb)
+    for exercise in (1, 2, 3):
+        assert f"Exercise {exercise}: correct!" in out
+
+
+def run_parameter_check(**overrides):
+    """Execute the notebook's parameters cell, `overrides` (as papermill injects them) and its check cell, without a kernel."""
+    cells = [c for c in jupytext.read(NOTEBOOK).cells if c.cell_type == "code"]
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    namespace = {"math": math, "os": os, "Path": Path, "resolve_device": resolve_device}  # what the setup cell imports
+    namespace["_names_before_parameters"] = set(namespace)
+    exec(cells[at].source, namespace)
+    namespace.update(overrides)
+    exec(cells[at + 1].source, namespace)
+    return namespace
+
+
+def test_default_parameters_pass_the_check():
+    namespace = run_parameter_check()
+    assert namespace["DEVICE"] == "cpu" and namespace["RESULTS"].name == "teaching"
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"rhoo": 0.1}, "unknown parameter(s) ['rhoo']"),
+    ({"n_restarts": "50"}, "n_restarts = '50': must be an integer >= 2"),
+    ({"seed": True}, "seed = True: must be an integer >= 0"),
+    ({"rho": -0.1}, "rho = -0.1: must be a number > 0"),
+    ({"factors": [2.0, 3.0]}, "must be a list of at least two numbers > 0 that contains 1"),
+    ({"rescale_layer": 3}, "rescale_layer = 3: must be 1 or 2"),
+    ({"rho_grid": [0.01]}, "rho_grid = [0.01]: must be a list of at least two distinct numbers > 0"),
+    ({"rho_grid": [[0.01], 0.1]}, "rho_grid = [[0.01], 0.1]: must be a list"),
+    ({"device": None}, "device = None: must be 'cpu'"),
+    ({"show_solutions": "yes"}, "show_solutions = 'yes': must be True or False"),
+    ({"device": "gpu"}, "device = 'gpu': must be 'cpu', 'cuda', 'cuda:N' or 'auto'"),
+])
+def test_bad_parameters_are_named(overrides, message):
+    with pytest.raises((NameError, ValueError)) as err:
+        run_parameter_check(**overrides)
+    assert message in str(err.value)
+
+
+@pytest.mark.slow
+def test_papermill_unknown_parameter_stops_the_run(tmp_path, data_root):
+    # papermill only warns about a parameter the notebook does not define; the notebook stops
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        execute(tmp_path, data_root, n_restart=5)
+    assert "unknown parameter(s) ['n_restart']" in str(err.value)
+    assert not (tmp_path / "results").exists(), "the notebook did work before checking its parameters"

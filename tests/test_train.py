@@ -1,0 +1,124 @@
+"""Training by the report's protocol: the stopping rule, reproducibility, batched == sequential."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from sharplib.functional import evaluate
+from sharplib.pool import init_model
+from sharplib.protocol import train_config
+from sharplib.task import Task
+from sharplib.train import TrainConfig, should_stop, train_batched, train_model
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("lr", -0.1, "TrainConfig.lr"), ("batch_size", 0, "TrainConfig.batch_size"), ("lr", "0.1", "TrainConfig.lr"),
+    ("max_epochs", 2.5, "TrainConfig.max_epochs"), ("init", "he", "TrainConfig.init"), ("device", "tpu", "device"),
+])
+def test_bad_config_names_the_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_dict({"lr": 0.1, field: value})
+
+
+def test_unknown_field_is_named() -> None:
+    with pytest.raises(ValueError, match="momentum"):
+        TrainConfig.from_dict({"lr": 0.1, "momentum": 0.9})
+
+
+def test_stopping_rule() -> None:
+    cfg = TrainConfig(lr=0.1, max_epochs=5, min_epochs=1, tol=0.05)
+    assert not should_stop([1.0], cfg)  # the rule needs two epochs
+    assert not should_stop([1.0, 0.9], cfg)  # 10 % change
+    assert should_stop([1.0, 0.96], cfg)  # 4 % change
+    assert should_stop([1.0, 1.04], cfg)  # |change|, also upward
+    assert should_stop([1.0, 0.5, 0.3, 0.2, 0.1], cfg)  # max epochs
+    assert should_stop([1.0, math.nan], cfg)  # diverged
+    gat_like = TrainConfig(lr=0.1, max_epochs=20, min_epochs=10)
+    assert not should_stop([1.0] * 9, gat_like)
+    assert should_stop([1.0] * 10, gat_like)
+
+
+def test_fcnn_learns_and_reports(abalone_task: Task) -> None:
+    cfg = train_config("fcnn", seed=0, device="cpu")
+    untrained_loss, _ = evaluate(init_model("fcnn", cfg), abalone_task)
+    model, result = train_model(init_model("fcnn", cfg), abalone_task, cfg)
+    assert result.test_loss < 0.7 * untrained_loss
+    assert 2 <= result.epochs <= 10 and len(result.epoch_losses) == result.epochs
+    assert result.test_loss == pytest.approx(evaluate(model, abalone_task)[0])
+    assert result.train_accuracy is None and not result.diverged and result.path == "sequential"
+    assert not model.training
+
+
+@pytest.mark.parametrize("arch", ["fcnn", "lenet5", "gat"])
+def test_same_seed_gives_bit_identical_weights(arch: str, tasks: dict[str, Task]) -> None:
+    cfg = train_config(arch, seed=5, max_epochs=1, min_epochs=1, device="cpu")
+    a, result_a = train_model(init_model(arch, cfg), tasks[arch], cfg)
+    b, result_b = train_model(init_model(arch, cfg), tasks[arch], cfg)
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert result_a.epoch_losses == result_b.epoch_losses
+    other, _ = train_model(init_model(arch, cfg), tasks[arch], train_config(arch, seed=6, max_epochs=1, min_epochs=1, device="cpu"))
+    assert not torch.equal(_weights(other)[next(iter(wa))], wa[next(iter(wa))])
+
+
+def _double(task: Task) -> Task:
+    return dataclasses.replace(task, x_train=task.x_train.double(), y_train=task.y_train.double(),
+                               x_test=task.x_test.double(), y_test=task.y_test.double())
+
+
+def test_batched_fcnn_equals_sequential(abalone_task: Task) -> None:
+    """Same data order, steps and stopping epoch per seed, whether the models train stacked or alone.
+
+    Checked in float64: in float32 a stack of models runs a batched matmul that rounds differently
+    from a single one (~1e-7), and a ReLU that flips on such a difference amplifies it (measured up
+    to ~1e-3 after 3 epochs for 3 of 10 seeds), which says nothing about the algorithm.
+    """
+    task = _double(abalone_task)
+    cfgs = [train_config("fcnn", seed=s, device="cpu") for s in range(8)]
+    batched = train_batched([init_model("fcnn", c).double() for c in cfgs], task, cfgs)
+    assert len({result.epochs for _, result in batched}) > 1, "seeds should stop at different epochs, so finished models must freeze"
+    for cfg, (model, result) in zip(cfgs, batched):
+        reference, reference_result = train_model(init_model("fcnn", cfg).double(), task, cfg)
+        assert result.epochs == reference_result.epochs and result.path == "batched"
+        assert result.test_loss == pytest.approx(reference_result.test_loss, abs=1e-5)
+        for name, value in _weights(model).items():
+            torch.testing.assert_close(value, _weights(reference)[name], rtol=0, atol=1e-5)
+
+
+def test_batched_dropout_models_are_reproducible(tasks: dict[str, Task]) -> None:
+    cfgs = [train_config("gat", seed=s, min_epochs=2, max_epochs=3, device="cpu") for s in (0, 1)]
+    first = train_batched([init_model("gat", c) for c in cfgs], tasks["gat"], cfgs)
+    second = train_batched([init_model("gat", c) for c in cfgs], tasks["gat"], cfgs)
+    for (a, ra), (b, rb) in zip(first, second):
+        assert ra.path == "batched" and ra.epoch_losses == rb.epoch_losses
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_gat_trains_at_least_ten_epochs(cora_task: Task) -> None:
+    # Under the report's protocol (3 steps an epoch on 140 nodes) GAT starts slowly: the
+    # rule must not stop it before epoch 10, whatever its loss does.
+    cfg = train_config("gat", seed=0, device="cpu")
+    untrained = init_model("gat", cfg)
+    model, result = train_model(init_model("gat", cfg), cora_task, cfg)
+    assert 10 <= result.epochs <= 20 and not result.diverged
+    assert not torch.equal(model.conv1.lin.weight, untrained.conv1.lin.weight)
+
+
+def test_divergence_is_recorded_not_raised(abalone_task: Task) -> None:
+    cfgs = [TrainConfig(lr=lr, max_epochs=3, seed=0, device="cpu") for lr in (50.0,)]
+    (_, result), = train_batched([init_model("fcnn", cfgs[0])], abalone_task, cfgs)
+    assert result.diverged
+    assert not all(math.isfinite(v) for v in result.epoch_losses) or not math.isfinite(result.test_loss)
+
+
+def test_models_trained_together_share_their_config(abalone_task: Task) -> None:
+    cfgs = [TrainConfig(lr=0.01, seed=0), TrainConfig(lr=0.02, seed=1)]
+    with pytest.raises(ValueError, match="except the seed"):
+        train_batched([init_model("fcnn", c) for c in cfgs], abalone_task, cfgs)
