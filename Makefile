@@ -19,8 +19,10 @@ $(error PROFILE must be 'full' or 'quick', got '$(PROFILE)')
 endif
 RESULTS := $(if $(filter quick,$(PROFILE)),results-quick,results)
 GENERATED := paper/generated
-# What a notebook's results depend on besides its own source (report.py only shapes the paper).
-LIBRARY := $(filter-out sharplib/report.py,$(wildcard sharplib/*.py)) pyproject.toml
+# What a study notebook's results depend on besides its own source: the modules on its path
+# (report.py only draws; reparam, sharpness_plain, reference and ablation are not on it).
+LIBRARY := $(addprefix sharplib/,__init__.py checksums.py config.py data.py functional.py models.py pool.py protocol.py \
+             sharpness.py stats.py study.py task.py train.py) pyproject.toml
 
 # ---------------------------------------------------------------- setup
 # The venv is rebuilt only when pyproject.toml changes.
