@@ -1,7 +1,7 @@
 # sharplib: `make paper` rebuilds the paper (default), `make test` runs the test suite.
 #   make paper                 the full study: 3 pools of 50 models, sharpness, Kendall τ, paper/main.pdf
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
-#   make -j3 paper             the three notebooks side by side
+#   make -j3 paper             the three notebooks side by side (then their three ablations)
 #   make lab                   JupyterLab on the notebooks
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
 SHELL := /bin/bash
@@ -53,17 +53,33 @@ $(eval $(call study,lenet5,lenet5_fashionmnist))
 $(eval $(call study,gat,gat_cora))
 STUDIES := $(RESULTS)/fcnn/results.json $(RESULTS)/lenet5/results.json $(RESULTS)/gat/results.json
 
+# ---------------------------------------------------------------- the ablation -> results/<arch>/ablation.json
+# Why our τ differs from the report's: the reference notebooks' choices one at a time, and τ across ρ.
+# It reuses the study's pool (hence the results.json prerequisite); its size per profile is set in
+# sharplib/ablation.py (ABLATION_PROFILES), and cached sharpness values make a rerun cheap.
+define ablation
+$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json sharplib/ablation.py sharplib/reference.py $(LIBRARY) | $(VENV)/.installed
+	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/ablation-source.ipynb $$<
+	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/ablation-source.ipynb $(RESULTS)/$(1)/ablation.ipynb \
+	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS)
+	test -f $$@
+endef
+$(foreach arch,fcnn lenet5 gat,$(eval $(call ablation,$(arch))))
+ABLATIONS := $(RESULTS)/fcnn/ablation.json $(RESULTS)/lenet5/ablation.json $(RESULTS)/gat/ablation.json
+
 # ---------------------------------------------------------------- results -> paper
 # A stamp that changes only when the profile does, so switching profiles rebuilds the paper.
 $(GENERATED)/profile.txt: FORCE
 	@mkdir -p $(@D)
 	@echo '$(PROFILE) $(RESULTS)' | cmp -s - $@ || echo '$(PROFILE) $(RESULTS)' > $@
 
-$(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf $(GENERATED)/figure1.png &: \
-    $(STUDIES) sharplib/report.py sharplib/study.py $(GENERATED)/profile.txt | $(VENV)/.installed
+$(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf $(GENERATED)/figure1.png \
+$(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
+    $(STUDIES) $(ABLATIONS) sharplib/report.py sharplib/study.py sharplib/ablation.py $(GENERATED)/profile.txt | $(VENV)/.installed
 	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
 
-paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf | tex
+paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
+    $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf | tex
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
 
 .PHONY: paper test lab clean clean-results venv FORCE

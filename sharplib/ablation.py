@@ -31,15 +31,16 @@ from torch.func import grad_and_value, vmap
 from tqdm.auto import tqdm
 
 from . import protocol
-from .config import config_hash
+from .config import check_choice, check_number, config_from_dict, config_hash
 from .functional import batch_loss, split_state
 from .models import build_model
-from .pool import ModelFactory, PoolEntry, load_model
+from .pool import ModelFactory, PoolEntry, checkpoint_path, load_model
 from .reference import (LABELS, ReferenceFactory, ReferenceSwitches, applicable, effective_config, reference_sharpness,
                         reference_train_config, run_jobs, train_or_reuse, train_reference_pool)
 from .sharpness import SharpnessConfig, SharpnessResult, draw_batches, estimate_sharpness, summarize
 from .stats import kendall
-from .task import Task
+from .study import read_results
+from .task import Task, resolve_device
 
 CACHE_VERSION = "1"  # bump when an estimator changes what it returns, so old cache entries are ignored
 RHO_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the default grid: two decades around the report's ρ
@@ -188,9 +189,9 @@ def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | P
 
 # ---------------------------------------------------------------- τ across ρ
 
-def default_rho_grid(arch: str, factors: Sequence[float] = RHO_FACTORS) -> tuple[float, ...]:
-    """ρ·factors around the report's ρ of `arch` (Table I), the report's ρ included."""
-    rho = protocol.spec(arch).rho
+def default_rho_grid(arch: str, factors: Sequence[float] = RHO_FACTORS, rho: float | None = None) -> tuple[float, ...]:
+    """ρ·factors around `rho` (default: the report's ρ of `arch`, Table I), that ρ included when 1 is a factor."""
+    rho = protocol.spec(arch).rho if rho is None else rho
     return tuple(float(f"{rho * f:.12g}") for f in factors)  # 0.025·0.1 = 0.0025, not 0.0025000000000000005
 
 
@@ -372,28 +373,234 @@ def ablation_paragraph(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
     return " ".join(parts)
 
 
+KINDS = ("adaptive", "standard")
+
+
+def rho_panel(ax: Any, df: pd.DataFrame, arch: str, rho: float | None = None) -> None:
+    """One τ(ρ) panel (a `tau_by_rho` frame): adaptive vs standard, the bootstrap CI as a band, the
+    report's ρ (or `rho`) as a dotted line."""
+    import seaborn as sns
+
+    palette = dict(zip(KINDS, sns.color_palette("colorblind", 2)))
+    frame = df.assign(sharpness=np.where(df["adaptive"], "adaptive", "standard")).sort_values("rho")
+    sns.lineplot(frame, x="rho", y="tau", hue="sharpness", hue_order=KINDS, palette=palette, marker="o", ax=ax, errorbar=None)
+    for kind, group in frame.groupby("sharpness"):
+        ax.fill_between(group["rho"], group["ci_low"], group["ci_high"], color=palette[kind], alpha=0.2, linewidth=0)
+    ax.axvline(protocol.spec(arch).rho if rho is None else rho, color="0.3", linestyle=":", linewidth=1, label=r"report's $\rho$")
+    ax.axhline(0, color="0.5", linewidth=0.6)
+    ax.set(xscale="log", xlabel=r"$\rho$", ylabel=r"Kendall $\tau$", title=protocol.spec(arch).model_name, ylim=(-1, 1))
+    ax.legend(fontsize="x-small", title=None, loc="lower right")
+
+
 def rho_figure(df_by_arch: Mapping[str, pd.DataFrame], path_pdf: str | Path, path_png: str | Path,
                report_rho: Mapping[str, float] | None = None) -> None:
-    """τ(ρ) per arch (one panel each; frames from `tau_by_rho`), adaptive vs standard sharpness, the
-    bootstrap CI as a band, the report's ρ as a dotted line. Drawn without pyplot's global state."""
+    """τ(ρ) per arch (one `rho_panel` each), written to both paths. Drawn without pyplot's global state."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    kinds = ("adaptive", "standard")
-    palette = dict(zip(kinds, sns.color_palette("colorblind", 2)))
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
         fig = Figure(figsize=(2.6 * len(df_by_arch), 2.4), layout="constrained")
         axes = fig.subplots(1, len(df_by_arch), squeeze=False, sharey=True)[0]
         for ax, (arch, df) in zip(axes, df_by_arch.items()):
-            frame = df.assign(sharpness=np.where(df["adaptive"], "adaptive", "standard")).sort_values("rho")
-            sns.lineplot(frame, x="rho", y="tau", hue="sharpness", hue_order=kinds, palette=palette, marker="o", ax=ax, errorbar=None)
-            for kind, group in frame.groupby("sharpness"):
-                ax.fill_between(group["rho"], group["ci_low"], group["ci_high"], color=palette[kind], alpha=0.2, linewidth=0)
-            rho = (report_rho or {}).get(arch, protocol.spec(arch).rho)
-            ax.axvline(rho, color="0.3", linestyle=":", linewidth=1, label=r"report's $\rho$")
-            ax.axhline(0, color="0.5", linewidth=0.6)
-            ax.set(xscale="log", xlabel=r"$\rho$", ylabel=r"Kendall $\tau$", title=protocol.spec(arch).model_name, ylim=(-1, 1))
-            ax.legend(fontsize="x-small", title=None, loc="lower right")
+            rho_panel(ax, df, arch, (report_rho or {}).get(arch))
         for path in (path_pdf, path_png):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path, dpi=200)
+
+
+def _decimal(x: float) -> str:
+    return np.format_float_positional(x, trim="-")  # 1e-05 -> 0.00001: a number LaTeX prints as written
+
+
+def _span(kind: str, tau: pd.Series) -> str:
+    low, high = f"{tau.min():.2f}", f"{tau.max():.2f}"
+    return f"{kind} sharpness gives $\\tau = {low}$ at every $\\rho$" if low == high else f"{kind} sharpness gives $\\tau$ from ${low}$ to ${high}$"
+
+
+def rho_sentence(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
+    """How far τ moves across the ρ grid, per arch and kind of sharpness (from `tau_by_rho` frames)."""
+    parts = []
+    for arch, df in df_by_arch.items():
+        kinds = df["adaptive"].map({True: "adaptive", False: "standard"})
+        spans = [_span(kind, group["tau"].dropna()) for kind, group in df.groupby(kinds, sort=True) if group["tau"].notna().any()]
+        if spans:
+            parts.append(f"For {protocol.spec(arch).model_name}, over $\\rho \\in [{_decimal(df['rho'].min())}, {_decimal(df['rho'].max())}]$, "
+                         + " and ".join(spans) + f" ({int(df['n_models'].max())} models).")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------- the ablation notebook: parameters, inputs, files
+
+QUICK_RHO_FACTORS = (0.1, 1.0, 10.0)  # the quick profile's short grid: the report's ρ and a decade each side
+LENET_FULL_MODELS = 3  # LeNet-5's models in the full profile, every row and the ρ sweep: τ's minimum (docs/ablation-cost.md)
+
+# Per profile and arch. None: take it from the main study (n_models: its whole pool; n_restarts: its
+# restarts, so the report row is the study's estimate) or from run_ablation (n_workers); variants
+# None: all of `default_variants`. The full profile's restarts are cut where the cost is (docs/ablation-cost.md):
+# GAT's train-mode, all-nodes and sweep estimates scale with them over 50 models, and LeNet-5's three
+# retrained pools and two full-set ascents (~17 min a model on one core) leave room for little else.
+ABLATION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {
+        "fcnn": dict(n_models=None, n_restarts=None, rho_factors=RHO_FACTORS, variants=None, n_resamples=9999, n_workers=2),
+        "lenet5": dict(n_models=LENET_FULL_MODELS, n_restarts=10, rho_factors=RHO_FACTORS, variants=None, n_resamples=9999, n_workers=None),
+        "gat": dict(n_models=None, n_restarts=10, rho_factors=RHO_FACTORS, variants=None, n_resamples=9999, n_workers=None),
+    },
+    # Quick checks the chain: per arch a training switch and cheap sharpness switches, in this process
+    # (a worker pool costs more to start than these few models to run).
+    "quick": {
+        "fcnn": dict(n_models=None, n_restarts=5, rho_factors=QUICK_RHO_FACTORS, variants=("report", "elu_all_layers", "notebook_lr", "swapped_bounds"),
+                     n_resamples=999, n_workers=1),
+        "lenet5": dict(n_models=3, n_restarts=2, rho_factors=QUICK_RHO_FACTORS, variants=("report", "drifting_anchor", "train_mode"), n_resamples=999,
+                       n_workers=1),
+        "gat": dict(n_models=5, n_restarts=5, rho_factors=QUICK_RHO_FACTORS, variants=("report", "attention_dropout", "five_restarts", "collapse_duplicates"),
+                    n_resamples=999, n_workers=1),
+    },
+}
+
+
+@dataclass(frozen=True)
+class StudyInputs:
+    """What the ablation takes over from the main study (`<results_dir>/<arch>/results.json`, `models.csv`)."""
+
+    profile: str
+    seeds: tuple[int, ...]  # the pool's seeds, in the study's order
+    test_loss: dict[int, float]  # seed -> test loss, models that did not diverge
+    train_overrides: dict[str, Any]  # what the study changed in Table I's training config (so its pool is reused)
+    sharpness_overrides: dict[str, Any]  # the study's ρ, batch seed and device
+    n_restarts: int
+
+
+def study_inputs(results_dir: str | Path, arch: str) -> StudyInputs:
+    """The main study's pool and configs; a clear error when it has not run."""
+    summary, table = read_results(results_dir, arch)
+    train, sharp = summary["train_config"], summary["sharpness_config"]
+    ok = table[~table["diverged"].astype(bool)]
+    return StudyInputs(
+        profile=summary["profile"], seeds=tuple(int(s) for s in table["seed"]),
+        test_loss={int(s): float(t) for s, t in zip(ok["seed"], ok["test_loss"])},
+        # StudyParams changes only these training fields; lr and init stay out so a switch can set them
+        train_overrides={k: train[k] for k in ("max_epochs", "min_epochs", "device")},
+        sharpness_overrides={k: sharp[k] for k in ("rho", "seed", "device")}, n_restarts=int(sharp["n_restarts"]),
+    )
+
+
+@dataclass(frozen=True)
+class AblationParams:
+    """The ablation notebook's parameters. None means the profile's value (`ABLATION_PROFILES`), and
+    None there means the main study's (its whole pool, its restarts)."""
+
+    arch: str
+    profile: str = "full"
+    results_dir: str = "results"
+    n_models: int | None = None
+    n_restarts: int | None = None
+    rho_factors: tuple[float, ...] | None = None
+    variants: tuple[str, ...] | None = None
+    n_resamples: int | None = None
+    n_workers: int | None = None
+    device: str = "auto"
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        name = "parameter"
+        check_choice(name, "arch", self.arch, tuple(protocol.TABLE1))
+        check_choice(name, "profile", self.profile, tuple(ABLATION_PROFILES))
+        for field, minimum in (("n_models", 3), ("n_restarts", 1), ("n_resamples", 1), ("n_workers", 1)):  # τ needs 3 models
+            if getattr(self, field) is not None:
+                check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
+        if self.rho_factors is not None:
+            object.__setattr__(self, "rho_factors", _check_factors(self.rho_factors))
+        if self.variants is not None:
+            object.__setattr__(self, "variants", _check_variants(self.arch, self.variants))
+        for field in ("results_dir", "device") + (("data_root",) if self.data_root is not None else ()):
+            if not isinstance(getattr(self, field), str) or not getattr(self, field):
+                raise ValueError(f"{name}.{field} must be a non-empty string, got {getattr(self, field)!r}")
+        resolve_device(self.device)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "AblationParams":
+        """The parameters a notebook defined after `before` was taken; a misspelt one is an error naming it."""
+        return config_from_dict(cls, {k: namespace[k] for k in namespace if not k.startswith("_") and k not in before})
+
+    def resolved(self, field: str) -> Any:
+        value = getattr(self, field)
+        return ABLATION_PROFILES[self.profile][self.arch][field] if value is None else value
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.results_dir) / self.arch
+
+    def inputs(self) -> StudyInputs:
+        """The main study's inputs, checked against these parameters (same profile, enough models)."""
+        found = study_inputs(self.results_dir, self.arch)
+        if found.profile != self.profile:
+            raise ValueError(f"parameter.profile = {self.profile!r}, but the {self.arch} study in {self.results_dir} ran with "
+                             f"profile {found.profile!r}: rerun one of them")
+        if self.n_models is not None and self.n_models > len(found.seeds):
+            raise ValueError(f"parameter.n_models = {self.n_models} exceeds the {len(found.seeds)} models of the study's pool")
+        return found
+
+    def models_used(self, inputs: StudyInputs) -> int:
+        """How many of the pool's first models every row and the ρ sweep use (a profile's cap stops at the pool)."""
+        return min(self.resolved("n_models") or len(inputs.seeds), len(inputs.seeds))
+
+    def restarts(self, inputs: StudyInputs) -> int:
+        return self.resolved("n_restarts") or inputs.n_restarts
+
+    def variant_list(self) -> list[Variant]:
+        chosen = self.resolved("variants")
+        return [v for v in default_variants(self.arch) if chosen is None or v.name in chosen]
+
+    def sharpness_config(self, inputs: StudyInputs) -> SharpnessConfig:
+        """The report row's estimator (the study's ρ and batches) with this run's restarts: the ρ sweep's base."""
+        return protocol.sharpness_config(self.arch, **inputs.sharpness_overrides, n_restarts=self.restarts(inputs))
+
+    def rho_grid(self, inputs: StudyInputs) -> tuple[float, ...]:
+        return default_rho_grid(self.arch, self.resolved("rho_factors"), rho=inputs.sharpness_overrides["rho"])
+
+
+def _check_factors(factors: Any) -> tuple[float, ...]:
+    ok = isinstance(factors, (list, tuple)) and all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in factors)
+    if not ok or len(set(factors)) < 2 or 1 not in factors:
+        raise ValueError(f"parameter.rho_factors must be a list of at least two distinct numbers > 0 that contains 1 "
+                         f"(the report's ρ), got {factors!r}")
+    return tuple(sorted(float(f) for f in set(factors)))
+
+
+def _check_variants(arch: str, variants: Any) -> tuple[str, ...]:
+    known = [v.name for v in default_variants(arch)]
+    if not isinstance(variants, (list, tuple)) or not all(isinstance(v, str) for v in variants):
+        raise ValueError(f"parameter.variants must be a list of names from {known}, got {variants!r}")
+    unknown = [v for v in variants if v not in known]
+    if unknown or "report" not in variants:
+        raise ValueError(f"parameter.variants must name only {known} and include 'report' (the row the others are compared with), "
+                         f"got {list(variants)!r}")
+    return tuple(variants)
+
+
+def pool_checkpoints(out_dir: str | Path, seeds: Sequence[int]) -> dict[int, Path]:
+    """seed -> the main pool's checkpoint (`<out_dir>/pool/seedNNNN.pt`)."""
+    return {s: checkpoint_path(Path(out_dir) / "pool", s) for s in seeds}
+
+
+ABLATION_FILES = ("ablation.csv", "rho.csv", "ablation.json")
+
+
+def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFrame, summary: dict[str, Any]) -> Path:
+    """ablation.csv and rho.csv, then ablation.json (last, atomically: its presence means the run finished)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "ablation.csv", index=False)
+    rho_tau.to_csv(out / "rho.csv", index=False)
+    tmp = out / "ablation.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    os.replace(tmp, out / "ablation.json")
+    return out / "ablation.json"
+
+
+def read_ablation(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(ablation.json, ablation.csv, rho.csv) of one arch; a clear error when the ablation has not run."""
+    folder = Path(results_dir) / arch
+    if not (folder / "ablation.json").exists():
+        raise FileNotFoundError(f"{folder / 'ablation.json'} not found: run notebooks/ablation.py for {arch} (make paper runs it)")
+    return json.loads((folder / "ablation.json").read_text()), pd.read_csv(folder / "ablation.csv"), pd.read_csv(folder / "rho.csv")

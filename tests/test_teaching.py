@@ -1,9 +1,4 @@
-"""The teaching notebook (notebooks/teaching_sharpness.py) runs end to end and shows what it teaches.
-
-Each run converts the jupytext source to a temporary .ipynb and executes it with papermill on the
-"python3" kernel. That kernelspec comes with ipykernel inside the venv, and jupyter_client starts it
-with the interpreter running the tests, so the kernel imports the same (editable) sharplib.
-"""
+"""The teaching notebook (notebooks/teaching_sharpness.py) runs end to end and shows what it teaches."""
 from __future__ import annotations
 
 import math
@@ -19,6 +14,7 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from sharplib.task import resolve_device
+from tests.notebook_runner import parameters_cell, printed, run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "teaching_sharpness.py"
@@ -27,20 +23,7 @@ VARIANTS = {"standard, gradient", "standard, steepest", "adaptive, gradient (rep
 
 def execute(tmp: Path, data_root: Path, **parameters) -> nbformat.NotebookNode:
     """Run the notebook with `parameters` (results in `tmp`) and return the executed notebook."""
-    source = tmp / "teaching_sharpness.ipynb"
-    jupytext.write(jupytext.read(NOTEBOOK), source, fmt="ipynb")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SHARPLIB_DATA", str(data_root))  # the kernel inherits this process's environment
-        env.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # the venv's kernelspec wins over a user-level "python3"
-        papermill.execute_notebook(
-            str(source), str(tmp / "executed.ipynb"), parameters={"results_dir": str(tmp / "results"), **parameters},
-            kernel_name="python3", cwd=str(tmp), progress_bar=False, execution_timeout=600,
-        )
-    return nbformat.read(tmp / "executed.ipynb", as_version=4)
-
-
-def printed(nb: nbformat.NotebookNode) -> str:
-    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "stream")
+    return run_notebook("teaching_sharpness", tmp, data_root, results_dir=str(tmp / "results"), **parameters)
 
 
 def test_python3_kernel_is_this_interpreter(monkeypatch):
@@ -52,13 +35,7 @@ def test_python3_kernel_is_this_interpreter(monkeypatch):
 
 
 def test_notebook_has_one_literal_parameters_cell():
-    nb = jupytext.read(NOTEBOOK)
-    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and tagged[0].cell_type == "code"
-    for line in tagged[0].source.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            name, _, value = line.partition("=")
-            eval(compile(value.split("  #")[0].strip(), "<parameter>", "eval"), {"__builtins__": {}})  # literals only
+    parameters_cell("teaching_sharpness")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,106 @@
+"""`make paper PROFILE=quick` in a fresh copy of the project: interrupted (Ctrl-C) during LeNet-5
+training, rerun, it resumes from the saved models and builds a PDF that carries the run's numbers.
+
+The copy reuses this project's venv (VENV=...) so the test does not install 6 GB again; file
+times are preserved, so make sees the venv as up to date, as it would in the original checkout.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = Path(sys.prefix)
+
+
+def fresh_copy(dest: Path) -> Path:
+    """The files git tracks or would track (nothing ignored: no results, no generated files)."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def make(project: Path, data_root: Path, *targets: str) -> subprocess.Popen:
+    env = {**os.environ, "SHARPLIB_DATA": str(data_root)}
+    return subprocess.Popen(["make", *targets, "PROFILE=quick", f"VENV={VENV}"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def finish(process: subprocess.Popen, timeout: float) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-4000:]
+    return out
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes whose working directory lies in `folder` (the notebook kernels and their workers run there)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(proc / "cwd")).is_relative_to(folder):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def interrupt_when(process: subprocess.Popen, condition, project: Path, timeout: float) -> None:
+    """Ctrl-C (SIGINT to make's process group) as soon as `condition()` holds; nothing may keep running.
+
+    papermill starts each kernel in a session of its own, out of reach of the terminal's signal, so
+    it is papermill's job to shut the kernel (and the kernel's training workers) down.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"make ended before the condition held:\n{process.stdout.read()[-4000:]}"
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    process.communicate(timeout=120)
+    deadline = time.monotonic() + 60
+    while processes_in(project) and time.monotonic() < deadline:
+        time.sleep(1)
+    left = processes_in(project)
+    for pid in left:  # do not leave them running on the test machine
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes still running after Ctrl-C: {left}"
+
+
+@pytest.mark.slow
+def test_quick_paper_resumes_after_an_interrupt_and_carries_the_numbers(tmp_path: Path, data_root: Path) -> None:
+    if shutil.which("latexmk") is None:
+        pytest.fail("latexmk is missing: run `make tex` (.ci/run does) before the tests")
+    project = fresh_copy(tmp_path / "project")
+    lenet_pool = project / "results-quick" / "lenet5" / "pool"
+
+    first = make(project, data_root, "paper")
+    interrupt_when(first, lambda: any(lenet_pool.glob("seed*.pt")), project, timeout=900)
+    survivors = {p.name: p.stat().st_mtime_ns for p in lenet_pool.glob("seed*.pt")}
+    assert not (project / "results-quick" / "lenet5" / "results.json").exists()
+
+    out = finish(make(project, data_root, "paper"), timeout=900)
+    assert "fcnn_abalone" not in out, "the finished FCNN study ran again"
+    assert {name: (lenet_pool / name).stat().st_mtime_ns for name in survivors} == survivors, "saved LeNet-5 models were retrained"
+    again = finish(make(project, data_root, "paper"), timeout=120)
+    assert not any(word in again for word in ("papermill", "sharplib.report", "latexmk")), f"nothing changed, yet:\n{again}"
+
+    text = subprocess.run(["pdftotext", "-layout", project / "paper" / "main.pdf", "-"], capture_output=True, text=True, check=True).stdout
+    text = text.replace("\u2212", "-")  # LaTeX's minus sign
+    assert "quick profile" in text.lower()
+    for lr in ("0.014", "0.05", "0.236"):
+        assert lr in text, f"learning rate {lr} of Table I is not in the PDF"
+    for arch in ("fcnn", "lenet5", "gat"):
+        summary = json.loads((project / "results-quick" / arch / "results.json").read_text())
+        assert summary["profile"] == "quick"
+        assert f"{summary['tau']:.3f}" in text, f"τ of {arch} ({summary['tau']:.3f}) is not in the PDF"
