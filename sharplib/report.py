@@ -28,6 +28,7 @@ from .study import read_results
 
 ARCHS = ("fcnn", "lenet5", "gat")
 MACRO_PREFIX = {"fcnn": "Fcnn", "lenet5": "Lenet", "gat": "Gat"}
+N_CLASSES = {"lenet5": 10, "gat": 7}  # FashionMNIST, Cora: a uniform guess has cross-entropy ln C
 
 
 # ---------------------------------------------------------------- the figure
@@ -95,6 +96,21 @@ def agreement(summary: dict[str, Any], reported: float) -> str:
         return "the report's value lies inside our confidence interval"
     side = "below" if reported < low else "above"
     return f"the report's value lies {side} our confidence interval"
+
+
+# chance gap g = 1 − L̄_train / ln C: how far the mean training cross-entropy fell below a uniform guess's
+def learning(arch: str, table: pd.DataFrame, at_chance: float = 0.05) -> str:
+    """Whether a classifier pool learned at all, from its mean training loss against ln C."""
+    chance = math.log(N_CLASSES[arch])
+    loss = float(table.loc[~table["diverged"], "train_loss"].mean())
+    gap = 1 - loss / chance
+    name = TABLE1[arch].model_name
+    if gap < at_chance:
+        return (f"the {name} models stayed at chance level: their mean training loss, {loss:.3f}, is within "
+                f"{100 * max(gap, 0):.1f}\\,\\% of $\\ln {N_CLASSES[arch]} = {chance:.3f}$, the loss of a uniform guess, "
+                f"so their $\\tau$ says little about generalization")
+    return (f"the {name} models learned: their mean training loss, {loss:.3f}, is {100 * gap:.0f}\\,\\% below "
+            f"$\\ln {N_CLASSES[arch]} = {chance:.3f}$, the loss of a uniform guess")
 
 
 def overall(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
@@ -174,6 +190,8 @@ def results_tex(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
             _macro(f"{m}Finding", finding(summary)), _macro(f"{m}Agreement", agreement(summary, REPORT_TAU[arch])),
             _macro(f"{m}Minutes", f"{sum(summary['seconds'].values()) / 60:.1f}"),
         ]
+        if arch in N_CLASSES:
+            macros.append(_macro(f"{m}Learning", learning(arch, table)))
         if used["test_accuracy"].notna().any():
             macros.append(_macro(f"{m}AccLow", f"{100 * used['test_accuracy'].min():.1f}"))
             macros.append(_macro(f"{m}AccHigh", f"{100 * used['test_accuracy'].max():.1f}"))

@@ -46,6 +46,13 @@ def test_overall_sentence() -> None:
     assert "negative beyond its uncertainty for FCNN" in mixed and "LeNet-5, GAT" in mixed and "positive" not in mixed
 
 
+def test_learning_compares_the_training_loss_with_chance() -> None:
+    at_chance = fake_table(5, 0.0).assign(train_loss=1.94)  # ln 7 = 1.946
+    learned = fake_table(5, 0.0).assign(train_loss=0.3)
+    assert "stayed at chance level" in report.learning("gat", at_chance) and "1.940" in report.learning("gat", at_chance)
+    assert "learned" in report.learning("lenet5", learned) and "87" in report.learning("lenet5", learned)  # 1 − 0.3/ln 10
+
+
 def test_critical_tau_matches_the_kendall_test() -> None:
     # at |τ| = critical_tau(M) the asymptotic two-sided p is 0.05
     assert report.critical_tau(50) == pytest.approx(0.191, abs=1e-3)
