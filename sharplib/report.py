@@ -107,7 +107,7 @@ def learning(arch: str, table: pd.DataFrame, at_chance: float = 0.05) -> str:
     name = TABLE1[arch].model_name
     if gap < at_chance:
         return (f"the {name} models stayed at chance level: their mean training loss, {loss:.3f}, is within "
-                f"{100 * max(gap, 0):.1f}\\,\\% of $\\ln {N_CLASSES[arch]} = {chance:.3f}$, the loss of a uniform guess, "
+                f"{max(100 * gap, 0.1):.1f}\\,\\% of $\\ln {N_CLASSES[arch]} = {chance:.3f}$, the loss of a uniform guess, "
                 f"so their $\\tau$ says little about generalization")
     return (f"the {name} models learned: their mean training loss, {loss:.3f}, is {100 * gap:.0f}\\,\\% below "
             f"$\\ln {N_CLASSES[arch]} = {chance:.3f}$, the loss of a uniform guess")
@@ -117,7 +117,7 @@ def overall(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
     """The summary sentence of the abstract and the conclusion, from the three CIs."""
     negative = [a for a, (s, _) in results.items() if s["tau_ci"][1] < 0]
     positive = [a for a, (s, _) in results.items() if s["tau_ci"][0] > 0]
-    names = lambda archs: ", ".join(TABLE1[a].model_name for a in archs)
+    names = lambda archs: " and ".join(", ".join(TABLE1[a].model_name for a in archs).rsplit(", ", 1))
     if len(negative) == len(results):
         return "adaptive sharpness is negatively rank-correlated with test loss for all three architectures, as the report found"
     if not negative and not positive:

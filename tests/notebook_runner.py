@@ -24,6 +24,7 @@ def run_notebook(name: str, tmp: Path, data_root: Path, **parameters: Any) -> nb
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SHARPLIB_DATA", str(data_root))  # the kernel inherits this process's environment
         env.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # the venv's kernelspec wins over a user-level "python3"
+        env.setenv("OMP_NUM_THREADS", "1")  # small tensors on 2 shared cores: one thread per kernel is faster
         papermill.execute_notebook(str(source), str(tmp / f"{name}.executed.ipynb"), parameters=parameters,
                                    kernel_name="python3", cwd=str(tmp), progress_bar=False, execution_timeout=600)
     return nbformat.read(tmp / f"{name}.executed.ipynb", as_version=4)

@@ -26,6 +26,7 @@ from sharplib.pool import load_model, train_pool
 from sharplib.sharpness import estimate_pool_sharpness
 from sharplib.stats import kendall
 from sharplib.study import StudyParams, model_table, write_results
+from tests.notebook_runner import parameters_cell, run_notebook
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "ablation.py"
@@ -51,15 +52,7 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path
 
 def execute(source_dir: Path, data_root: Path, **parameters) -> nbformat.NotebookNode:
     """Run the notebook with `parameters` as papermill does under make, and return the executed notebook."""
-    source = source_dir / "ablation.ipynb"
-    jupytext.write(jupytext.read(NOTEBOOK), source, fmt="ipynb")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("SHARPLIB_DATA", str(data_root))
-        env.setenv("JUPYTER_PREFER_ENV_PATH", "1")  # the venv's kernelspec (see test_teaching.py)
-        env.setenv("OMP_NUM_THREADS", "1")  # the kernel's torch: small ops on 2 contended threads are slower
-        papermill.execute_notebook(str(source), str(source_dir / "executed.ipynb"), parameters=parameters, kernel_name="python3",
-                                   cwd=str(source_dir), progress_bar=False, execution_timeout=600)
-    return nbformat.read(source_dir / "executed.ipynb", as_version=4)
+    return run_notebook("ablation", source_dir, data_root, **parameters)
 
 
 @pytest.fixture(scope="module")
@@ -69,11 +62,7 @@ def tiny_run(study_dir: Path, data_root: Path, tmp_path_factory: pytest.TempPath
 
 
 def test_notebook_has_one_literal_parameters_cell() -> None:
-    tagged = [c for c in jupytext.read(NOTEBOOK).cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and tagged[0].cell_type == "code"
-    for line in tagged[0].source.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            eval(compile(line.partition("=")[2].split("  #")[0].strip(), "<parameter>", "eval"), {"__builtins__": {}})  # literals only
+    parameters_cell("ablation")
 
 
 def test_tiny_run_writes_the_tables_and_json(tiny_run: Path, study_dir: Path) -> None:
@@ -122,7 +111,7 @@ def test_papermill_bad_parameter_stops_the_run_before_any_work(study_dir: Path, 
     with pytest.raises(papermill.PapermillExecutionError) as err:
         execute(tmp_path, data_root, results_dir=str(study_dir), **{**TINY, "n_restarts": "3"})
     assert "parameter.n_restarts must be an integer" in str(err.value)
-    cells = [c for c in nbformat.read(tmp_path / "executed.ipynb", as_version=4).cells if c.cell_type == "code"]
+    cells = [c for c in nbformat.read(tmp_path / "ablation.executed.ipynb", as_version=4).cells if c.cell_type == "code"]
     failed = next(i for i, c in enumerate(cells) if "AblationParams.from_namespace" in c.source)
     assert all(c.execution_count is None for c in cells[failed + 1 :]), "the notebook did work after a bad parameter"
 

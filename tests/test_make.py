@@ -85,11 +85,11 @@ def test_quick_paper_resumes_after_an_interrupt_and_carries_the_numbers(tmp_path
     lenet_pool = project / "results-quick" / "lenet5" / "pool"
 
     first = make(project, data_root, "paper")
-    interrupt_when(first, lambda: any(lenet_pool.glob("seed*.pt")), project, timeout=900)
+    interrupt_when(first, lambda: any(lenet_pool.glob("seed*.pt")), project, timeout=1800)
     survivors = {p.name: p.stat().st_mtime_ns for p in lenet_pool.glob("seed*.pt")}
     assert not (project / "results-quick" / "lenet5" / "results.json").exists()
 
-    out = finish(make(project, data_root, "paper"), timeout=900)
+    out = finish(make(project, data_root, "paper"), timeout=1800)
     assert "fcnn_abalone" not in out, "the finished FCNN study ran again"
     assert {name: (lenet_pool / name).stat().st_mtime_ns for name in survivors} == survivors, "saved LeNet-5 models were retrained"
     again = finish(make(project, data_root, "paper"), timeout=120)

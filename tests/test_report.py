@@ -43,7 +43,7 @@ def test_overall_sentence() -> None:
     assert "all three" in report.overall({"fcnn": neg, "lenet5": neg, "gat": neg})
     assert "none of the three" in report.overall({"fcnn": zero, "lenet5": zero, "gat": zero})
     mixed = report.overall({"fcnn": neg, "lenet5": zero, "gat": zero})
-    assert "negative beyond its uncertainty for FCNN" in mixed and "LeNet-5, GAT" in mixed and "positive" not in mixed
+    assert "negative beyond its uncertainty for FCNN" in mixed and "LeNet-5 and GAT" in mixed and "positive" not in mixed
 
 
 def test_learning_compares_the_training_loss_with_chance() -> None:
