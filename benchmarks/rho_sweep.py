@@ -7,8 +7,10 @@ For each architecture one model is trained by the protocol (timed), then its sha
 at the default grid of `ablation.default_rho_grid` (five ρ over two decades) for adaptive and
 standard sharpness, with the report's 50 restarts: once as the ablation runs it
 (`ablation.sweep_model`: all ten combinations in one batched ascent where the model allows it) and
-once with one `estimate_sharpness` call per combination. The table prints seconds and the ratio
-sweep / training.
+once with one `estimate_sharpness` call per combination. For graph tasks, and for convolutions on
+CPU, `sweep_model` itself makes one call per combination (the main estimator is faster there), so
+the two columns run the same code and differ only by noise. The table prints seconds and the
+ratio sweep / training.
 """
 from __future__ import annotations
 
