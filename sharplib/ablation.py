@@ -85,11 +85,17 @@ def cache_read(cache_dir: Path, key: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    """Write to a temporary name (per process: workers write side by side), then rename: a killed run
+    leaves no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)
+
+
 def cache_write(cache_dir: Path, key: str, record: dict[str, Any]) -> None:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{key}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, cache_dir / f"{key}.json")  # atomic: a killed run leaves no half-written entry
+    write_json_atomic(cache_dir / f"{key}.json", record)
 
 
 def _record(result: SharpnessResult, **extra: Any) -> dict[str, Any]:
@@ -136,17 +142,21 @@ def _pool(arch: str, task: Task, seeds: list[int], pool_root: Path, switches: Re
     return train_reference_pool(arch, task, cfg, seeds, pool_dir_for(pool_root, switches), switches, n_workers=n_workers, progress=progress)
 
 
+def _tau_stats(sharpness: Sequence[float], test_loss: Sequence[float], n_resamples: int) -> dict[str, float]:
+    """τ, p and the bootstrap CI; all NaN where τ is undefined (fewer than 3 models, or a constant sharpness)."""
+    try:
+        k = kendall(sharpness, test_loss, n_resamples=n_resamples)
+    except ValueError:
+        return dict.fromkeys(("tau", "p_value", "ci_low", "ci_high"), math.nan)
+    return {"tau": k.tau, "p_value": k.p_value, "ci_low": k.ci_low, "ci_high": k.ci_high}
+
+
 def _tau_row(sharpness: list[float], entries: Sequence[PoolEntry], n_resamples: int) -> dict[str, Any]:
     """τ over the models that trained without diverging and have a finite sharpness."""
     ok = [not e.result.diverged and math.isfinite(s) and math.isfinite(e.result.test_loss) for s, e in zip(sharpness, entries)]
     s = [v for v, keep in zip(sharpness, ok) if keep]
     t = [e.result.test_loss for e, keep in zip(entries, ok) if keep]
-    row = {"n_models": len(s), "n_diverged": len(ok) - len(s)}
-    try:
-        k = kendall(s, t, n_resamples=n_resamples)
-        return {**row, "tau": k.tau, "p_value": k.p_value, "ci_low": k.ci_low, "ci_high": k.ci_high}
-    except ValueError:  # fewer than 3 models, or a constant sharpness: τ is undefined
-        return {**row, "tau": math.nan, "p_value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+    return {"n_models": len(s), "n_diverged": len(ok) - len(s), **_tau_stats(s, t, n_resamples)}
 
 
 def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | Path, *, variants: Sequence[Variant] | None = None,
@@ -283,11 +293,7 @@ def tau_by_rho(df: pd.DataFrame, test_loss_by_seed: Mapping[int, float], n_resam
     for (rho, adaptive), group in df.groupby(["rho", "adaptive"], sort=True):
         pairs = [(s, test_loss_by_seed[seed]) for seed, s in zip(group["seed"], group["sharpness"])
                  if seed in test_loss_by_seed and math.isfinite(s) and math.isfinite(test_loss_by_seed[seed])]
-        try:
-            k = kendall([p[0] for p in pairs], [p[1] for p in pairs], n_resamples=n_resamples)
-            stats = {"tau": k.tau, "p_value": k.p_value, "ci_low": k.ci_low, "ci_high": k.ci_high}
-        except ValueError:
-            stats = {"tau": math.nan, "p_value": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+        stats = _tau_stats([p[0] for p in pairs], [p[1] for p in pairs], n_resamples)
         rows.append({"rho": rho, "adaptive": bool(adaptive), **stats, "n_models": len(pairs)})
     return pd.DataFrame(rows)
 
@@ -592,9 +598,7 @@ def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFra
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ablation.csv", index=False)
     rho_tau.to_csv(out / "rho.csv", index=False)
-    tmp = out / "ablation.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
-    os.replace(tmp, out / "ablation.json")
+    write_json_atomic(out / "ablation.json", summary)
     return out / "ablation.json"
 
 

@@ -11,7 +11,6 @@ import math
 import re
 from pathlib import Path
 
-import jupytext
 import nbformat
 import numpy as np
 import pandas as pd
@@ -26,10 +25,8 @@ from sharplib.pool import load_model, train_pool
 from sharplib.sharpness import estimate_pool_sharpness
 from sharplib.stats import kendall
 from sharplib.study import StudyParams, model_table, write_results
-from tests.notebook_runner import parameters_cell, run_notebook
+from tests.notebook_runner import check_parameters, parameters_cell, run_notebook
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "ablation.py"
 VARIANTS = ["report", "elu_all_layers", "swapped_bounds"]  # one training and one sharpness switch: seconds, not minutes
 TINY = dict(arch="fcnn", profile="quick", n_models=4, n_restarts=3, rho_factors=[0.1, 1.0, 10.0], variants=VARIANTS,
             n_resamples=200, n_workers=1)
@@ -73,7 +70,7 @@ def test_tiny_run_writes_the_tables_and_json(tiny_run: Path, study_dir: Path) ->
     assert sorted(rho["rho"].unique()) == pytest.approx([0.0025, 0.025, 0.25]) and len(rho) == 6 and set(rho["adaptive"]) == {True, False}
     assert summary["profile"] == "quick" and summary["n_models"] == 4 and summary["n_models_pool"] == 5 and summary["seeds"] == [0, 1, 2, 3]
     assert summary["n_restarts"] == 3 and summary["variants"] == VARIANTS and re.fullmatch(r"[0-9a-f]{40}|unknown", summary["provenance"]["git_commit"])
-    assert set(summary["seconds"]) == {"ablation", "rho_sweep"} and not (tiny_run / "ablation.json.tmp").exists()
+    assert set(summary["seconds"]) == {"ablation", "rho_sweep"} and not list(tiny_run.glob(".*.tmp"))
     # the sweep at the report's ρ (adaptive) is the report row's estimator on the same models and batches
     at_report = rho[np.isclose(rho["rho"], 0.025) & rho["adaptive"]].iloc[0]
     assert at_report["tau"] == pytest.approx(table.loc[table["variant"] == "report", "tau"].item())
@@ -81,14 +78,7 @@ def test_tiny_run_writes_the_tables_and_json(tiny_run: Path, study_dir: Path) ->
 
 def run_parameter_check(results_dir: Path, **overrides) -> dict:
     """The notebook's imports, parameters cell, `overrides` (as papermill injects them) and its check cell, in this process."""
-    cells = [c for c in jupytext.read(NOTEBOOK).cells if c.cell_type == "code"]
-    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
-    namespace: dict = {}
-    exec(cells[at - 1].source, namespace)
-    exec(cells[at].source, namespace)
-    namespace.update({"results_dir": str(results_dir), "profile": "quick", **overrides})
-    exec(cells[at + 1].source, namespace)
-    return namespace
+    return check_parameters("ablation", **{"results_dir": str(results_dir), "profile": "quick", **overrides})
 
 
 @pytest.mark.parametrize("overrides, message", [
