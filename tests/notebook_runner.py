@@ -45,3 +45,20 @@ def parameters_cell(name: str) -> str:
             _, _, value = line.partition("=")
             eval(compile(value.split("  #")[0].strip(), "<parameter>", "eval"), {"__builtins__": {}})  # literals only
     return tagged[0].source
+
+
+def check_parameters(name: str, setup: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Run notebooks/<name>.py's parameters cell, then `overrides` (as papermill injects them), then the
+    cell after it (the notebook's parameter check), in this process, without a kernel.
+
+    `setup` stands in for the cell before the parameters (the imports); None runs that cell itself.
+    """
+    cells = [c for c in jupytext.read(NOTEBOOKS / f"{name}.py").cells if c.cell_type == "code"]
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+    namespace = dict(setup) if setup is not None else {}
+    if setup is None:
+        exec(cells[at - 1].source, namespace)
+    exec(cells[at].source, namespace)
+    namespace.update(overrides)
+    exec(cells[at + 1].source, namespace)
+    return namespace

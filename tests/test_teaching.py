@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import jupytext
 import nbformat
 import pandas as pd
 import papermill
@@ -14,10 +13,8 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from sharplib.task import resolve_device
-from tests.notebook_runner import parameters_cell, printed, run_notebook
+from tests.notebook_runner import check_parameters, parameters_cell, printed, run_notebook
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "teaching_sharpness.py"
 VARIANTS = {"standard, gradient", "standard, steepest", "adaptive, gradient (report)", "adaptive, steepest"}
 
 
@@ -70,15 +67,10 @@ def test_solutions_pass_their_checks(tmp_path, data_root):
 
 
 def run_parameter_check(**overrides):
-    """Execute the notebook's parameters cell, `overrides` (as papermill injects them) and its check cell, without a kernel."""
-    cells = [c for c in jupytext.read(NOTEBOOK).cells if c.cell_type == "code"]
-    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
-    namespace = {"math": math, "os": os, "Path": Path, "resolve_device": resolve_device}  # what the setup cell imports
-    namespace["_names_before_parameters"] = set(namespace)
-    exec(cells[at].source, namespace)
-    namespace.update(overrides)
-    exec(cells[at + 1].source, namespace)
-    return namespace
+    """The notebook's parameters cell, `overrides` and its check cell, with the imports the check needs."""
+    setup = {"math": math, "os": os, "Path": Path, "resolve_device": resolve_device}  # what the setup cell imports
+    setup["_names_before_parameters"] = set(setup)
+    return check_parameters("teaching_sharpness", setup, **overrides)
 
 
 def test_default_parameters_pass_the_check():
