@@ -34,7 +34,8 @@ from . import protocol
 from .config import check_choice, check_number, config_from_dict, config_hash
 from .functional import batch_loss, split_state
 from .models import build_model
-from .pool import ModelFactory, PoolEntry, checkpoint_path, load_model
+from .pool import PoolEntry, checkpoint_path, load_model
+from .reference import ModelFactory
 from .reference import (LABELS, ReferenceFactory, ReferenceSwitches, applicable, effective_config, reference_sharpness,
                         reference_train_config, run_jobs, train_or_reuse, train_reference_pool)
 from .sharpness import SharpnessConfig, SharpnessResult, draw_batches, estimate_sharpness, summarize

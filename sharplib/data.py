@@ -276,17 +276,16 @@ def load_fashion_mnist(
 # ---------------------------------------------------------------------------- Cora
 
 def _read_cora(root: str | os.PathLike | None, download: bool, mirror: str | None) -> Any:
-    """Cora as a torch_geometric `Data` with the public-split masks and row-normalized features.
+    """Cora as a torch_geometric `Data` with the public-split masks and the stored binary features.
 
     `read_planetoid_data` is exactly what `Planetoid(root, "Cora", split="public").process()`
     runs; calling it on the verified folder reads the read-only root in place, with no
     processed/ files to write or to go stale (tests check the result equals Planetoid's).
     """
     from torch_geometric.io import read_planetoid_data
-    from torch_geometric.transforms import NormalizeFeatures
 
     folder = {fetch(rel, root, download, mirror).parent for rel in CORA}.pop()
-    return NormalizeFeatures()(read_planetoid_data(str(folder), "Cora"))
+    return read_planetoid_data(str(folder), "Cora")
 
 
 def _nodes(mask: Tensor) -> Tensor:
@@ -298,12 +297,25 @@ def load_cora(
     device: str | torch.device = "cpu",
     download: bool = False,
     mirror: str | None = None,
+    normalize_features: bool = False,
 ) -> Task:
-    """Cora node classification, public split: samples are node ids (140 train, 1000 test)."""
+    """Cora node classification, public split: samples are node ids (140 train, 1000 test).
+
+    Node features are the raw binary bag-of-words vectors, as the reference notebook trained on
+    them (it built `Planetoid(..., transform=NormalizeFeatures())` but read `dataset.data.x`, which
+    a transform never touches). normalize_features=True divides each row by its sum instead: a
+    sensitivity check, under which the protocol's GATs stay at chance. The task's name says which.
+    """
+    if normalize_features not in (True, False):
+        raise ValueError(f"load_cora: normalize_features must be True or False, got {normalize_features!r}")
     data = _read_cora(root, download, mirror)
+    if normalize_features:
+        from torch_geometric.transforms import NormalizeFeatures
+
+        data = NormalizeFeatures()(data)
     train, test = _nodes(data.train_mask), _nodes(data.test_mask)
     return Task(
-        "cora",
+        "cora-normalized" if normalize_features else "cora",
         train,
         data.y[train],
         test,

@@ -1,13 +1,20 @@
-"""The three networks of the study, with the report's Xavier initialization.
+"""The three networks of the study, their notebook variants, and the report's Xavier initialization.
 
-Widths follow PROTOCOL.md: FCNN 10-64-64-1 (4929 parameters), LeNet-5 with BatchNorm
-and dropout 0.5 (175546), GAT 1433-8-7 with one head (11565).
+Widths follow PROTOCOL.md: FCNN 10-64-64-1 (4929 parameters), LeNet-5 with BatchNorm and
+dropout 0.5 (175546), and for Cora PyG's own `GAT` class, 1433-8-7 with one head (11565).
+
+A *variant* is a network that differs from the study's in its forward pass only (same
+parameters): the reference notebooks' FCNN with ELU on every layer, and a GAT that also drops
+the input features. `build_model(arch, variant=...)` is the one place that builds any of them.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch_geometric.nn import GATConv
+from torch_geometric.nn import GAT, GATConv
 
 
 class FCNN(nn.Module):
@@ -23,6 +30,15 @@ class FCNN(nn.Module):
         x = torch.relu(self.fc1(x))
         x = torch.relu(self.fc2(x))
         return self.fc3(x)
+
+
+class EluFCNN(FCNN):
+    """The FCNN notebook's network: ELU after every layer, the output included (so outputs >= -1)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.elu(self.fc1(x))
+        x = F.elu(self.fc2(x))
+        return F.elu(self.fc3(x))
 
 
 class LeNet5(nn.Module):
@@ -48,25 +64,30 @@ class LeNet5(nn.Module):
         return self.fc3(x)
 
 
-class GAT(nn.Module):
-    """Cora node classifier: two single-head GATConv layers, 1433 -> 8 -> 7, ELU, dropout 0.6.
-
-    Dropout acts on the node features entering each layer (as in the original GAT recipe);
-    attention coefficients are not dropped. The forward pass always sees the whole graph.
-    """
-
-    def __init__(self, n_features: int = 1433, hidden: int = 8, n_classes: int = 7, dropout: float = 0.6) -> None:
-        super().__init__()
-        self.conv1 = GATConv(n_features, hidden, heads=1)
-        self.conv2 = GATConv(hidden, n_classes, heads=1)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        x = torch.nn.functional.elu(self.conv1(self.dropout(x), edge_index))
-        return self.conv2(self.dropout(x), edge_index)
+def cora_gat() -> GAT:
+    """The reference notebook's network, PyG's class itself: GATConv(1433 -> 8) -> ELU -> dropout 0.6 ->
+    GATConv(8 -> 7), each GATConv dropping attention coefficients with p = 0.6; the input is not dropped."""
+    return GAT(1433, hidden_channels=8, num_layers=2, out_channels=7, dropout=0.6, act="elu")
 
 
-ARCHITECTURES: dict[str, type[nn.Module]] = {"fcnn": FCNN, "lenet5": LeNet5, "gat": GAT}
+class InputDropoutGAT(GAT):
+    """`cora_gat` plus dropout 0.6 on the input features (the original GAT recipe): a sensitivity variant."""
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:  # type: ignore[override]
+        return super().forward(self.dropout(x), edge_index)
+
+
+def _input_dropout_gat() -> InputDropoutGAT:
+    return InputDropoutGAT(1433, hidden_channels=8, num_layers=2, out_channels=7, dropout=0.6, act="elu")
+
+
+# arch -> variant -> constructor. "standard" is the study's network; the others share its parameters.
+VARIANTS: dict[str, dict[str, Callable[[], nn.Module]]] = {
+    "fcnn": {"standard": FCNN, "elu_output": EluFCNN},
+    "lenet5": {"standard": LeNet5},
+    "gat": {"standard": cora_gat, "input_dropout": _input_dropout_gat},
+}
+ARCHITECTURES = tuple(VARIANTS)
 
 
 def xavier_init_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
@@ -87,23 +108,30 @@ def xavier_init_(model: nn.Module, generator: torch.Generator | None = None) -> 
     return model
 
 
-def build_model(arch: str, generator: torch.Generator | None = None, init: str = "xavier") -> nn.Module:
-    """A fresh model of `arch` ("fcnn", "lenet5", "gat") on CPU.
+def check_variant(arch: str, variant: str) -> None:
+    """Raise a ValueError naming `arch` or `variant` unless the pair is registered in VARIANTS."""
+    if arch not in VARIANTS:
+        raise ValueError(f"arch must be one of {sorted(VARIANTS)}, got {arch!r}")
+    if variant not in VARIANTS[arch]:
+        raise ValueError(f"variant of {arch!r} must be one of {sorted(VARIANTS[arch])}, got {variant!r}")
+
+
+def build_model(arch: str, generator: torch.Generator | None = None, init: str = "xavier", variant: str = "standard") -> nn.Module:
+    """A fresh model of `arch` ("fcnn", "lenet5", "gat") and `variant` on CPU.
 
     init="xavier" is the report's initialization; init="default" keeps PyTorch's/PyG's own
-    (what the reference notebooks used). The generator makes the Xavier draw reproducible.
+    (what the reference notebooks used). The generator makes either draw reproducible.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {arch!r}")
+    check_variant(arch, variant)
     if init not in ("xavier", "default"):
         raise ValueError(f"init must be 'xavier' or 'default', got {init!r}")
+    make = VARIANTS[arch][variant]
     if init == "xavier":
-        return xavier_init_(ARCHITECTURES[arch](), generator)
+        return xavier_init_(make(), generator)
     # The layers' own init draws from the global generator: seed it from ours, and leave it as it was.
     with torch.random.fork_rng(devices=[]):
-        if generator is not None:
-            torch.manual_seed(generator.initial_seed())
-        return ARCHITECTURES[arch]()
+        torch.manual_seed(generator.initial_seed() if generator is not None else 0)
+        return make()
 
 
 def n_parameters(model: nn.Module) -> int:

@@ -65,7 +65,8 @@ from tqdm.auto import tqdm
 from . import protocol
 from .functional import Params, batch_loss, evaluate, split_state
 from .models import FCNN, GAT, LeNet5, build_model, xavier_init_
-from .pool import ModelFactory, PoolEntry, checkpoint_path, init_model, pool_hash, read_checkpoint, save_checkpoint, train_pool
+ModelFactory = Callable[..., nn.Module]  # interim: the one-path rewrite removes factories
+from .pool import PoolEntry, checkpoint_path, init_model, pool_hash, read_checkpoint, save_checkpoint, train_pool
 from .sharpness import SharpnessConfig, SharpnessResult, draw_batches, estimate_sharpness
 from .task import Task, resolve_device
 from .train import DROPOUT_STREAM, ORDER_STREAM, TrainConfig, TrainResult, should_stop, sgd_step, train_model

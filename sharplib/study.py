@@ -118,7 +118,7 @@ def model_table(entries: list[PoolEntry], sharpness: list[SharpnessResult]) -> p
         r = entry.result
         rows.append({
             "seed": r.seed, "epochs": r.epochs, "train_loss": r.train_loss, "test_loss": r.test_loss,
-            "test_accuracy": r.test_accuracy, "diverged": r.diverged, "trained_by": r.path,
+            "test_accuracy": r.test_accuracy, "diverged": r.diverged, "trained_by": r.trained_by,
             "sharpness": result.mean, "sharpness_std": float(pd.Series(result.values).std()),
             "frac_below": result.frac_below, "train_seconds": r.seconds, "sharpness_seconds": result.seconds,
         })

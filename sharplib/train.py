@@ -5,10 +5,14 @@ Stopping rule (PROTOCOL.md): after epoch e >= max(2, min_epochs), stop when
 losses seen during epoch e. A model whose epoch loss is NaN/inf is marked diverged and stops.
 
 One SGD step function serves one model and, under `vmap`, a stack of models that train
-together, each with its own data order and its own stopping epoch.
+together, each with its own data order and its own stopping epoch. Two fields of TrainConfig
+reproduce the reference notebooks' training on that same path (the report's values are the
+defaults): `step_rows="train_set"` takes every step on the whole training set (FCNN notebook),
+`train_mode_epochs=1` trains epochs after the first in eval mode (LeNet-5 notebook).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -40,6 +44,8 @@ class TrainConfig:
     tol: float = 0.05
     weight_decay: float = 0.0
     init: str = "xavier"
+    step_rows: str = "batch"  # what a step's gradient sees: "batch" (the report) or "train_set" (FCNN notebook)
+    train_mode_epochs: int | None = None  # epochs in train mode, eval mode after them; None: all (the report)
     seed: int = 0
     device: str = "auto"
 
@@ -52,6 +58,9 @@ class TrainConfig:
         check_number("TrainConfig", "weight_decay", self.weight_decay, minimum=0)
         check_number("TrainConfig", "seed", self.seed, minimum=0, integer=True)
         check_choice("TrainConfig", "init", self.init, ("xavier", "default"))
+        check_choice("TrainConfig", "step_rows", self.step_rows, ("batch", "train_set"))
+        if self.train_mode_epochs is not None:
+            check_number("TrainConfig", "train_mode_epochs", self.train_mode_epochs, minimum=1, integer=True)
         if self.min_epochs > self.max_epochs:
             raise ValueError(f"TrainConfig.min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})")
         resolve_device(self.device)
@@ -74,7 +83,7 @@ class TrainResult:
     test_accuracy: float | None
     diverged: bool
     seconds: float
-    path: str  # "sequential" or "batched": which code path trained it (dropout draws differ)
+    trained_by: str  # "sequential" or "batched": which code path trained it (dropout draws differ)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,10 +114,10 @@ def train_model(model: nn.Module, task: Task, cfg: TrainConfig) -> tuple[nn.Modu
     Returns the trained model (a new object, on cfg.device, in eval mode) and its TrainResult.
     The same seed gives bit-identical weights on CPU.
     """
-    return train_batched([model], task, [cfg], path="sequential")[0]
+    return train_batched([model], task, [cfg], trained_by="sequential")[0]
 
 
-def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], on_done: Callable[[int, nn.Module, TrainResult], None] | None = None, path: str = "batched", progress: bool = False) -> list[tuple[nn.Module, TrainResult]]:
+def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], on_done: Callable[[int, nn.Module, TrainResult], None] | None = None, trained_by: str = "batched") -> list[tuple[nn.Module, TrainResult]]:
     """Train several models of one architecture together under `vmap`.
 
     cfgs may differ only in `seed`. Each model draws its own data order; a model that meets the
@@ -119,9 +128,9 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
     task = task.to(device)
-    template = models[0].to(device).train()
+    template = copy.deepcopy(models[0]).to(device)  # runs the stack; its mode is set per epoch, the callers' models keep theirs
     order_generators = [torch.Generator().manual_seed(c.seed + ORDER_STREAM) for c in cfgs]
-    batched = len(models) > 1 or path == "batched"
+    batched = len(models) > 1 or trained_by == "batched"
     step = partial(sgd_step, template, task, cfg.lr, cfg.weight_decay)
     if batched:
         step = vmap(step, randomness="different")
@@ -137,9 +146,13 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
         # Dropout draws come from the global generator (vmap has no per-model generator).
         torch.manual_seed(cfgs[0].seed + DROPOUT_STREAM if not batched else _group_seed(cfgs))
         while active:
+            epoch = len(losses[active[0]])  # the stack's models have all trained the same epochs
+            template.train(cfg.train_mode_epochs is None or epoch < cfg.train_mode_epochs)
             orders = torch.stack([torch.randperm(task.n_train, generator=order_generators[i]) for i in active]).to(device)
             batch_losses = []
             for idx in orders.split(cfg.batch_size, dim=1):
+                if cfg.step_rows == "train_set":  # each of the ceil(n/64) steps on every training row
+                    idx = torch.arange(task.n_train, device=device).expand(len(active), -1)
                 x, y = task.x_train[idx], task.y_train[idx]
                 if not batched:
                     x, y = x[0], y[0]
@@ -155,7 +168,7 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
                 i = active[slot]
                 state = {k: (v[slot] if batched else v) for k, v in {**params, **buffers}.items()}
                 seconds = (time.perf_counter() - start) / (len(models) if batched else 1)
-                results[i] = _finish(models[i], state, task, cfgs[i], losses[i], seconds, path)
+                results[i] = _finish(models[i], state, task, cfgs[i], losses[i], seconds, trained_by)
                 if on_done is not None:
                     on_done(i, *results[i])
             if finished and batched:
@@ -166,7 +179,7 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
     return results  # type: ignore[return-value]
 
 
-def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, path: str) -> tuple[nn.Module, TrainResult]:
+def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, trained_by: str) -> tuple[nn.Module, TrainResult]:
     model.load_state_dict(state)
     model.eval()
     diverged = not all(math.isfinite(v) for v in epoch_losses) or not all(torch.isfinite(v).all() for v in state.values())
@@ -175,7 +188,7 @@ def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch
     result = TrainResult(
         seed=cfg.seed, epochs=len(epoch_losses), epoch_losses=epoch_losses,
         train_loss=train_loss, test_loss=test_loss, train_accuracy=train_accuracy, test_accuracy=test_accuracy,
-        diverged=diverged or not math.isfinite(test_loss), seconds=seconds, path=path,
+        diverged=diverged or not math.isfinite(test_loss), seconds=seconds, trained_by=trained_by,
     )
     return model, result
 

@@ -199,17 +199,26 @@ def test_cora(cora: data.Task) -> None:
     assert not set(cora.x_test.tolist()) & set(cora.x_train.tolist())
     assert torch.equal(cora.y_train.bincount(), torch.full((7,), 20))
     assert cora.y_test.unique().tolist() == list(range(7))
-    sums = cora.node_features.sum(1)
-    assert torch.allclose(sums[sums > 0], torch.ones(()), atol=1e-5)
-    assert (sums > 0).sum() > 2700  # really row-normalized features, not empty rows
+    # The stored binary bag-of-words features, untransformed (PROTOCOL.md, "GAT on Cora").
+    assert set(cora.node_features.unique().tolist()) == {0.0, 1.0} and cora.name == "cora"
+    assert (cora.node_features.sum(1) > 1).sum() > 2700
+
+
+def test_cora_row_normalized_is_an_explicit_option(data_root: Path, cora: data.Task) -> None:
+    normalized = data.load_cora(data_root, normalize_features=True)
+    sums = normalized.node_features.sum(1)
+    assert torch.allclose(sums[sums > 0], torch.ones(()), atol=1e-5) and (sums > 0).sum() > 2700
+    assert normalized.name != cora.name  # pools trained on one are never reused for the other
+    assert torch.allclose(normalized.node_features * cora.node_features.sum(1, keepdim=True).clamp(min=1), cora.node_features)
+    with pytest.raises(ValueError, match="normalize_features"):
+        data.load_cora(data_root, normalize_features="yes")
 
 
 def test_cora_equals_planetoid(data_root: Path, tmp_path: Path, cora: data.Task) -> None:
     from torch_geometric.datasets import Planetoid
-    from torch_geometric.transforms import NormalizeFeatures
 
     shutil.copytree(data_root / "cora", tmp_path / "Cora" / "raw")
-    g = Planetoid(str(tmp_path), "Cora", split="public", transform=NormalizeFeatures())[0]
+    g = Planetoid(str(tmp_path), "Cora", split="public")[0]
     assert torch.equal(cora.node_features, g.x) and torch.equal(cora.edge_index, g.edge_index)
     assert torch.equal(cora.x_train, g.train_mask.nonzero().view(-1))
     assert torch.equal(cora.x_test, g.test_mask.nonzero().view(-1))

@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharplib.models import FCNN, GAT, LeNet5, build_model, n_parameters
+import torch_geometric.nn
+
+from sharplib.models import FCNN, VARIANTS, LeNet5, build_model, n_parameters
 from sharplib.task import Task
 
 
@@ -42,7 +44,46 @@ def test_forward_shapes(tasks: dict[str, Task]) -> None:
     assert FCNN()(tasks["fcnn"].x_train[:5]).shape == (5, 1)
     assert LeNet5().eval()(tasks["lenet5"].x_train[:5]).shape == (5, 10)
     cora = tasks["gat"]
-    assert GAT().eval()(cora.node_features, cora.edge_index).shape == (len(cora.node_features), 7)
+    assert build_model("gat").eval()(cora.node_features, cora.edge_index).shape == (len(cora.node_features), 7)
+
+
+def test_the_study_gat_is_pygs_class_with_the_notebooks_dropout_sites() -> None:
+    gat = build_model("gat")
+    assert type(gat) is torch_geometric.nn.GAT
+    convs = [m for m in gat.modules() if isinstance(m, torch_geometric.nn.GATConv)]
+    assert [(c.in_channels, c.out_channels, c.heads) for c in convs] == [(1433, 8, 1), (8, 7, 1)]
+    assert [c.dropout for c in convs] == [0.6, 0.6]  # attention coefficients dropped in each layer
+    assert gat.dropout.p == 0.6 and gat.act.__class__.__name__ == "ELU"  # after the hidden ELU
+
+
+def test_gat_drops_no_input_features_but_the_input_dropout_variant_does(cora_task: Task) -> None:
+    # Only input dropout makes the output depend on which input features were zeroed: with attention
+    # and hidden dropout off (p = 0) and input dropout on, two draws give different outputs.
+    study, variant = build_model("gat", torch.Generator().manual_seed(0)), build_model("gat", torch.Generator().manual_seed(0), variant="input_dropout")
+    for model in (study, variant):
+        model.train()
+        model.dropout.p = 0.0
+        for conv in model.convs:
+            conv.dropout = 0.0
+    x, edges = cora_task.node_features, cora_task.edge_index
+    assert torch.equal(study(x, edges), study(x, edges))
+    variant.dropout.p = 0.6
+    for conv in variant.convs:
+        conv.dropout = 0.0
+    first = variant(x, edges)
+    assert not torch.equal(first, variant(x, edges))
+    variant.eval()  # in eval mode the variant is the study's network
+    study.eval()
+    assert torch.equal(variant(x, edges), study(x, edges))
+
+
+@pytest.mark.parametrize("arch", list(VARIANTS))
+def test_every_variant_has_the_study_networks_parameters(arch: str) -> None:
+    study = build_model(arch, torch.Generator().manual_seed(5))
+    for variant in VARIANTS[arch]:
+        other = build_model(arch, torch.Generator().manual_seed(5), variant=variant)
+        assert [(n, p.shape) for n, p in other.named_parameters()] == [(n, p.shape) for n, p in study.named_parameters()]
+        assert all(torch.equal(a, b) for a, b in zip(other.parameters(), study.parameters()))
 
 
 def test_lenet5_dropout_only_in_train_mode() -> None:
@@ -55,8 +96,10 @@ def test_lenet5_dropout_only_in_train_mode() -> None:
     assert not torch.equal(model(x), model(x))
 
 
-def test_unknown_architecture_and_init_are_named() -> None:
+def test_unknown_architecture_init_and_variant_are_named() -> None:
     with pytest.raises(ValueError, match="'resnet'"):
         build_model("resnet")
+    with pytest.raises(ValueError, match="variant.*'elu_output'"):
+        build_model("lenet5", variant="elu_output")
     with pytest.raises(ValueError, match="'kaiming'"):
         build_model("fcnn", init="kaiming")

@@ -29,7 +29,7 @@ def test_checkpoints_are_written_and_reused(abalone_task: Task, tmp_path: Path) 
     assert [e.reused for e in first] == [False] * 3
     assert [e.result.seed for e in first] == [0, 1, 2]
     payload = read_checkpoint(checkpoint_path(tmp_path, 1))
-    assert payload["config"]["seed"] == 1 and payload["result"]["path"] == "batched"
+    assert payload["config"]["seed"] == 1 and payload["result"]["trained_by"] == "batched"
     again = train_pool("fcnn", abalone_task, cfg, [0, 1, 2, 3], tmp_path, progress=False)
     assert [e.reused for e in again] == [True, True, True, False]
     changed = train_pool("fcnn", abalone_task, train_config("fcnn", max_epochs=2, device="cpu"), [0], tmp_path, progress=False)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sharplib.functional import evaluate
+from sharplib.models import FCNN
 from sharplib.pool import init_model
 from sharplib.protocol import train_config
 from sharplib.task import Task
@@ -52,7 +53,7 @@ def test_fcnn_learns_and_reports(abalone_task: Task) -> None:
     assert result.test_loss < 0.7 * untrained_loss
     assert 2 <= result.epochs <= 10 and len(result.epoch_losses) == result.epochs
     assert result.test_loss == pytest.approx(evaluate(model, abalone_task)[0])
-    assert result.train_accuracy is None and not result.diverged and result.path == "sequential"
+    assert result.train_accuracy is None and not result.diverged and result.trained_by == "sequential"
     assert not model.training
 
 
@@ -86,7 +87,7 @@ def test_batched_fcnn_equals_sequential(abalone_task: Task) -> None:
     assert len({result.epochs for _, result in batched}) > 1, "seeds should stop at different epochs, so finished models must freeze"
     for cfg, (model, result) in zip(cfgs, batched):
         reference, reference_result = train_model(init_model("fcnn", cfg).double(), task, cfg)
-        assert result.epochs == reference_result.epochs and result.path == "batched"
+        assert result.epochs == reference_result.epochs and result.trained_by == "batched"
         assert result.test_loss == pytest.approx(reference_result.test_loss, abs=1e-5)
         for name, value in _weights(model).items():
             torch.testing.assert_close(value, _weights(reference)[name], rtol=0, atol=1e-5)
@@ -97,18 +98,54 @@ def test_batched_dropout_models_are_reproducible(tasks: dict[str, Task]) -> None
     first = train_batched([init_model("gat", c) for c in cfgs], tasks["gat"], cfgs)
     second = train_batched([init_model("gat", c) for c in cfgs], tasks["gat"], cfgs)
     for (a, ra), (b, rb) in zip(first, second):
-        assert ra.path == "batched" and ra.epoch_losses == rb.epoch_losses
+        assert ra.trained_by == "batched" and ra.epoch_losses == rb.epoch_losses
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-def test_gat_trains_at_least_ten_epochs(cora_task: Task) -> None:
-    # Under the report's protocol (3 steps an epoch on 140 nodes) GAT starts slowly: the
-    # rule must not stop it before epoch 10, whatever its loss does.
+def test_gat_learns_cora_under_the_protocol(cora_task: Task) -> None:
+    # The protocol's GAT on the binary features leaves chance (1/7 = 0.14) behind: the row-normalized
+    # features once left every model at training loss ln 7 and 6-33 % test accuracy. At least 10 epochs.
     cfg = train_config("gat", seed=0, device="cpu")
-    untrained = init_model("gat", cfg)
     model, result = train_model(init_model("gat", cfg), cora_task, cfg)
     assert 10 <= result.epochs <= 20 and not result.diverged
-    assert not torch.equal(model.conv1.lin.weight, untrained.conv1.lin.weight)
+    assert result.test_accuracy > 0.4, result
+    assert result.train_loss < 0.9 * math.log(7), result
+
+
+def test_train_set_steps_are_full_batch_gradient_descent(abalone_task: Task) -> None:
+    # step_rows="train_set" (FCNN notebook): each of the ceil(n/64) steps of an epoch on every row.
+    cfg = TrainConfig(lr=0.014, max_epochs=1, step_rows="train_set", seed=4, device="cpu")
+    model, result = train_model(init_model("fcnn", cfg), abalone_task, cfg)
+    plain = init_model("fcnn", cfg)
+    opt = torch.optim.SGD(plain.parameters(), lr=cfg.lr)
+    for _ in range(math.ceil(abalone_task.n_train / 64)):
+        opt.zero_grad()
+        abalone_task.loss_fn(plain(abalone_task.x_train), abalone_task.y_train).backward()
+        opt.step()
+    for (name, a), b in zip(model.named_parameters(), plain.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+class ModeSpy(FCNN):
+    """An FCNN that records the train/eval flag of every forward pass (class-level: deepcopies share it)."""
+
+    modes: list[bool] = []
+
+    def forward(self, x):
+        ModeSpy.modes.append(self.training)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("n_models", [1, 2])
+def test_train_mode_epochs_switches_to_eval_mode_after_them(abalone_task: Task, n_models: int) -> None:
+    # train_mode_epochs=1 (LeNet-5 notebook): the first epoch in train mode, the others in eval mode.
+    cfgs = [TrainConfig(lr=0.001, min_epochs=3, max_epochs=3, train_mode_epochs=1, seed=s, device="cpu") for s in range(n_models)]
+    ModeSpy.modes = []
+    models = [ModeSpy() for _ in cfgs]
+    train_batched(models, abalone_task, cfgs)
+    steps = math.ceil(abalone_task.n_train / 64)
+    training = ModeSpy.modes[: 3 * steps]  # the forward passes of the SGD steps (evaluation follows)
+    assert training == [True] * steps + [False] * 2 * steps
 
 
 def test_divergence_is_recorded_not_raised(abalone_task: Task) -> None:
