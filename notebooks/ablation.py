@@ -15,7 +15,8 @@
 #
 # The main study follows the report's written method. The authors' public notebooks trained and
 # measured their models differently, and each difference could move Kendall's τ between
-# sharpness and test loss. Here every difference is a switch (`sharplib.reference.ReferenceSwitches`).
+# sharpness and test loss. Here every difference is a switch (a row of `sharplib.reference.DEVIATIONS`)
+# on the study's own training and sharpness code.
 # For one architecture we measure τ
 #
 # * with the report's method (all switches off: the study's own estimator on its own pool),
@@ -42,10 +43,10 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import ablation
+from sharplib import ablation, report
 from sharplib.data import load_task
 from sharplib.protocol import spec
-from sharplib.reference import APPLIES, LABELS
+from sharplib.reference import DEVIATIONS, applicable, setup
 from sharplib.study import provenance
 from sharplib.task import resolve_device
 
@@ -61,7 +62,7 @@ n_restarts = None  # None: the profile's (full: the study's restarts)
 rho_factors = None  # None: the profile's grid, as multiples of the report's rho (must contain 1)
 variants = None  # None: the profile's rows (full: all); else names such as ["report", "train_mode"]
 n_resamples = None  # None: the profile's bootstrap resamples
-n_workers = None  # CPU worker processes (None: the profile's; full: 2 for the FCNN, one per core for the others)
+n_workers = None  # CPU worker processes training the variants' pools (None: the profile's)
 device = "auto"
 
 # %%
@@ -86,7 +87,13 @@ print(f"{n_used} of the study's {len(inputs.seeds)} models; {params.restarts(inp
 # | full-set SGD steps (FCNN) | each of an epoch's steps used the gradient of the whole training set |
 # | lr 0.102 (FCNN) | the notebook's learning-rate-finder value, for training and for the ascent |
 # | eval-mode training (LeNet-5) | from epoch 2 on, training ran in eval mode (a test pass switched it and nothing switched back) |
-# | attention dropout (GAT) | PyG's GAT: dropout on attention coefficients and hidden features, none on the inputs |
+#
+# Two more GAT rows retrain, but as sensitivity checks of choices the notebook did *not* make:
+#
+# | switch | what changes |
+# | --- | --- |
+# | row-normalized features (GAT) | each node's features divided by their sum (the notebook built this transform but trained on the stored binary features) |
+# | input dropout (GAT) | dropout 0.6 on the input features too, as in the original GAT recipe |
 #
 # Sharpness switches reuse the study's pool:
 #
@@ -101,9 +108,9 @@ print(f"{n_used} of the study's {len(inputs.seeds)} models; {params.restarts(inp
 # | all-nodes loss (GAT) | the perturbed loss is taken on all 140 training nodes, not on the batch |
 
 # %%
-rows = [{"variant": v.name, "switches": ", ".join(LABELS[s] for s in v.switches.on) or "(none: the report's method)",
-         "own pool": bool(v.switches.training)} for v in params.variant_list()]
-print(f"{spec(params.arch).model_name}: {len(rows)} rows, switches that apply: {', '.join(LABELS[s] for s in APPLIES[params.arch])}")
+rows = [{"variant": v.name, "switches": ", ".join(DEVIATIONS[s].label for s in v.switches) or "(none: the report's method)",
+         "own pool": bool(setup(params.arch, v.switches).retrains)} for v in params.variant_list()]
+print(f"{spec(params.arch).model_name}: {len(rows)} rows, switches that apply: {', '.join(DEVIATIONS[s].label for s in applicable(params.arch))}")
 display(pd.DataFrame(rows))
 
 # %% [markdown]
@@ -118,7 +125,7 @@ task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolv
 start = time.perf_counter()
 table = ablation.run_ablation(params.arch, task, seeds, params.out_dir, variants=params.variant_list(), n_restarts=params.restarts(inputs),
                               sharpness_overrides=inputs.sharpness_overrides, train_overrides=inputs.train_overrides,
-                              n_resamples=params.resolved("n_resamples"), n_workers=params.resolved("n_workers"))
+                              n_resamples=params.resolved("n_resamples"), n_workers=params.resolved("n_workers"), data_root=params.data_root)
 seconds["ablation"] = time.perf_counter() - start
 display(table[["variant", "n_models", "n_diverged", "tau", "ci_low", "ci_high", "p_value", "frac_below", "seconds", "pool"]].round(3))
 
@@ -126,7 +133,7 @@ display(table[["variant", "n_models", "n_diverged", "tau", "ci_low", "ci_high", 
 # In words (the sentence the paper prints, generated from the table):
 
 # %%
-display(Markdown(ablation.ablation_paragraph({params.arch: table})))
+display(Markdown(report.ablation_paragraph({params.arch: table})))
 
 # %% [markdown]
 # ## τ across ρ
@@ -144,9 +151,9 @@ display(rho_tau.round(3))
 
 # %%
 fig, ax = plt.subplots(figsize=(4.5, 3.5))
-ablation.rho_panel(ax, rho_tau, params.arch, inputs.sharpness_overrides["rho"])
+report.rho_panel(ax, rho_tau, params.arch, inputs.sharpness_overrides["rho"])
 plt.show()
-display(Markdown(ablation.rho_sentence({params.arch: rho_tau})))
+display(Markdown(report.rho_sentence({params.arch: rho_tau})))
 
 # %%
 summary = {

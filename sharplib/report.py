@@ -13,17 +13,19 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from . import ablation
-from .protocol import REPORT_P, REPORT_TAU, TABLE1
+from .protocol import REPORT_P, REPORT_TAU, TABLE1, spec
+from .reference import DEVIATIONS
 from .study import read_results
 
 ARCHS = ("fcnn", "lenet5", "gat")
@@ -224,6 +226,146 @@ def build(results_dir: Path, out_dir: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- the ablation section
 
+def _switch_label(name: str) -> str:
+    return DEVIATIONS[name].label if name in DEVIATIONS else name
+
+
+def _label(variant: str) -> str:
+    if variant == "report":
+        return "report's method"
+    if variant == "reference code":
+        return "reference code (all)"
+    return "+ " + _switch_label(variant)
+
+
+def _report_row(df: pd.DataFrame) -> pd.Series:
+    found = df[df["variant"] == "report"]
+    if found.empty:
+        raise ValueError("the ablation frame has no 'report' row to compare the variants with")
+    return found.iloc[0]
+
+
+def _outside(tau: float, report: pd.Series) -> bool:
+    return math.isfinite(tau) and not (report["ci_low"] <= tau <= report["ci_high"])
+
+
+def _num(value: float) -> str:
+    return "--" if not math.isfinite(value) else f"${value:.2f}$"
+
+
+def _p(value: float) -> str:
+    if not math.isfinite(value):
+        return "--"
+    return "$<0.001$" if value < 0.001 else f"{value:.3f}"
+
+
+def ablation_table_tex(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
+    """A `tabular` (plain \\hline rules, no package needed) with one block per arch: τ, its 95 % CI,
+    p and the number of models per variant. $^{*}$ marks a τ outside the report-method CI."""
+    lines = [r"\begin{tabular}{llrcrr}", r"\hline", r"Model & Variant & $\tau$ & 95\,\% CI & $p$ & $M$ \\", r"\hline"]
+    for arch, df in df_by_arch.items():
+        report = _report_row(df)
+        for i, row in enumerate(df.itertuples(index=False)):
+            mark = "$^{*}$" if row.variant != "report" and _outside(row.tau, report) else ""
+            ci = "--" if not math.isfinite(row.ci_low) else f"$[{row.ci_low:.2f}, {row.ci_high:.2f}]$"
+            model = spec(arch).model_name if i == 0 else ""
+            lines.append(f"{model} & {_label(row.variant)} & {_num(row.tau)}{mark} & {ci} & {_p(row.p_value)} & {row.n_models} \\\\")
+        lines.append(r"\hline")
+    lines.append(r"\end{tabular}")
+    return "\n".join(lines) + "\n"
+
+
+def _direction(tau: float, reference: float) -> str:
+    return "raises" if tau > reference else "lowers"
+
+
+def ablation_paragraph(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
+    """One sentence group per arch: which switches move τ outside the report-method 95 % CI, and
+    where all of the notebook's choices together put it. Worded from the numbers only."""
+    parts = []
+    for arch, df in df_by_arch.items():
+        name, report = spec(arch).model_name, _report_row(df)
+        text = (f"For {name}, the report's method gives $\\tau = {report['tau']:.2f}$ "
+                f"(95\\,\\% CI $[{report['ci_low']:.2f}, {report['ci_high']:.2f}]$, {int(report['n_models'])} models).")
+        singles = df[~df["variant"].isin(["report", "reference code"])]
+        moved = [row for row in singles.itertuples(index=False) if _outside(row.tau, report)]
+        undefined = [_switch_label(row.variant) for row in singles.itertuples(index=False) if not math.isfinite(row.tau)]
+        if moved:
+            said = [f"{_switch_label(r.variant)} alone {_direction(r.tau, report['tau'])} it to ${r.tau:.2f}$" for r in moved]
+            text += " Outside that interval: " + "; ".join(said) + "."
+            rest = len(singles) - len(moved) - len(undefined)
+            if rest:
+                text += " The other switch alone leaves $\\tau$ inside it." if rest == 1 else f" The other {rest} switches alone leave $\\tau$ inside it."
+        elif len(singles):
+            text += " No single switch moves $\\tau$ outside that interval."
+        if undefined:
+            text += f" $\\tau$ is undefined for {', '.join(undefined)} (fewer than 3 models, or a constant sharpness)."
+        together = df[df["variant"] == "reference code"]
+        if not together.empty and math.isfinite(together.iloc[0]["tau"]):
+            tau = together.iloc[0]["tau"]
+            where = f"outside the interval ({_direction(tau, report['tau'])} it)" if _outside(tau, report) else "inside the interval"
+            text += f" With all of the notebook's choices together, $\\tau = {tau:.2f}$, {where}."
+        parts.append(text)
+    return " ".join(parts)
+
+
+KINDS = ("adaptive", "standard")
+
+
+def rho_panel(ax: Any, df: pd.DataFrame, arch: str, rho: float | None = None) -> None:
+    """One τ(ρ) panel (a `tau_by_rho` frame): adaptive vs standard, the bootstrap CI as a band, the
+    report's ρ (or `rho`) as a dotted line."""
+    import seaborn as sns
+
+    palette = dict(zip(KINDS, sns.color_palette("colorblind", 2)))
+    frame = df.assign(sharpness=np.where(df["adaptive"], "adaptive", "standard")).sort_values("rho")
+    sns.lineplot(frame, x="rho", y="tau", hue="sharpness", hue_order=KINDS, palette=palette, marker="o", ax=ax, errorbar=None)
+    for kind, group in frame.groupby("sharpness"):
+        ax.fill_between(group["rho"], group["ci_low"], group["ci_high"], color=palette[kind], alpha=0.2, linewidth=0)
+    ax.axvline(spec(arch).rho if rho is None else rho, color="0.3", linestyle=":", linewidth=1, label=r"report's $\rho$")
+    ax.axhline(0, color="0.5", linewidth=0.6)
+    ax.set(xscale="log", xlabel=r"$\rho$", ylabel=r"Kendall $\tau$", title=spec(arch).model_name, ylim=(-1, 1))
+    ax.legend(fontsize="x-small", title=None, loc="lower right")
+
+
+def rho_figure(df_by_arch: Mapping[str, pd.DataFrame], path_pdf: str | Path, path_png: str | Path,
+               report_rho: Mapping[str, float] | None = None) -> None:
+    """τ(ρ) per arch (one `rho_panel` each), written to both paths. Drawn without pyplot's global state."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
+        fig = Figure(figsize=(2.6 * len(df_by_arch), 2.4), layout="constrained")
+        axes = fig.subplots(1, len(df_by_arch), squeeze=False, sharey=True)[0]
+        for ax, (arch, df) in zip(axes, df_by_arch.items()):
+            rho_panel(ax, df, arch, (report_rho or {}).get(arch))
+        for path in (path_pdf, path_png):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=200)
+
+
+def _decimal(x: float) -> str:
+    return np.format_float_positional(x, trim="-")  # 1e-05 -> 0.00001: a number LaTeX prints as written
+
+
+def _span(kind: str, tau: pd.Series) -> str:
+    low, high = f"{tau.min():.2f}", f"{tau.max():.2f}"
+    return f"{kind} sharpness gives $\\tau = {low}$ at every $\\rho$" if low == high else f"{kind} sharpness gives $\\tau$ from ${low}$ to ${high}$"
+
+
+def rho_sentence(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
+    """How far τ moves across the ρ grid, per arch and kind of sharpness (from `tau_by_rho` frames)."""
+    parts = []
+    for arch, df in df_by_arch.items():
+        kinds = df["adaptive"].map({True: "adaptive", False: "standard"})
+        spans = [_span(kind, group["tau"].dropna()) for kind, group in df.groupby(kinds, sort=True) if group["tau"].notna().any()]
+        if spans:
+            parts.append(f"For {spec(arch).model_name}, over $\\rho \\in [{_decimal(df['rho'].min())}, {_decimal(df['rho'].max())}]$, "
+                         + " and ".join(spans) + f" ({int(df['n_models'].max())} models).")
+    return " ".join(parts)
+
+
+
 ABLATION_OUTPUTS = ("ablation.tex", "rho.pdf", "rho.png")
 
 
@@ -264,14 +406,14 @@ def ablation_tex(loaded: dict[str, tuple[dict, pd.DataFrame, pd.DataFrame]]) -> 
         + ". Within an architecture every row uses "
         f"the same models: {models}. A mark $^{{*}}$ flags a $\\tau$ outside the 95\\,\\% interval of the report's method"
         + (" (quick profile: small pools and few restarts, so these rows only check the chain)." if quick else "."),
-        "", ablation.ablation_paragraph(tables), "",
+        "", ablation_paragraph(tables), "",
         r"Figure~\ref{fig:rho} repeats the report-method measurement over a grid of radii, for adaptive and for standard "
-        "sharpness on the same models. " + ablation.rho_sentence(rhos), "",
+        "sharpness on the same models. " + rho_sentence(rhos), "",
         r"\begin{table*}[t]", r"\centering",
         r"\caption{Kendall's $\tau$ between sharpness and test loss with the reference notebooks' deviations switched on. "
         rf"$M$: models in the row ({models}; fewer where a model diverged). "
         rf"Restarts per estimate: {restarts}. $^{{*}}$: outside the 95\,\% CI of the report's method.}}",
-        r"\label{tab:ablation}", ablation.ablation_table_tex(tables).rstrip(), r"\end{table*}", "",
+        r"\label{tab:ablation}", ablation_table_tex(tables).rstrip(), r"\end{table*}", "",
         r"\begin{figure*}[t]", r"\centering", r"\includegraphics[width=\textwidth]{generated/rho.pdf}",
         r"\caption{Kendall's $\tau$ against the radius $\rho$ (log scale), adaptive and standard worst-case sharpness, "
         rf"with bootstrap 95\,\% intervals; the dotted line is the report's $\rho$. Models: {models}.}}",
@@ -285,7 +427,7 @@ def build_ablation(results_dir: Path, out_dir: Path, profile: str | None = None)
     loaded = load_ablation(results_dir, profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     report_rho = {arch: s["rho"] for arch, (s, _, _) in loaded.items()}
-    ablation.rho_figure({arch: r for arch, (_, _, r) in loaded.items()}, out_dir / "rho.pdf", out_dir / "rho.png", report_rho)
+    rho_figure({arch: r for arch, (_, _, r) in loaded.items()}, out_dir / "rho.pdf", out_dir / "rho.png", report_rho)
     (out_dir / "ablation.tex").write_text(ablation_tex(loaded))
     return [out_dir / n for n in ABLATION_OUTPUTS]
 

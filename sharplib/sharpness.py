@@ -63,6 +63,11 @@ class SharpnessConfig:
     mode: str = "eval"
     seed: int = 0
     device: str = "auto"
+    # The reference notebooks' deviations, as branches of the one ascent (False: the report's estimator).
+    swapped_bounds: bool = False  # FCNN: the box [w - ρw, w + ρw], so clamp pins a negative w at w - ρ|w|
+    drifting_anchor: bool = False  # LeNet-5: the box is centred where the first, unprojected step lands
+    collapse_duplicates: bool = False  # GAT: a sample drawn twice into S counts once
+    loss_on_train_set: bool = False  # GAT: each iterate's loss is the notebook's Σ of batch means over all training rows
 
     def __post_init__(self) -> None:
         name = "SharpnessConfig"
@@ -82,11 +87,24 @@ class SharpnessConfig:
             if self.lr is None:
                 raise ValueError(f"{name}.lr (η, the training learning rate) is required for step='gradient'")
             check_number(name, "lr", self.lr, minimum=0, strict=True)
+        for hook in REFERENCE_HOOKS:
+            check_choice(name, hook, getattr(self, hook), (True, False))
+            if getattr(self, hook) and (self.p, self.kind, self.step, self.random_start) != ("inf", "worst", "gradient", False):
+                raise ValueError(f"{name}.{hook} is one of the notebooks' ℓ∞ gradient ascents: it needs p='inf', kind='worst', "
+                                 f"step='gradient', random_start=False")
         resolve_device(self.device)
+
+    @property
+    def hooks(self) -> tuple[str, ...]:
+        """The reference notebooks' deviations that are on."""
+        return tuple(h for h in REFERENCE_HOOKS if getattr(self, h))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SharpnessConfig":
         return config_from_dict(cls, values)
+
+
+REFERENCE_HOOKS = ("swapped_bounds", "drifting_anchor", "collapse_duplicates", "loss_on_train_set")
 
 
 @dataclass(frozen=True)
@@ -119,9 +137,11 @@ def unflatten(flat: Tensor, like: Params) -> Params:
     return {k: part.view(v.shape) for (k, v), part in zip(like.items(), parts)}
 
 
-def scale_of(w: Tensor, adaptive: bool) -> Tensor:
-    """c = |w| (adaptive) or 1 (standard)."""
-    return w.abs() if adaptive else torch.ones_like(w)
+def scale_of(w: Tensor, adaptive: bool, signed: bool = False) -> Tensor:
+    """c = |w| (adaptive) or 1 (standard); signed: c = w, the FCNN notebook's swapped bounds."""
+    if not adaptive:
+        return torch.ones_like(w)
+    return w if signed else w.abs()
 
 
 def _norm(rows: Tensor) -> Tensor:
@@ -132,7 +152,7 @@ def _norm(rows: Tensor) -> Tensor:
 def project(delta: Tensor, c: Tensor, rho: float, p: str | int) -> Tensor:
     """Exact projection of each row of δ onto {||δ ⊘ c||_p <= ρ} (coordinates with c = 0 are pinned at 0)."""
     if p == "inf":
-        # |δ_i| <= ρ c_i
+        # |δ_i| <= ρ c_i  (with a signed c < 0, min > max and clamp returns max = ρc: the swapped bounds)
         return torch.clamp(delta, -rho * c, rho * c)
     # u = δ ⊘ c;  u <- u · min(1, ρ / ||u||₂);  δ = c ⊙ u
     u = torch.where(c > 0, delta / torch.where(c > 0, c, 1), 0)
@@ -142,6 +162,11 @@ def project(delta: Tensor, c: Tensor, rho: float, p: str | int) -> Tensor:
 
 def ascent_step(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) -> Tensor:
     """One PGA update of each row of δ followed by the projection."""
+    return project(move(delta, grad, c, cfg), c, cfg.rho, cfg.p)
+
+
+def move(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) -> Tensor:
+    """The PGA update of each row of δ, before the projection."""
     if cfg.step == "gradient" and cfg.p == "inf":
         # δ <- δ + η ∇L
         moved = delta + cfg.lr * grad
@@ -156,7 +181,7 @@ def ascent_step(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) ->
         scaled = c * grad
         length = cfg.step_size * cfg.rho / (_norm(scaled) + 1e-30)
         moved = delta + length * c * scaled
-    return project(moved, c, cfg.rho, cfg.p)
+    return moved
 
 
 # ---------------------------------------------------------------- random draws (shared with the reference)
@@ -190,6 +215,58 @@ def perturbation_draws(w: Params, cfg: SharpnessConfig) -> Params | None:
     return None
 
 
+def first_occurrence_weights(idx: Tensor) -> Tensor:
+    """[R, m]: weight 1/|unique(S)| on each sample's first occurrence in its batch S, 0 on repeats.
+
+    Σ_i weights_i l_i is then the mean loss over the distinct samples of S, as the GAT notebook's
+    boolean node mask computed it (a node drawn twice counts once).
+    """
+    repeat = (idx[:, :, None] == idx[:, None, :]).tril(diagonal=-1).any(-1)  # drawn earlier in the same batch
+    keep = (~repeat).to(torch.get_default_dtype())
+    return keep / keep.sum(dim=1, keepdim=True)
+
+
+def split_weights(n_train: int, m: int, count: int, generator: torch.Generator) -> Tensor:
+    """[count, n]: for each of `count` random splits of the training rows into batches of m, 1/|batch| per row.
+
+    Σ_i v_i l_i is then the GAT notebook's `train(do_update=False)` loss: the sum of the batch-mean
+    losses of a shuffled split (140 nodes: 64, 64 and 12).
+    """
+    sizes = torch.tensor([len(b) for b in torch.arange(n_train).split(m)])
+    by_position = (1.0 / sizes).repeat_interleave(sizes)
+    weights = torch.empty(count, n_train)
+    for k in range(count):
+        weights[k, torch.randperm(n_train, generator=generator)] = by_position
+    return weights
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Everything random the estimator uses, drawn once on CPU from cfg.seed and shared by all models."""
+
+    idx: Tensor  # S ~ P^m of each restart: [R, m] indices of training samples
+    u: Tensor | None  # uniform draws in the set of u = δ ⊘ c: [R, count, D] (average case, random start)
+    weights: Tensor | None  # per-sample weights of each batch [R, m] (collapsed duplicates)
+    splits: Tensor | None  # [R, T + 1, n] `split_weights` of the train-set loss at δ_0 (one split for all) .. δ_T
+
+    def to(self, device: torch.device) -> "Draws":
+        return Draws(*(None if t is None else t.to(device) for t in (self.idx, self.u, self.weights, self.splits)))
+
+
+def draw(n_train: int, w: Params, cfg: SharpnessConfig) -> Draws:
+    """The batches S of every restart and whatever else `cfg` makes random, from cfg.seed."""
+    idx = draw_batches(n_train, cfg)
+    perturbations = perturbation_draws(w, cfg)
+    u = None if perturbations is None else torch.cat([d.flatten(2) for d in perturbations.values()], dim=2)
+    splits = None
+    if cfg.loss_on_train_set:
+        generator = torch.Generator().manual_seed(cfg.seed + 3)
+        start = split_weights(n_train, cfg.batch_size, 1, generator).expand(cfg.n_restarts, 1, n_train)
+        steps = split_weights(n_train, cfg.batch_size, cfg.n_restarts * cfg.n_steps, generator).view(cfg.n_restarts, cfg.n_steps, n_train)
+        splits = torch.cat([start, steps], dim=1)
+    return Draws(idx, u, first_occurrence_weights(idx) if cfg.collapse_duplicates else None, splits)
+
+
 # ---------------------------------------------------------------- the batched estimator
 
 def _over_restarts(fn: Callable, in_dims: tuple, vectorize: bool) -> Callable:
@@ -220,41 +297,63 @@ def _vectorize_restarts(model: nn.Module, device: torch.device, cfg: SharpnessCo
     return device.type != "cpu" or cfg.mode == "train" or not has_conv
 
 
-def ascent(model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffers: Params, idx: Tensor, draws: Params | None, vectorize: bool = True) -> tuple[Tensor, Tensor]:
+def ascent(model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffers: Params, draws: Draws, vectorize: bool = True) -> tuple[Tensor, Tensor]:
     """All restarts of one model at once: (L_S(w) [R], trace of L_S(w + δ_t) [R, T+1]).
 
     Worst-case: t = 0 is the start, t = 1..T follow the ascent steps. Average-case: the T
-    entries t = 1..T are random perturbations in the set.
+    entries t = 1..T are random perturbations in the set. The notebooks' hooks (cfg.hooks) change
+    the box (swapped bounds, drifting anchor), the batch's weights or the loss that is recorded.
     """
     w_flat = flatten(w)
-    c = scale_of(w_flat, cfg.adaptive)
-    u = None if draws is None else torch.cat([d.flatten(2) for d in draws.values()], dim=2)  # [R, count, D]
-    x, y = task.x_train[idx], task.y_train[idx]  # [R, m, ...]
+    c = scale_of(w_flat, cfg.adaptive, signed=cfg.swapped_bounds)
+    n_restarts = len(draws.idx)
     # BatchNorm in train mode writes its running statistics: give each restart a private copy.
-    restart_buffers = {k: b.expand(len(idx), *b.shape).clone() for k, b in buffers.items()} if cfg.mode == "train" else buffers
+    restart_buffers = {k: b.expand(n_restarts, *b.shape).clone() for k, b in buffers.items()} if cfg.mode == "train" else buffers
     buffer_dim = 0 if cfg.mode == "train" else None
+    batches = (restart_buffers, task.x_train[draws.idx], task.y_train[draws.idx], draws.weights)  # [R, m, ...] each
+    in_dims = (0, buffer_dim, 0, 0, None if draws.weights is None else 0)
 
-    def loss_at(delta: Tensor, buf: Params, xb: Tensor, yb: Tensor) -> Tensor:
-        return batch_loss(model, task, unflatten(w_flat + delta, w), buf, xb, yb)
+    def loss_at(delta: Tensor, buf: Params, xb: Tensor, yb: Tensor, weights: Tensor | None) -> Tensor:
+        return batch_loss(model, task, unflatten(w_flat + delta, w), buf, xb, yb, weights)
 
-    forward = _over_restarts(loss_at, (0, buffer_dim, 0, 0), vectorize)
-    zero = torch.zeros(len(idx), len(w_flat), dtype=w_flat.dtype, device=w_flat.device)
+    forward = _over_restarts(loss_at, in_dims, vectorize)
+    zero = torch.zeros(n_restarts, len(w_flat), dtype=w_flat.dtype, device=w_flat.device)
     if cfg.kind == "average":
-        unperturbed = forward(zero, restart_buffers, x, y)
-        trace = [unperturbed] + [forward(c * u[:, t], restart_buffers, x, y) for t in range(cfg.n_steps)]
+        unperturbed = forward(zero, *batches)
+        trace = [unperturbed] + [forward(c * draws.u[:, t], *batches) for t in range(cfg.n_steps)]
         return unperturbed, torch.stack(trace, dim=1)
     # Without dropout and from δ_0 = 0, the loss of the first iterate is L_S(w): no separate forward.
-    reuse_start = cfg.mode == "eval" and u is None
-    unperturbed = None if reuse_start else forward(zero, restart_buffers, x, y)
-    grad_and_loss = _over_restarts(grad_and_value(loss_at), (0, buffer_dim, 0, 0), vectorize)
-    delta = zero if u is None else c * u[:, 0]
-    trace = []
-    for _ in range(cfg.n_steps):
-        grad, loss = grad_and_loss(delta, restart_buffers, x, y)
+    reuse_start = cfg.mode == "eval" and draws.u is None
+    unperturbed = None if reuse_start else forward(zero, *batches)
+    grad_and_loss = _over_restarts(grad_and_value(loss_at), in_dims, vectorize)
+    delta = zero if draws.u is None else c * draws.u[:, 0]
+    center, deltas, trace = torch.zeros_like(delta), [], []
+    for t in range(cfg.n_steps):
+        grad, loss = grad_and_loss(delta, *batches)
         trace.append(loss)
-        delta = ascent_step(delta, grad, c, cfg)
-    trace.append(forward(delta, restart_buffers, x, y))
+        moved = move(delta, grad, c, cfg)
+        if cfg.drifting_anchor and t == 0:  # the anchor shared storage with the weights until this first projection
+            center, c = moved, scale_of(w_flat + moved, cfg.adaptive)
+        # δ <- centre + Proj(δ + step - centre): the box around the anchor (centre 0 but for the drifting anchor)
+        delta = center + project(moved - center, c, cfg.rho, cfg.p)
+        deltas.append(delta)
+    trace.append(forward(delta, *batches))
+    if cfg.loss_on_train_set:
+        return _train_set_trace(loss_at, task, cfg, buffers, restart_buffers, buffer_dim, zero, deltas, draws.splits, vectorize)
     return trace[0] if reuse_start else unperturbed, torch.stack(trace, dim=1)
+
+
+def _train_set_trace(loss_at: Callable, task: Task, cfg: SharpnessConfig, buffers: Params, restart_buffers: Params, buffer_dim: int | None,
+                     zero: Tensor, deltas: list[Tensor], splits: Tensor, vectorize: bool) -> tuple[Tensor, Tensor]:
+    """The GAT notebook's record: the train-set loss (Σ of batch means, `split_weights`) at w, taken once,
+    and at every iterate δ_1..δ_T of each restart."""
+    on_train_set = _over_restarts(loss_at, (0, buffer_dim, None, None, 0), vectorize)
+    start = loss_at(zero[0], buffers, task.x_train, task.y_train, splits[0, 0]).expand(len(zero))
+    after = [on_train_set(delta, restart_buffers, task.x_train, task.y_train, splits[:, t + 1]) for t, delta in enumerate(deltas)]
+    return start, torch.stack([start, *after], dim=1)
+
+
+Estimator = Callable[..., tuple[Tensor, Tensor]]  # (model, task, cfg, w, buffers, *, draws, vectorize) -> (unperturbed, trace)
 
 
 def summarize(unperturbed: Tensor, trace: Tensor, cfg: SharpnessConfig, seconds: float) -> SharpnessResult:
@@ -334,18 +433,22 @@ def estimate_sharpness(model: nn.Module, task: Task, cfg: SharpnessConfig) -> Sh
     return estimate_pool_sharpness([model], task, cfg, models_per_call=1)[0]
 
 
-def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessConfig, models_per_call: int | None = None) -> list[SharpnessResult]:
+def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessConfig, models_per_call: int | None = None,
+                            estimator: Estimator = ascent) -> list[SharpnessResult]:
     """Sharpness of many models of one architecture, `models_per_call` of them per batched call.
 
     Every model sees the same batches S (common random numbers), so the estimate of each
     model equals what `estimate_sharpness` gives it alone. Default: all at once on GPU, one at a
     time on CPU (where a stack of models gains nothing over a stack of restarts).
+    estimator: `ascent` (m-sharpness), or another function of one model's weights with its
+    signature and (unperturbed, trace) contract (the notebooks' full-set estimators, reference.py).
     """
     if not models:
         raise ValueError("estimate_pool_sharpness needs at least one model")
     device = _device_for(models, task, cfg)
     task = task.to(device)
-    idx = draw_batches(task.n_train, cfg).to(device)
+    # An estimator that needs other random inputs than `draw`'s brings its own `draw` (reference.epoch_ascent).
+    draws = getattr(estimator, "draw", draw)(task.n_train, split_state(models[0])[0], cfg).to(device)
     chunk = models_per_call or (len(models) if device.type == "cuda" else 1)
     results: list[SharpnessResult] = []
     template = models[0]
@@ -356,23 +459,22 @@ def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessC
         torch.manual_seed(cfg.seed + 2)  # dropout draws in mode="train"
         for start in range(0, len(models), chunk):
             group = models[start : start + chunk]
-            results += _estimate_group(template, group, task, cfg, idx, device, vectorize)
+            results += _estimate_group(partial(estimator, template, task, cfg, draws=draws, vectorize=vectorize), group, cfg, device)
     return results
 
 
-def _estimate_group(template: nn.Module, group: list[nn.Module], task: Task, cfg: SharpnessConfig, idx: Tensor, device: torch.device, vectorize: bool) -> list[SharpnessResult]:
+def _estimate_group(run: Callable[[Params, Params], tuple[Tensor, Tensor]], group: list[nn.Module], cfg: SharpnessConfig,
+                    device: torch.device) -> list[SharpnessResult]:
+    """`run(w, buffers)` for each model of the group: one call, or one vmap over the stacked models."""
     start = time.perf_counter()
     states = [split_state(m) for m in group]
-    draws = perturbation_draws(states[0][0], cfg)
-    draws = None if draws is None else {k: v.to(device) for k, v in draws.items()}
-    run = partial(ascent, template, task, cfg, vectorize=vectorize)
     if len(group) == 1:
         w, buffers = ({k: v.to(device) for k, v in d.items()} for d in states[0])
-        unperturbed, trace = (t.unsqueeze(0) for t in run(w, buffers, idx, draws))
+        unperturbed, trace = (t.unsqueeze(0) for t in run(w, buffers))
     else:
         w = {k: torch.stack([s[0][k] for s in states]).to(device) for k in states[0][0]}
         buffers = {k: torch.stack([s[1][k] for s in states]).to(device) for k in states[0][1]}
-        unperturbed, trace = vmap(run, in_dims=(0, 0, None, None), randomness="different")(w, buffers, idx, draws)
+        unperturbed, trace = vmap(run, randomness="different")(w, buffers)
     unperturbed, trace = unperturbed.cpu(), trace.cpu()  # waits for the device, so the clock below is honest
     seconds = (time.perf_counter() - start) / len(group)
     return [summarize(unperturbed[i], trace[i], cfg, seconds) for i in range(len(group))]

@@ -1,6 +1,6 @@
 """The sharpness estimator written plainly: one restart at a time, autograd, a Python loop.
 
-It follows the report's rule line by line and shares nothing with the batched estimator
+It follows the report's rule line by line (and the notebooks' hooks, SharpnessConfig.hooks) and shares nothing with the batched estimator
 except the random draws and the step/projection formulas' definitions of the set. It is the
 oracle in the tests and the baseline in `benchmarks/sharpness.py`.
 """
@@ -22,40 +22,47 @@ def estimate_sharpness_plain(model: nn.Module, task: Task, cfg: SharpnessConfig)
     net = copy.deepcopy(model).train(cfg.mode == "train")
     params = [p for p in net.parameters() if p.requires_grad]
     w = [p.detach().clone() for p in params]
-    c = [wi.abs() if cfg.adaptive else torch.ones_like(wi) for wi in w]
+    c = [(wi if cfg.swapped_bounds else wi.abs()) if cfg.adaptive else torch.ones_like(wi) for wi in w]
     buffers0 = {k: b.clone() for k, b in net.named_buffers()}
     batches = draw_batches(task.n_train, cfg).to(task.device)
     names = [name for name, p in net.named_parameters() if p.requires_grad]
     draws = perturbation_draws(dict(zip(names, w)), cfg)
+    splits = torch.Generator().manual_seed(cfg.seed + 3)  # the train-set loss's shuffles, in `draw`'s order
     torch.manual_seed(cfg.seed + 2)
+    zero = [torch.zeros_like(wi) for wi in w]
+    train_set_start = _train_set_loss(net, task, params, w, buffers0, zero, cfg.batch_size, splits) if cfg.loss_on_train_set else None
     unperturbed, traces = [], []
     for r in range(cfg.n_restarts):
-        x, y = task.x_train[batches[r]], task.y_train[batches[r]]
+        rows = batches[r].unique() if cfg.collapse_duplicates else batches[r]
+        x, y = task.x_train[rows], task.y_train[rows]
 
         def loss_at(delta: list[torch.Tensor]) -> torch.Tensor:
-            net.load_state_dict(buffers0, strict=False)  # BatchNorm statistics never carry over
-            with torch.no_grad():
-                for p, wi, d in zip(params, w, delta):
-                    p.copy_(wi + d)
+            _load(net, params, w, buffers0, delta)
             return task.loss_fn(task.predict(net, x), y)
 
-        zero = [torch.zeros_like(wi) for wi in w]
         with torch.no_grad():
-            loss0 = loss_at(zero).item()
+            loss0 = loss_at(zero).item() if train_set_start is None else train_set_start
         if cfg.kind == "average":
             with torch.no_grad():
                 trace = [loss0] + [loss_at([ci * draws[n][r, t] for ci, n in zip(c, names)]).item() for t in range(cfg.n_steps)]
         else:
             delta = zero if draws is None else [ci * draws[n][r, 0] for ci, n in zip(c, names)]
-            trace = []
-            for _ in range(cfg.n_steps):
+            center, box, trace, after = zero, c, [], []
+            for step in range(cfg.n_steps):
                 net.zero_grad()
                 loss = loss_at(delta)
                 loss.backward()
                 trace.append(loss.item())
-                delta = _project(_update(delta, [p.grad for p in params], c, cfg), c, cfg)
+                moved = _update(delta, [p.grad for p in params], box, cfg)
+                if cfg.drifting_anchor and step == 0:  # the box moves to where the first step landed
+                    center, box = moved, [(wi + m).abs() for wi, m in zip(w, moved)]
+                delta = [a + d for a, d in zip(center, _project([m - a for m, a in zip(moved, center)], box, cfg))]
+                if cfg.loss_on_train_set:
+                    after.append(_train_set_loss(net, task, params, w, buffers0, delta, cfg.batch_size, splits))
             with torch.no_grad():
                 trace.append(loss_at(delta).item())
+            if cfg.loss_on_train_set:
+                trace = [train_set_start] + after
         unperturbed.append(loss0)
         traces.append(trace)
     return summarize(torch.tensor(unperturbed), torch.tensor(traces), cfg, time.perf_counter() - start)
@@ -73,9 +80,30 @@ def _update(delta: list[torch.Tensor], grads: list[torch.Tensor], c: list[torch.
     return [d + cfg.step_size * cfg.rho * ci * (ci * g) / max(norm.item(), 1e-30) for d, g, ci in zip(delta, grads, c)]
 
 
+def _load(net: nn.Module, params: list[torch.Tensor], w: list[torch.Tensor], buffers0: dict[str, torch.Tensor], delta: list[torch.Tensor]) -> None:
+    """Put w + δ into the net's parameters and its original buffers back (BatchNorm statistics never carry over)."""
+    net.load_state_dict(buffers0, strict=False)
+    with torch.no_grad():
+        for p, wi, d in zip(params, w, delta):
+            p.copy_(wi + d)
+
+
+@torch.no_grad()
+def _train_set_loss(net: nn.Module, task: Task, params: list[torch.Tensor], w: list[torch.Tensor], buffers0: dict[str, torch.Tensor],
+                    delta: list[torch.Tensor], m: int, order: torch.Generator) -> float:
+    """The GAT notebook's `train(do_update=False)`: Σ over a shuffled split into batches of m of each batch's mean loss."""
+    _load(net, params, w, buffers0, delta)
+    total = 0.0
+    for rows in torch.randperm(task.n_train, generator=order).split(m):
+        rows = rows.to(task.device)
+        total += task.loss_fn(task.predict(net, task.x_train[rows]), task.y_train[rows]).item()
+    return total
+
+
 def _project(delta: list[torch.Tensor], c: list[torch.Tensor], cfg: SharpnessConfig) -> list[torch.Tensor]:
     if cfg.p == "inf":
-        return [torch.maximum(torch.minimum(d, cfg.rho * ci), -cfg.rho * ci) for d, ci in zip(delta, c)]
+        # min(max(δ, -ρc), ρc), torch.clamp's order: with the swapped bounds' c < 0 it returns ρc
+        return [torch.minimum(torch.maximum(d, -cfg.rho * ci), cfg.rho * ci) for d, ci in zip(delta, c)]
     u = [torch.where(ci > 0, d / torch.where(ci > 0, ci, 1), 0) for d, ci in zip(delta, c)]
     norm = torch.sqrt(sum((ui**2).sum() for ui in u))
     scale = min(1.0, cfg.rho / max(norm.item(), 1e-30))

@@ -71,11 +71,15 @@ class Task:
             return call(self.node_features, self.edge_index)[x]
         return call(x)
 
-    def loss_fn(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Mean loss over a batch: MSE for regression, cross-entropy for classification."""
+    def loss_fn(self, outputs: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Loss over a batch, MSE for regression, cross-entropy for classification: the mean, or
+        Σ_i weights_i l_i when per-sample `weights` are given."""
+        reduction = "mean" if weights is None else "none"
         if self.loss == "mse":
-            return F.mse_loss(outputs.squeeze(-1), targets)
-        return F.cross_entropy(outputs, targets)
+            losses = F.mse_loss(outputs.squeeze(-1), targets, reduction=reduction)
+        else:
+            losses = F.cross_entropy(outputs, targets, reduction=reduction)
+        return losses if weights is None else (weights * losses).sum()
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

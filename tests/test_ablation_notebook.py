@@ -119,7 +119,7 @@ def fake_ablation(results_dir: Path, arch: str, n_models: int, pool: int, seed: 
     rows = []
     for v in A.default_variants(arch):
         tau = float(rng.uniform(-0.6, 0.6))
-        rows.append({"arch": arch, "variant": v.name, "switches": ",".join(v.switches.on) or "none", "n_models": n_models, "n_diverged": 0,
+        rows.append({"arch": arch, "variant": v.name, "switches": ",".join(v.switches) or "none", "n_models": n_models, "n_diverged": 0,
                      "tau": tau, "p_value": float(rng.uniform(0, 1)), "ci_low": tau - 0.2, "ci_high": tau + 0.2, "seconds": 1.0})
     rho = pd.DataFrame([{"rho": r, "adaptive": a, "tau": float(rng.uniform(-0.5, 0.5)), "p_value": 0.5, "ci_low": -0.7, "ci_high": 0.7,
                          "n_models": n_models, "arch": arch} for r in A.default_rho_grid(arch) for a in (True, False)])

@@ -100,3 +100,17 @@ def test_auto_device_is_cuda(cpu_tasks: dict[str, Task]) -> None:
     # sharpness with device="auto" follows the task and the model: both on CUDA here
     result = estimate_sharpness(model, cpu_tasks["fcnn"].to("cuda"), protocol.sharpness_config("fcnn", n_restarts=2))
     assert len(result.values) == 2
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_ablation_row_runs_on_cuda(arch: str, cpu_tasks: dict[str, Task], data_root: Path, tmp_path: Path) -> None:
+    # The reference arm is switches on the main path: every row (retrained pools included) runs on the GPU.
+    from sharplib import ablation, reference
+
+    task = cpu_tasks[arch].to("cuda")
+    df = ablation.run_ablation(arch, task, range(3), tmp_path, n_restarts=2, n_resamples=50, train_overrides={"max_epochs": 1, "min_epochs": 1,
+                               "device": "cuda"}, sharpness_overrides={"device": "cuda"}, data_root=str(data_root), progress=False)
+    assert list(df["variant"]) == ["report", "reference code", *reference.applicable(arch)]
+    assert df["tau"].notna().all()
+    devices = {torch.load(p, weights_only=False)["device"] for p in tmp_path.glob("pool*/seed*.pt")}
+    assert devices == {"cuda"} or devices == {"cuda:0"}, devices

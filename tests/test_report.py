@@ -1,6 +1,7 @@
 """report.py: generated sentences follow the numbers; the .tex files and figure come from results/."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +86,42 @@ def test_mixed_profiles_are_refused(results_dir: Path, tmp_path: Path) -> None:
                   kendall(table["sharpness"], table["test_loss"], n_resamples=100), {})
     with pytest.raises(ValueError, match="different profiles"):
         report.build(results_dir, tmp_path / "out")
+
+
+# ---------------------------------------------------------------- the ablation section's builders
+
+def _frame(report: tuple[float, float, float], **taus: float) -> pd.DataFrame:
+    rows = [{"variant": "report", "tau": report[0], "ci_low": report[1], "ci_high": report[2], "p_value": 0.01, "n_models": 50}]
+    rows += [{"variant": name, "tau": tau, "ci_low": tau - 0.1, "ci_high": tau + 0.1, "p_value": 0.5, "n_models": 50} for name, tau in taus.items()]
+    return pd.DataFrame(rows)
+
+
+def test_paragraph_names_the_switch_that_moves_tau_and_its_direction() -> None:
+    shifted = _frame((-0.31, -0.45, -0.15), **{"reference code": 0.10, "swapped_bounds": 0.05, "elu_all_layers": -0.30, "notebook_lr": -0.60})
+    text = report.ablation_paragraph({"fcnn": shifted})
+    assert "$\\tau = -0.31$" in text and "$[-0.45, -0.15]$" in text
+    assert "swapped bounds alone raises it to $0.05$" in text and "lr 0.102 alone lowers it to $-0.60$" in text
+    assert "ELU on all layers" not in text and "The other switch alone leaves $\\tau$ inside it." in text
+    assert "$\\tau = 0.10$, outside the interval (raises it)" in text
+
+
+def test_paragraph_says_so_when_nothing_moves_tau() -> None:
+    steady = _frame((-0.18, -0.35, 0.00), **{"reference code": -0.20, "train_mode": -0.10, "full_set_ascent": math.nan})
+    text = report.ablation_paragraph({"lenet5": steady})
+    assert text.startswith("For LeNet-5,") and "No single switch moves $\\tau$ outside that interval." in text
+    assert "inside the interval" in text and "undefined for full-set ascent" in text and "raises" not in text and "lowers" not in text
+
+
+def test_table_marks_taus_outside_the_report_interval() -> None:
+    tex = report.ablation_table_tex({"gat": _frame((-0.19, -0.3, -0.05), **{"reference code": 0.2, "five_restarts": -0.1})})
+    assert tex.startswith("\\begin{tabular}") and tex.rstrip().endswith("\\end{tabular}") and "\\hline" in tex
+    lines = tex.splitlines()
+    assert any(line.startswith("GAT & report's method") for line in lines)
+    assert any("reference code (all) & $0.20$$^{*}$" in line for line in lines)
+    assert any("+ 5 restarts & $-0.10$ &" in line for line in lines)
+
+
+def test_rho_figure_writes_both_files(tmp_path: Path) -> None:
+    frame = pd.DataFrame([{"rho": r, "adaptive": a, "tau": 0.1 * r, "ci_low": -0.2, "ci_high": 0.3} for r in (0.01, 0.1, 1.0) for a in (True, False)])
+    report.rho_figure({"fcnn": frame, "gat": frame}, tmp_path / "rho.pdf", tmp_path / "rho.png")
+    assert (tmp_path / "rho.pdf").stat().st_size > 0 and (tmp_path / "rho.png").stat().st_size > 0

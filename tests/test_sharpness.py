@@ -10,7 +10,8 @@ from torch import nn
 
 from sharplib.protocol import sharpness_config
 from sharplib.reparam import rescale
-from sharplib.sharpness import SharpnessConfig, ascent_step, draw_batches, estimate_pool_sharpness, estimate_sharpness, project
+from sharplib.sharpness import (REFERENCE_HOOKS, SharpnessConfig, ascent_step, draw_batches, estimate_pool_sharpness, estimate_sharpness,
+                                first_occurrence_weights, project, split_weights)
 from sharplib.sharpness_plain import estimate_sharpness_plain
 from sharplib.task import Task
 
@@ -50,6 +51,47 @@ def test_batched_equals_plain_for_the_other_options(overrides: dict, trained, ta
     batched = estimate_sharpness(trained["fcnn"], tasks["fcnn"], cfg)
     plain = estimate_sharpness_plain(trained["fcnn"], tasks["fcnn"], cfg)
     torch.testing.assert_close(torch.tensor(batched.values), torch.tensor(plain.values), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("hook", REFERENCE_HOOKS)
+def test_the_notebooks_hooks_equal_the_plain_loop(arch: str, hook: str, trained, tasks) -> None:
+    # Each hook of the one ascent against the plain loop, which implements it separately restart by restart.
+    cfg = _cfg(arch, **{hook: True})
+    batched = estimate_sharpness(trained[arch], tasks[arch], cfg)
+    plain = estimate_sharpness_plain(trained[arch], tasks[arch], cfg)
+    scale = max(1.0, max(abs(v) for v in plain.unperturbed))  # the train-set loss is a sum of batch means
+    torch.testing.assert_close(torch.tensor(batched.values), torch.tensor(plain.values), rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(torch.tensor(batched.trace), torch.tensor(plain.trace), rtol=1e-5, atol=1e-5 * scale)
+    assert batched.values != estimate_sharpness(trained[arch], tasks[arch], _cfg(arch)).values, "the hook should change something"
+
+
+def test_swapped_bounds_pin_negative_weights_at_w_minus_rho_abs_w() -> None:
+    w = torch.tensor([-2.0, -0.5, 0.5, 2.0])
+    for pushed in (torch.full((4,), -100.0), torch.full((4,), 100.0), torch.zeros(4)):
+        swapped, correct = project(pushed, w, 0.1, "inf"), project(pushed, w.abs(), 0.1, "inf")
+        negative = w < 0
+        assert torch.equal(swapped[negative], 0.1 * w[negative])  # w + δ = w - ρ|w|, whatever the ascent asked for
+        assert torch.equal(swapped[~negative], correct[~negative])  # the same box where w >= 0
+
+
+def test_collapsed_duplicates_weigh_each_distinct_sample_once() -> None:
+    idx = torch.tensor([[3, 1, 3, 3], [0, 1, 2, 4]])
+    weights = first_occurrence_weights(idx)
+    assert torch.equal(weights, torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]]))
+
+
+def test_split_weights_sum_the_batch_means_of_a_shuffled_split() -> None:
+    weights = split_weights(140, 64, 3, torch.Generator().manual_seed(0))
+    for row in weights:  # 64, 64 and 12 nodes: each batch's weights sum to 1, so the total is 3 batch means
+        assert sorted(row.unique().tolist()) == pytest.approx([1 / 64, 1 / 12])
+        assert (row == 1 / 12).sum() == 12 and row.sum().item() == pytest.approx(3.0)
+    assert not torch.equal(weights[0], weights[1])
+
+
+def test_hooks_need_the_notebooks_ascent() -> None:
+    with pytest.raises(ValueError, match="SharpnessConfig.drifting_anchor"):
+        SharpnessConfig(rho=0.1, lr=0.1, p=2, drifting_anchor=True)
 
 
 def test_pool_equals_one_model_at_a_time(trained, tasks) -> None:
