@@ -75,6 +75,11 @@ def test_every_row_of_the_other_archs_runs_on_a_tiny_pool(arch: str, tasks: dict
                         n_workers=1, data_root=str(data_root), progress=False)
     assert list(df["variant"]) == ["report", "reference code", *R.applicable(arch)]
     assert (df["n_models"] + df["n_diverged"] == 3).all() and df["tau"].notna().all()
+    # all switches off is the main path: the report row is the study's estimator on the study's pool
+    loaded = [load_model(tmp_path / "pool" / f"seed{s:04d}.pt") for s in range(3)]
+    study = estimate_pool_sharpness([m for m, _ in loaded], task, sharpness_config(arch, n_restarts=2))
+    row = df[df["variant"] == "report"].iloc[0]
+    assert row["tau"] == pytest.approx(A._tau_stats([r.mean for r in study], [p["result"]["test_loss"] for _, p in loaded], 50)["tau"])
 
 
 def test_rerun_recomputes_nothing(ablation_run: tuple[Path, pd.DataFrame], abalone: Task, monkeypatch: pytest.MonkeyPatch) -> None:
