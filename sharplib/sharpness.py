@@ -19,8 +19,13 @@ the set, the sign/normalized step) is the same for w and w': the iterates map on
 by δ' = δ ⊙ r. The report's gradient step adds η ∇L(w') = η ∇L(w) ⊘ r in δ-space, i.e.
 η ∇L ⊘ (c ⊙ r²)·c in u — a step that changes with r, so the ascent path (not the set) changes.
 
+The reference notebooks' own deviations (SharpnessConfig.hooks: swapped bounds, a drifting anchor,
+collapsed duplicates, the loss recorded on the whole training set) are branches of this one ascent,
+off by default; `sharpness_plain` implements each of them separately, restart by restart, for the tests.
+
 Everything runs as one batched computation: `ascent` handles all restarts of one model with
-`vmap`, and `estimate_pool_sharpness` wraps a second `vmap` around it for many models. No value
+`vmap`, and `estimate_pool_sharpness` wraps a second `vmap` around it for many models (any function
+with `ascent`'s signature and result can take its place: the notebooks' full-set estimators do). No value
 leaves the device inside the ascent loop. Two exceptions, both for speed and both exact (the
 losses are the same, up to float rounding): convolutional models on CPU run their restarts one
 after another (`_over_restarts`), and a graph task is cut down to the part of the graph the
@@ -184,7 +189,7 @@ def move(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) -> Tensor
     return moved
 
 
-# ---------------------------------------------------------------- random draws (shared with the reference)
+# ---------------------------------------------------------------- random draws (shared with the plain loop)
 
 def draw_batches(n_train: int, cfg: SharpnessConfig) -> Tensor:
     """S ~ P^m for every restart: indices [n_restarts, m], uniform with replacement, seeded on CPU."""
