@@ -31,7 +31,7 @@ from torch.func import grad_and_value, vmap
 from tqdm.auto import tqdm
 
 from . import protocol
-from .config import check_choice, check_number, config_from_dict, config_hash
+from .config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
 from .functional import batch_loss, split_state
 from .models import build_model
 from .pool import PoolEntry, checkpoint_path, load_model
@@ -41,7 +41,7 @@ from .reference import (LABELS, ReferenceFactory, ReferenceSwitches, applicable,
 from .sharpness import SharpnessConfig, SharpnessResult, draw_batches, estimate_sharpness, summarize
 from .stats import kendall
 from .study import read_results
-from .task import Task, resolve_device
+from .task import Task
 
 CACHE_VERSION = "1"  # bump when an estimator changes what it returns, so old cache entries are ignored
 RHO_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the default grid: two decades around the report's ρ
@@ -519,15 +519,15 @@ class AblationParams:
             object.__setattr__(self, "rho_factors", _check_factors(self.rho_factors))
         if self.variants is not None:
             object.__setattr__(self, "variants", _check_variants(self.arch, self.variants))
-        for field in ("results_dir", "device") + (("data_root",) if self.data_root is not None else ()):
-            if not isinstance(getattr(self, field), str) or not getattr(self, field):
-                raise ValueError(f"{name}.{field} must be a non-empty string, got {getattr(self, field)!r}")
-        resolve_device(self.device)
+        check_text(name, "results_dir", self.results_dir)
+        if self.data_root is not None:
+            check_text(name, "data_root", self.data_root)
+        check_device(name, "device", self.device)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "AblationParams":
         """The parameters a notebook defined after `before` was taken; a misspelt one is an error naming it."""
-        return config_from_dict(cls, {k: namespace[k] for k in namespace if not k.startswith("_") and k not in before})
+        return params_from_namespace(cls, namespace, before)
 
     def resolved(self, field: str) -> Any:
         value = getattr(self, field)

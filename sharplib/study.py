@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import check_choice, check_number, config_from_dict
+from .config import check_choice, check_device, check_number, check_text, params_from_namespace
 from .pool import PoolEntry
 from .protocol import TABLE1, sharpness_config, spec, train_config
 from .sharpness import SharpnessConfig, SharpnessResult
@@ -71,10 +71,10 @@ class StudyParams:
         check_number(name, "sharpness_seed", self.sharpness_seed, minimum=0, integer=True)
         if self.rho is not None:
             check_number(name, "rho", self.rho, minimum=0, strict=True)
-        for field in ("results_dir", "device") + (("data_root",) if self.data_root is not None else ()):
-            if not isinstance(getattr(self, field), str) or not getattr(self, field):
-                raise ValueError(f"{name}.{field} must be a non-empty string, got {getattr(self, field)!r}")
-        resolve_device(self.device)
+        check_text(name, "results_dir", self.results_dir)
+        if self.data_root is not None:
+            check_text(name, "data_root", self.data_root)
+        check_device(name, "device", self.device)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any], before: set[str], arch: str) -> "StudyParams":
@@ -83,8 +83,7 @@ class StudyParams:
         A misspelt name would otherwise become an unused variable (papermill only warns): here it
         is an error naming it.
         """
-        names = {k for k in namespace if not k.startswith("_") and k not in before}
-        return config_from_dict(cls, {"arch": arch, **{k: namespace[k] for k in names}})
+        return params_from_namespace(cls, {**namespace, "arch": arch}, before)
 
     def resolved(self, field: str) -> Any:
         """A field's value, with None replaced by the profile's default."""

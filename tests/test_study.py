@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from sharplib.config import check_device, check_text, params_from_namespace
 from sharplib.stats import KendallResult
 from sharplib.study import StudyParams, read_results, write_results
 from tests.test_report import fake_table
@@ -25,6 +26,31 @@ def test_namespace_with_an_unknown_parameter_is_refused() -> None:
     with pytest.raises(ValueError, match="n_modles"):
         StudyParams.from_namespace(namespace, before, arch="fcnn")
     assert StudyParams.from_namespace({"x": 1, "profile": "quick"}, before, arch="fcnn").profile == "quick"
+
+
+def test_params_from_namespace_takes_the_names_after_before() -> None:
+    namespace = {"x": 1, "_private": 2, "arch": "gat", "n_models": 4}
+    params = params_from_namespace(StudyParams, namespace, {"x"})
+    assert (params.arch, params.n_models) == ("gat", 4)
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['x'\]"):
+        params_from_namespace(StudyParams, namespace, set())
+    # before=None (a cell rerun after later cells): the fields only, whatever else the namespace holds
+    assert params_from_namespace(StudyParams, {**namespace, "table": object()}, None) == params
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", 3])
+def test_check_text_names_the_field(value: object) -> None:
+    with pytest.raises(ValueError, match=r"owner\.name must be a non-empty string"):
+        check_text("owner", "name", value)
+
+
+@pytest.mark.parametrize("value, message", [("gpu", "must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"), (None, "non-empty string")])
+def test_check_device_names_the_field(value: object, message: str) -> None:
+    for good in ("auto", "cpu", "cuda", "cuda:1"):
+        check_device("owner", "device", good)
+    with pytest.raises(ValueError, match=r"owner\.device") as err:
+        check_device("owner", "device", value)
+    assert message in str(err.value)
 
 
 @pytest.mark.parametrize("field, value", [("n_models", 0), ("n_models", "50"), ("rho", -1.0), ("profile", "huge"), ("device", "gpu0"), ("n_restarts", 2.5)])
