@@ -21,10 +21,17 @@ RESULTS := $(if $(filter quick,$(PROFILE)),results-quick,results)
 GENERATED := paper/generated
 ARCHS := fcnn lenet5 gat
 
-# What a study notebook's results depend on besides its own source: the modules on its path
-# (report.py only draws; reparam, sharpness_plain, reference and ablation are not on it).
-LIBRARY := $(addprefix sharplib/,__init__.py checksums.py config.py data.py functional.py models.py pool.py protocol.py \
-             sharpness.py stats.py study.py task.py train.py)
+# What each step depends on besides its own source: the sharplib modules it imports, transitively,
+# read from the code by sharplib/deps.py (stdlib only: no venv needed) into an included file that
+# make rewrites, and then rereads, whenever a module or notebook changes. Nothing is listed by hand,
+# so a module that joins a step's import chain is a prerequisite of that step from then on.
+DEPS := build/deps.mk
+$(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
+	@mkdir -p $(@D)
+	$(PYTHON) -m sharplib.deps --make STUDY_MODULES=notebooks/study.py ABLATION_MODULES=notebooks/ablation.py \
+	  REPORT_MODULES=sharplib/report.py > $@.tmp
+	mv $@.tmp $@
+include $(DEPS)
 
 # ---------------------------------------------------------------- setup
 # The venv is rebuilt only when pyproject.toml changes.
@@ -44,7 +51,7 @@ tex:
 # One notebook for the three architectures: jupytext turns the percent-format source into a notebook,
 # papermill runs it with the architecture and the profile. pyproject.toml pins the packages the numbers depend on.
 define study
-$(RESULTS)/$(1)/results.json: notebooks/study.py $(LIBRARY) pyproject.toml | $(VENV)/.installed
+$(RESULTS)/$(1)/results.json: notebooks/study.py $(STUDY_MODULES) pyproject.toml | $(VENV)/.installed
 	@mkdir -p $(RESULTS)/$(1)
 	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/source.ipynb $$<
 	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/source.ipynb $(RESULTS)/$(1)/notebook.ipynb \
@@ -59,7 +66,7 @@ STUDIES := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/results.json)
 # It reuses the study's pool (hence the results.json prerequisite); its size per profile is set in
 # sharplib/ablation.py (ABLATION_PROFILES), and cached sharpness values make a rerun cheap.
 define ablation
-$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json sharplib/ablation.py sharplib/reference.py $(LIBRARY) pyproject.toml | $(VENV)/.installed
+$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json $(ABLATION_MODULES) pyproject.toml | $(VENV)/.installed
 	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/ablation-source.ipynb $$<
 	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/ablation-source.ipynb $(RESULTS)/$(1)/ablation.ipynb \
 	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS)
@@ -76,7 +83,7 @@ $(GENERATED)/profile.txt: FORCE
 
 $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf $(GENERATED)/figure1.png \
 $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
-    $(STUDIES) $(ABLATIONS) sharplib/report.py sharplib/study.py sharplib/ablation.py $(GENERATED)/profile.txt | $(VENV)/.installed
+    $(STUDIES) $(ABLATIONS) $(REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
 	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
 
 paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
@@ -98,7 +105,7 @@ lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(GENERATED) notebooks/*.ipynb
+	rm -rf $(GENERATED) notebooks/*.ipynb build
 	-cd paper && latexmk -C -quiet main.tex
 
 clean-results: clean
