@@ -1,7 +1,7 @@
 # sharplib: `make paper` rebuilds the paper (default), `make test` runs the test suite.
 #   make paper                 the full study: 3 pools of 50 models, sharpness, Kendall τ, paper/main.pdf
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
-#   make -j3 paper             the three notebooks side by side (then their three ablations)
+#   make -j3 paper             the three studies side by side (then their three ablations)
 #   make lab                   JupyterLab on the notebooks
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
 SHELL := /bin/bash
@@ -19,10 +19,19 @@ $(error PROFILE must be 'full' or 'quick', got '$(PROFILE)')
 endif
 RESULTS := $(if $(filter quick,$(PROFILE)),results-quick,results)
 GENERATED := paper/generated
-# What a study notebook's results depend on besides its own source: the modules on its path
-# (report.py only draws; reparam, sharpness_plain, reference and ablation are not on it).
-LIBRARY := $(addprefix sharplib/,__init__.py checksums.py config.py data.py functional.py models.py pool.py protocol.py \
-             sharpness.py stats.py study.py task.py train.py) pyproject.toml
+ARCHS := fcnn lenet5 gat
+
+# What each step depends on besides its own source: the sharplib modules it imports, transitively,
+# read from the code by sharplib/deps.py (stdlib only: no venv needed) into an included file that
+# make rewrites, and then rereads, whenever a module or notebook changes. Nothing is listed by hand,
+# so a module that joins a step's import chain is a prerequisite of that step from then on.
+DEPS := build/deps.mk
+$(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
+	@mkdir -p $(@D)
+	$(PYTHON) -m sharplib.deps --make STUDY_MODULES=notebooks/study.py ABLATION_MODULES=notebooks/ablation.py \
+	  REPORT_MODULES=sharplib/report.py > $@.tmp
+	mv $@.tmp $@
+include $(DEPS)
 
 # ---------------------------------------------------------------- setup
 # The venv is rebuilt only when pyproject.toml changes.
@@ -38,34 +47,33 @@ tex:
 	@command -v latexmk >/dev/null || { echo "latexmk not found: installing TeX with apt-get"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q latexmk texlive-latex-recommended texlive-publishers; }
 
-# ---------------------------------------------------------------- notebooks -> results/<arch>/
-# jupytext turns the percent-format source into a notebook; papermill runs it with the profile.
+# ---------------------------------------------------------------- notebooks/study.py -> results/<arch>/
+# One notebook for the three architectures: jupytext turns the percent-format source into a notebook,
+# papermill runs it with the architecture and the profile. pyproject.toml pins the packages the numbers depend on.
 define study
-$(RESULTS)/$(1)/results.json: notebooks/$(2).py $(LIBRARY) | $(VENV)/.installed
+$(RESULTS)/$(1)/results.json: notebooks/study.py $(STUDY_MODULES) pyproject.toml | $(VENV)/.installed
 	@mkdir -p $(RESULTS)/$(1)
 	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/source.ipynb $$<
 	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/source.ipynb $(RESULTS)/$(1)/notebook.ipynb \
-	  -p profile $(PROFILE) -p results_dir $(RESULTS)
+	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS)
 	test -f $$@
 endef
-$(eval $(call study,fcnn,fcnn_abalone))
-$(eval $(call study,lenet5,lenet5_fashionmnist))
-$(eval $(call study,gat,gat_cora))
-STUDIES := $(RESULTS)/fcnn/results.json $(RESULTS)/lenet5/results.json $(RESULTS)/gat/results.json
+$(foreach arch,$(ARCHS),$(eval $(call study,$(arch))))
+STUDIES := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/results.json)
 
 # ---------------------------------------------------------------- the ablation -> results/<arch>/ablation.json
 # Why our τ differs from the report's: the reference notebooks' choices one at a time, and τ across ρ.
 # It reuses the study's pool (hence the results.json prerequisite); its size per profile is set in
 # sharplib/ablation.py (ABLATION_PROFILES), and cached sharpness values make a rerun cheap.
 define ablation
-$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json sharplib/ablation.py sharplib/reference.py $(LIBRARY) | $(VENV)/.installed
+$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json $(ABLATION_MODULES) pyproject.toml | $(VENV)/.installed
 	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/ablation-source.ipynb $$<
 	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/ablation-source.ipynb $(RESULTS)/$(1)/ablation.ipynb \
 	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS)
 	test -f $$@
 endef
-$(foreach arch,fcnn lenet5 gat,$(eval $(call ablation,$(arch))))
-ABLATIONS := $(RESULTS)/fcnn/ablation.json $(RESULTS)/lenet5/ablation.json $(RESULTS)/gat/ablation.json
+$(foreach arch,$(ARCHS),$(eval $(call ablation,$(arch))))
+ABLATIONS := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/ablation.json)
 
 # ---------------------------------------------------------------- results -> paper
 # A stamp that changes only when the profile does, so switching profiles rebuilds the paper.
@@ -75,7 +83,7 @@ $(GENERATED)/profile.txt: FORCE
 
 $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf $(GENERATED)/figure1.png \
 $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
-    $(STUDIES) $(ABLATIONS) sharplib/report.py sharplib/study.py sharplib/ablation.py $(GENERATED)/profile.txt | $(VENV)/.installed
+    $(STUDIES) $(ABLATIONS) $(REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
 	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
 
 paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
@@ -97,7 +105,7 @@ lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
-	rm -rf $(GENERATED) notebooks/*.ipynb
+	rm -rf $(GENERATED) notebooks/*.ipynb build
 	-cd paper && latexmk -C -quiet main.tex
 
 clean-results: clean

@@ -34,9 +34,7 @@
 
 # %%
 import math
-import os
 import warnings
-from pathlib import Path
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # no progress bars are used here
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated")  # raised while torch_geometric loads
@@ -54,6 +52,7 @@ from sharplib.protocol import sharpness_config, train_config
 from sharplib.reparam import rescale
 from sharplib.sharpness import estimate_sharpness
 from sharplib.task import resolve_device
+from sharplib.teaching import TeachingParams
 from sharplib.train import train_model
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -81,64 +80,11 @@ results_dir = "results/teaching"  # where invariance.csv is written (relative: t
 device = "cpu"  # "cpu", "cuda", "cuda:N" or "auto"
 
 # %%
-# Bookkeeping (safe to skip): check the parameters before spending any time on them.
-_unknown = sorted({n for n in globals() if not n.startswith("_")} - (_names_before_parameters or set()) - {
-    "seed", "max_epochs", "n_restarts", "rho", "factors", "rescale_layer", "rho_grid", "show_solutions", "results_dir", "device",
-}) if _names_before_parameters is not None else []
-_names_before_parameters = None  # check for unknown names once per run of the first cell
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_device(v):
-    try:
-        return isinstance(v, str) and resolve_device(v) is not None
-    except (ValueError, RuntimeError):
-        return False
-
-
-_PARAMETER_RULES = {
-    "seed": ("an integer >= 0", lambda v: _is_int(v) and v >= 0),
-    "max_epochs": ("an integer >= 1", lambda v: _is_int(v) and v >= 1),
-    "n_restarts": ("an integer >= 2", lambda v: _is_int(v) and v >= 2),
-    "rho": ("a number > 0", lambda v: _is_number(v) and v > 0),
-    "factors": ("a list of at least two numbers > 0 that contains 1",
-                lambda v: isinstance(v, (list, tuple)) and len(v) >= 2 and all(_is_number(x) and x > 0 for x in v) and 1 in v),
-    "rescale_layer": ("1 or 2", lambda v: _is_int(v) and v in (1, 2)),
-    "rho_grid": ("a list of at least two distinct numbers > 0",
-                 lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) and x > 0 for x in v) and len(set(v)) >= 2),
-    "show_solutions": ("True or False", lambda v: isinstance(v, bool)),
-    "results_dir": ("a non-empty string (a folder)", lambda v: isinstance(v, str) and v.strip() != ""),
-    "device": ("'cpu', 'cuda', 'cuda:N' or 'auto'", _is_device),
-}
-if _unknown:
-    raise NameError(f"unknown parameter(s) {_unknown}; the known parameters are {sorted(_PARAMETER_RULES)}")
-_bad = [f"  {name} = {globals()[name]!r}: must be {what}" for name, (what, ok) in _PARAMETER_RULES.items() if not ok(globals()[name])]
-if _bad:
-    raise ValueError("invalid parameter(s):\n" + "\n".join(_bad))
-
-
-def _repository_root() -> Path:
-    """The folder holding pyproject.toml and sharplib/ (the notebook may run from notebooks/ or elsewhere)."""
-    here = Path.cwd().resolve()
-    for folder in (here, *here.parents):
-        if (folder / "pyproject.toml").exists() and (folder / "sharplib").is_dir():
-            return folder
-    return here
-
-
-REPO = _repository_root()
-RESULTS = Path(results_dir) if Path(results_dir).is_absolute() else REPO / results_dir
-DEVICE = str(resolve_device(device))
-DATA_ROOT = os.environ.get("SHARPLIB_DATA") or REPO / "data"
-factors = sorted({float(r) for r in factors})
-rho_grid = sorted({float(x) for x in rho_grid})
+# Check the parameters before spending any time on them: a misspelt name or a wrong value stops here.
+params = TeachingParams.from_namespace(globals(), _names_before_parameters)
+_names_before_parameters = None  # when this cell is rerun after later ones, only the values are checked
+factors, rho_grid = params.factors, params.rho_grid  # sorted, without repeats
+RESULTS, DATA_ROOT, DEVICE = params.results_path, params.data_root, str(resolve_device(device))
 print(f"parameters OK; device {DEVICE}; results go to {RESULTS}")
 
 # %% [markdown]

@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 
 from . import protocol
-from .config import check_choice, check_number, config_from_dict, config_hash
+from .config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
 from .data import load_task
 from .pool import PoolEntry, checkpoint_path, load_model, train_pool
 from .reference import applicable, notebook_estimator, notebook_switches, setup
 from .sharpness import Estimator, SharpnessConfig, ascent, estimate_pool_sharpness
 from .stats import kendall
 from .study import read_results
-from .task import Task, resolve_device
+from .task import Task
 
 CACHE_VERSION = "2"  # bump when an estimator changes what it returns, so old cache entries are ignored
 RHO_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the default grid: two decades around the report's ρ
@@ -262,15 +262,15 @@ class AblationParams:
             object.__setattr__(self, "rho_factors", _check_factors(self.rho_factors))
         if self.variants is not None:
             object.__setattr__(self, "variants", _check_variants(self.arch, self.variants))
-        for field in ("results_dir", "device") + (("data_root",) if self.data_root is not None else ()):
-            if not isinstance(getattr(self, field), str) or not getattr(self, field):
-                raise ValueError(f"{name}.{field} must be a non-empty string, got {getattr(self, field)!r}")
-        resolve_device(self.device)
+        check_text(name, "results_dir", self.results_dir)
+        if self.data_root is not None:
+            check_text(name, "data_root", self.data_root)
+        check_device(name, "device", self.device)
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "AblationParams":
         """The parameters a notebook defined after `before` was taken; a misspelt one is an error naming it."""
-        return config_from_dict(cls, {k: namespace[k] for k in namespace if not k.startswith("_") and k not in before})
+        return params_from_namespace(cls, namespace, before)
 
     def resolved(self, field: str) -> Any:
         value = getattr(self, field)

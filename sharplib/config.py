@@ -1,14 +1,18 @@
-"""Validation shared by the frozen configuration dataclasses (TrainConfig, SharpnessConfig).
+"""Validation shared by the frozen configuration dataclasses (TrainConfig, SharpnessConfig, and
+the notebooks' parameters: StudyParams, AblationParams, TeachingParams).
 
 Configs are filled from a notebook's papermill `parameters` cell, so a typo or a string where
-a number belongs must stop the run with an error that names the field.
+a number belongs must stop the run with an error that names the field. `params_from_namespace`
+is the one way a notebook turns its parameters cell into such a config.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
+
+from .task import resolve_device
 
 C = TypeVar("C")
 
@@ -20,6 +24,21 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known fields are {sorted(known)}")
     return cls(**values)
+
+
+def params_from_namespace(cls: type[C], namespace: Mapping[str, Any], before: set[str] | None) -> C:
+    """The frozen config `cls` built from the names a notebook defined after `before` was taken.
+
+    A notebook takes `before = set(globals())` just above its papermill `parameters` cell and calls
+    this just below it (papermill injects its values in between), so the names new since then are
+    the parameters, private `_names` aside. A misspelt one would otherwise be a variable nobody
+    reads (papermill only warns): here it is an error naming it. `before=None` skips that check and
+    reads the fields only, for a cell rerun interactively after later cells defined more names.
+    """
+    if before is None:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return config_from_dict(cls, {k: namespace[k] for k in fields if k in namespace})
+    return config_from_dict(cls, {k: v for k, v in namespace.items() if not k.startswith("_") and k not in before})
 
 
 def check_number(owner: str, name: str, value: Any, *, minimum: float | None = None, strict: bool = False, integer: bool = False) -> None:
@@ -38,6 +57,21 @@ def check_number(owner: str, name: str, value: Any, *, minimum: float | None = N
 def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_text(owner: str, name: str, value: Any) -> None:
+    """Raise a ValueError naming `owner.name` unless `value` is a string with something in it."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{owner}.{name} must be a non-empty string, got {value!r}")
+
+
+def check_device(owner: str, name: str, value: Any) -> None:
+    """Raise a ValueError naming `owner.name` unless `value` is a device name: 'auto', 'cpu', 'cuda' or 'cuda:N'."""
+    check_text(owner, name, value)
+    try:
+        resolve_device(value)
+    except ValueError:
+        raise ValueError(f"{owner}.{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}") from None
 
 
 def config_hash(*parts: Any) -> str:

@@ -1,7 +1,9 @@
 """One architecture's study, as a notebook runs it: its parameters, its table of models, its results files.
 
-The notebook's papermill `parameters` cell holds literals; `StudyParams.from_namespace` turns them
-into a validated frozen config before anything is trained. The results a study writes,
+notebooks/study.py is the one study notebook; papermill runs it once per architecture (`-p arch gat`).
+Its `parameters` cell holds literals; `StudyParams.from_namespace` turns them into a validated frozen
+config before anything is trained, and `introduction` writes the notebook's opening from the
+protocol's row for the architecture. The results a study writes,
 
     <results_dir>/<arch>/results.json   τ, p, CI, counts, configs, provenance
     <results_dir>/<arch>/models.csv     one row per model
@@ -22,12 +24,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import check_choice, check_number, config_from_dict
+from .config import check_choice, check_device, check_number, check_text, params_from_namespace
 from .pool import PoolEntry
 from .protocol import TABLE1, sharpness_config, spec, train_config
 from .sharpness import SharpnessConfig, SharpnessResult
 from .stats import KendallResult
-from .task import resolve_device
+from .task import Task, resolve_device
 from .train import TrainConfig
 
 # Per profile: how many models, restarts and bootstrap resamples; quick also caps LeNet-5's epochs.
@@ -71,20 +73,16 @@ class StudyParams:
         check_number(name, "sharpness_seed", self.sharpness_seed, minimum=0, integer=True)
         if self.rho is not None:
             check_number(name, "rho", self.rho, minimum=0, strict=True)
-        for field in ("results_dir", "device") + (("data_root",) if self.data_root is not None else ()):
-            if not isinstance(getattr(self, field), str) or not getattr(self, field):
-                raise ValueError(f"{name}.{field} must be a non-empty string, got {getattr(self, field)!r}")
-        resolve_device(self.device)
+        check_text(name, "results_dir", self.results_dir)
+        if self.data_root is not None:
+            check_text(name, "data_root", self.data_root)
+        check_device(name, "device", self.device)
 
     @classmethod
-    def from_namespace(cls, namespace: dict[str, Any], before: set[str], arch: str) -> "StudyParams":
-        """The parameters a notebook defined after `before` was taken (papermill's injected ones included).
-
-        A misspelt name would otherwise become an unused variable (papermill only warns): here it
-        is an error naming it.
-        """
-        names = {k for k in namespace if not k.startswith("_") and k not in before}
-        return config_from_dict(cls, {"arch": arch, **{k: namespace[k] for k in names}})
+    def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "StudyParams":
+        """The parameters a notebook defined after `before` was taken (papermill's injected ones included),
+        `arch` among them; a misspelt name is an error naming it (see `config.params_from_namespace`)."""
+        return params_from_namespace(cls, namespace, before)
 
     def resolved(self, field: str) -> Any:
         """A field's value, with None replaced by the profile's default."""
@@ -109,6 +107,45 @@ class StudyParams:
     def sharpness_config(self) -> SharpnessConfig:
         return sharpness_config(self.arch, rho=self.rho or spec(self.arch).rho, n_restarts=self.resolved("n_restarts"),
                                 seed=self.sharpness_seed, device=self.device)
+
+
+def introduction(params: StudyParams) -> str:
+    """The study notebook's title and opening in Markdown: the protocol's words for `params.arch`, with
+    the settings this run uses, so that each executed notebook reads on its own."""
+    s, train, sharp = spec(params.arch), params.train_config(), params.sharpness_config()
+    epochs = (f"at most {train.max_epochs} epoch{'s' * (train.max_epochs > 1)}" if train.min_epochs == 1
+              else f"at least {train.min_epochs} and at most {train.max_epochs} epochs")
+    decay = f", weight decay {train.weight_decay:g}" if train.weight_decay else ""
+    init = "Xavier-uniform weights and zero biases" if train.init == "xavier" else "the layers' default initialization"
+    return f"""# Does adaptive sharpness predict test loss? {s.model_name} on {s.dataset_name}
+
+We train a pool of {len(params.seeds)} {s.model_name} models on {s.dataset_name}, each from its own seed, with
+the report's protocol: {init}, then plain SGD on batches of {train.batch_size}
+training {s.unit}, learning rate {train.lr:g}{decay}, {epochs}, stopping once the mean training loss of an
+epoch changes by less than {train.tol * 100:g} %; the loss is the {s.loss_name.lower()}. For each model we
+estimate its adaptive worst-case m-sharpness
+
+$$S(w) = \\mathbb{{E}}_{{S \\sim P^m}} \\max_{{\\|\\delta \\oslash |w|\\|_\\infty \\le \\rho}} L_S(w + \\delta) - L_S(w)$$
+
+with ρ = {sharp.rho:g}, and ask, with Kendall's τ over the pool, whether sharper models have higher test loss.
+
+**The network.** {s.network}
+
+**The data.** {s.data_prose}
+
+**The sharpness.** Projected gradient ascent, {sharp.n_steps} steps of size η = the training learning rate,
+{sharp.n_restarts} restarts on fresh batches of m = {sharp.batch_size} training {s.unit}, in {sharp.mode} mode: {s.eval_prose}.
+
+Profile `{params.profile}`; the results go to `{params.out_dir.as_posix()}/`."""
+
+
+def describe_task(arch: str, task: Task) -> str:
+    """One line on the loaded data: its split, and the inputs' shape or the graph's size."""
+    unit = spec(arch).unit
+    line = f"{task.n_train} training {unit}, {len(task.x_test)} test {unit}"
+    if task.node_features is not None:
+        return f"{line}; the graph has {task.node_features.shape[0]} nodes with {task.node_features.shape[1]} features each"
+    return f"{line}; inputs of shape {tuple(task.x_train.shape[1:])}"
 
 
 def model_table(entries: list[PoolEntry], sharpness: list[SharpnessResult]) -> pd.DataFrame:

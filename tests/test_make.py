@@ -90,7 +90,7 @@ def test_quick_paper_resumes_after_an_interrupt_and_carries_the_numbers(tmp_path
     assert not (project / "results-quick" / "lenet5" / "results.json").exists()
 
     out = finish(make(project, data_root, "paper"), timeout=1800)
-    assert "fcnn_abalone" not in out, "the finished FCNN study ran again"
+    assert "results-quick/fcnn/notebook.ipynb" not in out, "the finished FCNN study ran again"
     assert {name: (lenet_pool / name).stat().st_mtime_ns for name in survivors} == survivors, "saved LeNet-5 models were retrained"
     again = finish(make(project, data_root, "paper"), timeout=120)
     assert not any(word in again for word in ("papermill", "sharplib.report", "latexmk")), f"nothing changed, yet:\n{again}"

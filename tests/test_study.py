@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from sharplib.config import check_device, check_text, params_from_namespace
 from sharplib.stats import KendallResult
-from sharplib.study import StudyParams, read_results, write_results
+from sharplib.protocol import TABLE1
+from sharplib.study import StudyParams, introduction, read_results, write_results
 from tests.test_report import fake_table
 
 
@@ -21,10 +23,57 @@ def test_profile_defaults_and_overrides() -> None:
 
 def test_namespace_with_an_unknown_parameter_is_refused() -> None:
     before = {"x"}
-    namespace = {"x": 1, "profile": "quick", "n_modles": 3, "_private": 0}
+    namespace = {"x": 1, "arch": "fcnn", "profile": "quick", "n_modles": 3, "_private": 0}
     with pytest.raises(ValueError, match="n_modles"):
-        StudyParams.from_namespace(namespace, before, arch="fcnn")
-    assert StudyParams.from_namespace({"x": 1, "profile": "quick"}, before, arch="fcnn").profile == "quick"
+        StudyParams.from_namespace(namespace, before)
+    params = StudyParams.from_namespace({"x": 1, "arch": "gat", "profile": "quick"}, before)
+    assert (params.arch, params.profile) == ("gat", "quick")
+    with pytest.raises(ValueError, match=r"parameter\.arch must be one of \['fcnn', 'lenet5', 'gat'\], got 'resnet'"):
+        StudyParams.from_namespace({"arch": "resnet"}, set())
+
+
+@pytest.mark.parametrize("arch, title, words", [
+    ("fcnn", "FCNN on Abalone", ["10 → 64 → 64 → 1", "4177", "training rows", "mean squared error", "at most 10 epochs"]),
+    ("lenet5", "LeNet-5 on FashionMNIST", ["BatchNorm", "0.2860", "training images", "weight decay 0.005", "running statistics"]),
+    ("gat", "GAT on Cora", ["GAT(1433, 8, num_layers=2, out_channels=7, dropout=0.6", "binary", "not row-normalized",
+                            "attention coefficients", "training nodes", "at least 10 and at most 20 epochs"]),
+])
+def test_introduction_is_the_architectures_own(arch: str, title: str, words: list[str]) -> None:
+    text = introduction(StudyParams(arch, n_models=7, rho=0.5))
+    assert text.startswith(f"# Does adaptive sharpness predict test loss? {title}\n")
+    for word in words + ["pool of 7", "ρ = 0.5", f"results/{arch}/"]:
+        assert word in text, f"{arch}: {word!r} missing"
+    others = [s.dataset_name for a, s in TABLE1.items() if a != arch]
+    assert not any(name in text for name in others), "another architecture's words"
+
+
+def test_introduction_follows_the_profile() -> None:
+    assert "at most 1 epoch," in introduction(StudyParams("lenet5", profile="quick"))
+
+
+def test_params_from_namespace_takes_the_names_after_before() -> None:
+    namespace = {"x": 1, "_private": 2, "arch": "gat", "n_models": 4}
+    params = params_from_namespace(StudyParams, namespace, {"x"})
+    assert (params.arch, params.n_models) == ("gat", 4)
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['x'\]"):
+        params_from_namespace(StudyParams, namespace, set())
+    # before=None (a cell rerun after later cells): the fields only, whatever else the namespace holds
+    assert params_from_namespace(StudyParams, {**namespace, "table": object()}, None) == params
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", 3])
+def test_check_text_names_the_field(value: object) -> None:
+    with pytest.raises(ValueError, match=r"owner\.name must be a non-empty string"):
+        check_text("owner", "name", value)
+
+
+@pytest.mark.parametrize("value, message", [("gpu", "must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"), (None, "non-empty string")])
+def test_check_device_names_the_field(value: object, message: str) -> None:
+    for good in ("auto", "cpu", "cuda", "cuda:1"):
+        check_device("owner", "device", good)
+    with pytest.raises(ValueError, match=r"owner\.device") as err:
+        check_device("owner", "device", value)
+    assert message in str(err.value)
 
 
 @pytest.mark.parametrize("field, value", [("n_models", 0), ("n_models", "50"), ("rho", -1.0), ("profile", "huge"), ("device", "gpu0"), ("n_restarts", 2.5)])

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pandas as pd
 import papermill
@@ -13,7 +13,8 @@ import pytest
 from jupyter_client.manager import KernelManager
 
 from sharplib.task import resolve_device
-from tests.notebook_runner import check_parameters, parameters_cell, printed, run_notebook
+from sharplib.teaching import TeachingParams
+from tests.notebook_runner import NOTEBOOKS, check_parameters, parameters_cell, printed, run_notebook
 
 VARIANTS = {"standard, gradient", "standard, steepest", "adaptive, gradient (report)", "adaptive, steepest"}
 
@@ -67,8 +68,8 @@ def test_solutions_pass_their_checks(tmp_path, data_root):
 
 
 def run_parameter_check(**overrides):
-    """The notebook's parameters cell, `overrides` and its check cell, with the imports the check needs."""
-    setup = {"math": math, "os": os, "Path": Path, "resolve_device": resolve_device}  # what the setup cell imports
+    """The notebook's parameters cell, `overrides` and its check cell, with the names the check needs."""
+    setup = {"TeachingParams": TeachingParams, "resolve_device": resolve_device}  # what the setup cell imports
     setup["_names_before_parameters"] = set(setup)
     return check_parameters("teaching_sharpness", setup, **overrides)
 
@@ -76,25 +77,48 @@ def run_parameter_check(**overrides):
 def test_default_parameters_pass_the_check():
     namespace = run_parameter_check()
     assert namespace["DEVICE"] == "cpu" and namespace["RESULTS"].name == "teaching"
+    assert namespace["params"] == TeachingParams(), "the parameters cell and TeachingParams' defaults differ"
+    assert namespace["factors"] == (0.1, 0.3, 1.0, 3.0, 10.0)
+
+
+def test_grids_come_out_sorted_without_repeats():
+    namespace = run_parameter_check(factors=[10, 1, 1.0, 0.5], rho_grid=[0.1, 0.01])
+    assert namespace["factors"] == (0.5, 1.0, 10.0) and namespace["rho_grid"] == (0.01, 0.1)
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"rhoo": 0.1}, "unknown parameter(s) ['rhoo']"),
-    ({"n_restarts": "50"}, "n_restarts = '50': must be an integer >= 2"),
-    ({"seed": True}, "seed = True: must be an integer >= 0"),
-    ({"rho": -0.1}, "rho = -0.1: must be a number > 0"),
-    ({"factors": [2.0, 3.0]}, "must be a list of at least two numbers > 0 that contains 1"),
-    ({"rescale_layer": 3}, "rescale_layer = 3: must be 1 or 2"),
-    ({"rho_grid": [0.01]}, "rho_grid = [0.01]: must be a list of at least two distinct numbers > 0"),
-    ({"rho_grid": [[0.01], 0.1]}, "rho_grid = [[0.01], 0.1]: must be a list"),
-    ({"device": None}, "device = None: must be 'cpu'"),
-    ({"show_solutions": "yes"}, "show_solutions = 'yes': must be True or False"),
-    ({"device": "gpu"}, "device = 'gpu': must be 'cpu', 'cuda', 'cuda:N' or 'auto'"),
+    ({"rhoo": 0.1}, "unknown field(s) ['rhoo']"),
+    ({"n_restarts": "50"}, "parameter.n_restarts must be an integer, got '50'"),
+    ({"n_restarts": 1}, "parameter.n_restarts must be >= 2, got 1"),
+    ({"seed": True}, "parameter.seed must be an integer, got True"),
+    ({"rho": -0.1}, "parameter.rho must be > 0, got -0.1"),
+    ({"factors": [2.0, 3.0]}, "parameter.factors must be a list of at least two distinct numbers > 0 that contains 1"),
+    ({"factors": [1.0, 1]}, "parameter.factors must be a list of at least two distinct numbers"),
+    ({"rescale_layer": 3}, "parameter.rescale_layer must be 1 or 2"),
+    ({"rho_grid": [0.01]}, "parameter.rho_grid must be a list of at least two distinct numbers > 0, got [0.01]"),
+    ({"rho_grid": [[0.01], 0.1]}, "parameter.rho_grid must be a list"),
+    ({"rho_grid": [0.01, float("nan")]}, "parameter.rho_grid must be a list"),
+    ({"device": None}, "parameter.device must be a non-empty string, got None"),
+    ({"show_solutions": "yes"}, "parameter.show_solutions must be True or False, got 'yes'"),
+    ({"device": "gpu"}, "parameter.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    ({"results_dir": ""}, "parameter.results_dir must be a non-empty string"),
 ])
 def test_bad_parameters_are_named(overrides, message):
-    with pytest.raises((NameError, ValueError)) as err:
+    with pytest.raises(ValueError) as err:
         run_parameter_check(**overrides)
     assert message in str(err.value)
+
+
+def test_rerunning_the_check_after_later_cells_checks_values_only():
+    # In JupyterLab a student may rerun the check cell after later cells defined more names.
+    namespace = run_parameter_check()
+    namespace.update(task=object(), model=object())
+    cells = [c for c in jupytext.read(NOTEBOOKS / "teaching_sharpness.py").cells if c.cell_type == "code"]
+    check = next(c for i, c in enumerate(cells) if "parameters" in cells[i - 1].metadata.get("tags", []))
+    exec(check.source, namespace)
+    namespace["rho"] = -1.0
+    with pytest.raises(ValueError, match="parameter.rho must be > 0"):
+        exec(check.source, namespace)
 
 
 @pytest.mark.slow
@@ -102,5 +126,5 @@ def test_papermill_unknown_parameter_stops_the_run(tmp_path, data_root):
     # papermill only warns about a parameter the notebook does not define; the notebook stops
     with pytest.raises(papermill.PapermillExecutionError) as err:
         execute(tmp_path, data_root, n_restart=5)
-    assert "unknown parameter(s) ['n_restart']" in str(err.value)
+    assert "unknown field(s) ['n_restart']" in str(err.value)
     assert not (tmp_path / "results").exists(), "the notebook did work before checking its parameters"

@@ -11,19 +11,12 @@
 # ---
 
 # %% [markdown]
-# # Does adaptive sharpness predict test loss? LeNet-5 on FashionMNIST
-#
-# We train a pool of LeNet-5 networks (two conv + BatchNorm blocks, three dense layers with
-# dropout 0.5) on FashionMNIST, each from its own seed, with the report's protocol (plain SGD,
-# batch 64, learning rate 0.05, weight decay 5e-3, stop when the epoch loss changes by less than
-# 5 % or after 10 epochs). For each model we estimate its adaptive
-# worst-case m-sharpness
-#
-# $$S(w) = \mathbb{E}_{S \sim P^m} \max_{\|\delta \oslash |w|\|_\infty \le \rho} L_S(w + \delta) - L_S(w)$$
-#
-# and ask, with Kendall's τ over the pool, whether sharper models have higher test loss.
-# All computation is in `sharplib`; this notebook puts the study together and writes
-# `results/lenet5/`. Parameters below are filled in by papermill (`make paper`).
+# *The study notebook, one for all three architectures.* `make paper` runs it with papermill once
+# per architecture (`-p arch fcnn`, `lenet5` or `gat`) and keeps each run as
+# `results/<arch>/notebook.ipynb`. Its title and introduction (the network, the data, the settings
+# of this run) are written below from the protocol's table (`sharplib.protocol`) once the
+# parameters are checked. All computation is in `sharplib`; this notebook puts the study together
+# and writes `results/<arch>/`.
 
 # %%
 import time
@@ -31,7 +24,7 @@ import time
 import matplotlib.pyplot as plt
 import seaborn as sns
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 
 from sharplib import report, study
 from sharplib.data import load_task
@@ -45,6 +38,7 @@ sns.set_theme(style="whitegrid")
 _before = set(globals())
 
 # %% tags=["parameters"]
+arch = "fcnn"  # "fcnn" (Abalone), "lenet5" (FashionMNIST) or "gat" (Cora)
 profile = "full"  # "full": the study (50 models); "quick": a small pool to check the chain
 n_models = None  # None: the profile's pool size
 n_restarts = None  # None: the profile's number of PGA restarts (the report: 50)
@@ -54,21 +48,25 @@ n_workers = None  # CPU worker processes for training (None: one per core)
 results_dir = "results"
 
 # %%
-params = study.StudyParams.from_namespace(globals(), _before, arch="lenet5")
-train_cfg, sharp_cfg = params.train_config(), params.sharpness_config()
+params = study.StudyParams.from_namespace(globals(), _before)
+train_cfg, sharp_cfg, arch_spec = params.train_config(), params.sharpness_config(), spec(params.arch)
+
+# %%
+display(Markdown(study.introduction(params)))
 print(params, train_cfg, sharp_cfg, sep="\n")
 
 # %% [markdown]
-# ## The data and the pool
-# FashionMNIST: 60 000 training and 10 000 test images, 28×28, normalized with mean 0.2860 and
-# std 0.3530. On CPU the models train in single-threaded worker processes, one per core.
+# ## The pool
+# One model per seed, each saved as a checkpoint under `results/<arch>/pool/` together with the
+# hash of its configuration; a model whose checkpoint matches is loaded, not trained again, so an
+# interrupted run picks up where it stopped.
 
 # %%
 seconds = {}
-task = load_task(spec("lenet5").dataset, root=params.data_root, device=resolve_device(params.device))
-print(f"{task.n_train} training images, {len(task.x_test)} test images, shape {tuple(task.x_train.shape[1:])}")
+task = load_task(arch_spec.dataset, root=params.data_root, device=resolve_device(params.device))
+print(study.describe_task(params.arch, task))
 start = time.perf_counter()
-entries = train_pool("lenet5", task, train_cfg, params.seeds, params.out_dir / "pool", n_workers=params.n_workers)
+entries = train_pool(params.arch, task, train_cfg, params.seeds, params.out_dir / "pool", n_workers=params.n_workers)
 seconds["training"] = time.perf_counter() - start
 print(f"{sum(e.reused for e in entries)} of {len(entries)} models reused from earlier runs")
 
@@ -79,15 +77,14 @@ print(f"{sum(e.reused for e in entries)} of {len(entries)} models reused from ea
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for entry in entries[:8]:
     ax.plot(range(1, entry.result.epochs + 1), entry.result.epoch_losses, marker="o", label=f"seed {entry.seed}")
-ax.set(xlabel="epoch", ylabel="mean training loss (cross-entropy)", title="Training curves (first 8 seeds)")
+ax.set(xlabel="epoch", ylabel=f"mean training loss ({arch_spec.loss_name.lower()})", title="Training curves (first 8 seeds)")
 ax.legend(fontsize=7, ncol=2)
 plt.show()
 
 # %% [markdown]
 # ## Sharpness
-# Projected gradient ascent, 5 steps of size η = the training learning rate, `n_restarts`
-# restarts on fresh batches of m = 64 training images, in eval mode (dropout off, BatchNorm on its
-# running statistics, which are never perturbed).
+# The estimator described at the top, on every model of the pool. `frac_below` is the share of
+# restarts whose ascent ended below the unperturbed loss.
 
 # %%
 models = [load_model(e.checkpoint)[0].to(task.device) for e in entries]
@@ -107,7 +104,7 @@ print(f"{pairs.n_dropped} models dropped (diverged or non-finite)")
 tau = kendall(pairs.sharpness, pairs.test_loss, n_resamples=params.resolved("n_resamples"))
 summary = {"tau": tau.tau, "tau_ci": list(tau.ci), "p_value": tau.p_value, "n_used": tau.n}
 fig, ax = plt.subplots(figsize=(4.5, 4))
-report.scatter_panel(ax, table.assign(diverged=~pairs.mask), summary, "LeNet-5 on FashionMNIST")
+report.scatter_panel(ax, table.assign(diverged=~pairs.mask), summary, f"{arch_spec.model_name} on {arch_spec.dataset_name}")
 plt.show()
 print(f"τ = {tau.tau:.3f}, 95 % CI [{tau.ci_low:.3f}, {tau.ci_high:.3f}] ({tau.ci_method}), p = {tau.p_value:.3g}")
 print("In words:", report.finding(summary))
