@@ -43,7 +43,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import ablation, report
+from sharplib import ablation, report, study
 from sharplib.data import load_task
 from sharplib.protocol import spec
 from sharplib.reference import DEVIATIONS, applicable, setup
@@ -163,4 +163,4 @@ summary = {
     "seconds": seconds, "work_seconds": float(table["seconds"].sum() + sweep["seconds"].sum()),
     "provenance": provenance(params.device),
 }
-ablation.write_ablation(params.out_dir, table, rho_tau, summary)
+study.write_ablation(params.out_dir, table, rho_tau, summary)

@@ -29,10 +29,10 @@ from . import protocol
 from .config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
 from .data import load_task
 from .pool import PoolEntry, checkpoint_path, load_model, train_pool
-from .reference import applicable, notebook_estimator, notebook_switches, setup
+from .reference import DEVIATIONS, applicable, notebook_estimator, notebook_switches, setup
 from .sharpness import Estimator, SharpnessConfig, ascent, estimate_pool_sharpness
 from .stats import kendall
-from .study import read_results
+from .study import read_results, write_json_atomic
 from .task import Task
 
 CACHE_VERSION = "2"  # bump when an estimator changes what it returns, so old cache entries are ignored
@@ -58,14 +58,6 @@ def default_variants(arch: str) -> list[Variant]:
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a checkpoint's bytes (first 16 hex): the cache follows the weights, not the file name."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
-    """Write to a temporary name, then rename: a killed run leaves no half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, path)
 
 
 def cached_sharpness(checkpoints: Mapping[int, Path], task: Task, cfg: SharpnessConfig, cache_dir: Path | None,
@@ -138,7 +130,9 @@ def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | P
         sharpness = [r["sharpness"] for r in records]
         train_seconds = sum(e.result.seconds for e in entries) if plan.retrains else 0.0
         sharpness_seconds = sum(r["seconds"] for r in records)
-        rows.append({"arch": arch, "variant": variant.name, "switches": ",".join(variant.switches) or "none", **_tau_row(sharpness, entries, n_resamples),
+        label = variant.name if variant.name in ("report", "reference code") else ", ".join(DEVIATIONS[s].label for s in variant.switches)
+        rows.append({"arch": arch, "variant": variant.name, "label": label, "switches": ",".join(variant.switches) or "none",
+                     **_tau_row(sharpness, entries, n_resamples),
                      "seconds": train_seconds + sharpness_seconds, "train_seconds": train_seconds, "sharpness_seconds": sharpness_seconds,
                      "frac_below": float(np.mean([r["frac_below"] for r in records])), "pool": where.name, "wall_seconds": time.perf_counter() - start})
     return pd.DataFrame(rows)
@@ -331,24 +325,3 @@ def _check_variants(arch: str, variants: Any) -> tuple[str, ...]:
 def pool_checkpoints(out_dir: str | Path, seeds: Sequence[int]) -> dict[int, Path]:
     """seed -> the main pool's checkpoint (`<out_dir>/pool/seedNNNN.pt`)."""
     return {s: checkpoint_path(Path(out_dir) / "pool", s) for s in seeds}
-
-
-ABLATION_FILES = ("ablation.csv", "rho.csv", "ablation.json")
-
-
-def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFrame, summary: dict[str, Any]) -> Path:
-    """ablation.csv and rho.csv, then ablation.json (last, atomically: its presence means the run finished)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "ablation.csv", index=False)
-    rho_tau.to_csv(out / "rho.csv", index=False)
-    write_json_atomic(out / "ablation.json", summary)
-    return out / "ablation.json"
-
-
-def read_ablation(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """(ablation.json, ablation.csv, rho.csv) of one arch; a clear error when the ablation has not run."""
-    folder = Path(results_dir) / arch
-    if not (folder / "ablation.json").exists():
-        raise FileNotFoundError(f"{folder / 'ablation.json'} not found: run notebooks/ablation.py for {arch} (make paper runs it)")
-    return json.loads((folder / "ablation.json").read_text()), pd.read_csv(folder / "ablation.csv"), pd.read_csv(folder / "rho.csv")

@@ -23,10 +23,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from . import ablation
 from .protocol import REPORT_P, REPORT_TAU, TABLE1, spec
-from .reference import DEVIATIONS
-from .study import read_results
+from .study import read_ablation, read_results
 
 ARCHS = ("fcnn", "lenet5", "gat")
 MACRO_PREFIX = {"fcnn": "Fcnn", "lenet5": "Lenet", "gat": "Gat"}
@@ -226,16 +224,12 @@ def build(results_dir: Path, out_dir: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- the ablation section
 
-def _switch_label(name: str) -> str:
-    return DEVIATIONS[name].label if name in DEVIATIONS else name
-
-
-def _label(variant: str) -> str:
-    if variant == "report":
+def _label(row: Any) -> str:
+    if row.variant == "report":
         return "report's method"
-    if variant == "reference code":
+    if row.variant == "reference code":
         return "reference code (all)"
-    return "+ " + _switch_label(variant)
+    return "+ " + row.label
 
 
 def _report_row(df: pd.DataFrame) -> pd.Series:
@@ -269,7 +263,7 @@ def ablation_table_tex(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
             mark = "$^{*}$" if row.variant != "report" and _outside(row.tau, report) else ""
             ci = "--" if not math.isfinite(row.ci_low) else f"$[{row.ci_low:.2f}, {row.ci_high:.2f}]$"
             model = spec(arch).model_name if i == 0 else ""
-            lines.append(f"{model} & {_label(row.variant)} & {_num(row.tau)}{mark} & {ci} & {_p(row.p_value)} & {row.n_models} \\\\")
+            lines.append(f"{model} & {_label(row)} & {_num(row.tau)}{mark} & {ci} & {_p(row.p_value)} & {row.n_models} \\\\")
         lines.append(r"\hline")
     lines.append(r"\end{tabular}")
     return "\n".join(lines) + "\n"
@@ -289,9 +283,9 @@ def ablation_paragraph(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
                 f"(95\\,\\% CI $[{report['ci_low']:.2f}, {report['ci_high']:.2f}]$, {int(report['n_models'])} models).")
         singles = df[~df["variant"].isin(["report", "reference code"])]
         moved = [row for row in singles.itertuples(index=False) if _outside(row.tau, report)]
-        undefined = [_switch_label(row.variant) for row in singles.itertuples(index=False) if not math.isfinite(row.tau)]
+        undefined = [row.label for row in singles.itertuples(index=False) if not math.isfinite(row.tau)]
         if moved:
-            said = [f"{_switch_label(r.variant)} alone {_direction(r.tau, report['tau'])} it to ${r.tau:.2f}$" for r in moved]
+            said = [f"{r.label} alone {_direction(r.tau, report['tau'])} it to ${r.tau:.2f}$" for r in moved]
             text += " Outside that interval: " + "; ".join(said) + "."
             rest = len(singles) - len(moved) - len(undefined)
             if rest:
@@ -315,8 +309,6 @@ KINDS = ("adaptive", "standard")
 def rho_panel(ax: Any, df: pd.DataFrame, arch: str, rho: float | None = None) -> None:
     """One τ(ρ) panel (a `tau_by_rho` frame): adaptive vs standard, the bootstrap CI as a band, the
     report's ρ (or `rho`) as a dotted line."""
-    import seaborn as sns
-
     palette = dict(zip(KINDS, sns.color_palette("colorblind", 2)))
     frame = df.assign(sharpness=np.where(df["adaptive"], "adaptive", "standard")).sort_values("rho")
     sns.lineplot(frame, x="rho", y="tau", hue="sharpness", hue_order=KINDS, palette=palette, marker="o", ax=ax, errorbar=None)
@@ -331,7 +323,6 @@ def rho_panel(ax: Any, df: pd.DataFrame, arch: str, rho: float | None = None) ->
 def rho_figure(df_by_arch: Mapping[str, pd.DataFrame], path_pdf: str | Path, path_png: str | Path,
                report_rho: Mapping[str, float] | None = None) -> None:
     """τ(ρ) per arch (one `rho_panel` each), written to both paths. Drawn without pyplot's global state."""
-    import seaborn as sns
     from matplotlib.figure import Figure
 
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"):
@@ -371,7 +362,7 @@ ABLATION_OUTPUTS = ("ablation.tex", "rho.pdf", "rho.png")
 
 def load_ablation(results_dir: Path, profile: str | None = None) -> dict[str, tuple[dict, pd.DataFrame, pd.DataFrame]]:
     """(ablation.json, ablation.csv, rho.csv) per arch, all from one profile (`profile`, if given)."""
-    loaded = {arch: ablation.read_ablation(results_dir, arch) for arch in ARCHS}
+    loaded = {arch: read_ablation(results_dir, arch) for arch in ARCHS}
     profiles = {summary["profile"] for summary, _, _ in loaded.values()} | ({profile} if profile else set())
     if len(profiles) > 1:
         raise ValueError(f"{results_dir}: the ablations and studies ran with different profiles {sorted(profiles)}; rerun them with one")

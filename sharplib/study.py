@@ -201,9 +201,7 @@ def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResu
         "sharpness_config": dataclasses.asdict(params.sharpness_config()),
         "seconds": seconds, "provenance": provenance(params.device),
     }
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "results.json")
+    write_json_atomic(out / "results.json", summary)
     return out / "results.json"
 
 
@@ -214,3 +212,32 @@ def read_results(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the {arch} notebook first (make paper runs all three)")
     return json.loads(path.read_text()), pd.read_csv(folder / "models.csv")
+
+
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    """Write to a temporary name, then rename: a killed run leaves no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+ABLATION_FILES = ("ablation.csv", "rho.csv", "ablation.json")
+
+
+def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFrame, summary: dict[str, Any]) -> Path:
+    """ablation.csv and rho.csv, then ablation.json (last, atomically: its presence means the run finished)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "ablation.csv", index=False)
+    rho_tau.to_csv(out / "rho.csv", index=False)
+    write_json_atomic(out / "ablation.json", summary)
+    return out / "ablation.json"
+
+
+def read_ablation(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(ablation.json, ablation.csv, rho.csv) of one arch; a clear error when the ablation has not run."""
+    folder = Path(results_dir) / arch
+    if not (folder / "ablation.json").exists():
+        raise FileNotFoundError(f"{folder / 'ablation.json'} not found: run notebooks/ablation.py for {arch} (make paper runs it)")
+    return json.loads((folder / "ablation.json").read_text()), pd.read_csv(folder / "ablation.csv"), pd.read_csv(folder / "rho.csv")

@@ -24,7 +24,7 @@ from sharplib.data import load_abalone
 from sharplib.pool import load_model, train_pool
 from sharplib.sharpness import estimate_pool_sharpness
 from sharplib.stats import kendall
-from sharplib.study import StudyParams, model_table, write_results
+from sharplib.study import StudyParams, model_table, write_ablation, write_results
 from tests.notebook_runner import check_parameters, parameters_cell, run_notebook
 
 VARIANTS = ["report", "elu_all_layers", "swapped_bounds"]  # one training and one sharpness switch: seconds, not minutes
@@ -119,12 +119,12 @@ def fake_ablation(results_dir: Path, arch: str, n_models: int, pool: int, seed: 
     rows = []
     for v in A.default_variants(arch):
         tau = float(rng.uniform(-0.6, 0.6))
-        rows.append({"arch": arch, "variant": v.name, "switches": ",".join(v.switches) or "none", "n_models": n_models, "n_diverged": 0,
+        rows.append({"arch": arch, "variant": v.name, "label": v.name, "switches": ",".join(v.switches) or "none", "n_models": n_models, "n_diverged": 0,
                      "tau": tau, "p_value": float(rng.uniform(0, 1)), "ci_low": tau - 0.2, "ci_high": tau + 0.2, "seconds": 1.0})
     rho = pd.DataFrame([{"rho": r, "adaptive": a, "tau": float(rng.uniform(-0.5, 0.5)), "p_value": 0.5, "ci_low": -0.7, "ci_high": 0.7,
                          "n_models": n_models, "arch": arch} for r in A.default_rho_grid(arch) for a in (True, False)])
     summary = {"arch": arch, "profile": "quick", "n_models": n_models, "n_models_pool": pool, "n_restarts": 7, "rho": A.protocol.spec(arch).rho}
-    A.write_ablation(results_dir / arch, pd.DataFrame(rows), rho, summary)
+    write_ablation(results_dir / arch, pd.DataFrame(rows), rho, summary)
 
 
 def test_builder_prints_the_csv_numbers(tiny_run: Path, study_dir: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from sharplib import report
+from sharplib.reference import DEVIATIONS
 from sharplib.stats import kendall
 from sharplib.study import StudyParams, write_results
 
@@ -91,8 +92,9 @@ def test_mixed_profiles_are_refused(results_dir: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the ablation section's builders
 
 def _frame(report: tuple[float, float, float], **taus: float) -> pd.DataFrame:
-    rows = [{"variant": "report", "tau": report[0], "ci_low": report[1], "ci_high": report[2], "p_value": 0.01, "n_models": 50}]
-    rows += [{"variant": name, "tau": tau, "ci_low": tau - 0.1, "ci_high": tau + 0.1, "p_value": 0.5, "n_models": 50} for name, tau in taus.items()]
+    rows = [{"variant": "report", "label": "report", "tau": report[0], "ci_low": report[1], "ci_high": report[2], "p_value": 0.01, "n_models": 50}]
+    rows += [{"variant": name, "label": DEVIATIONS[name].label if name in DEVIATIONS else name, "tau": tau, "ci_low": tau - 0.1, "ci_high": tau + 0.1,
+              "p_value": 0.5, "n_models": 50} for name, tau in taus.items()]
     return pd.DataFrame(rows)
 
 
