@@ -1,4 +1,7 @@
-"""`make lab` serves the jupytext notebooks as notebooks.
+"""`make lab` serves the jupytext notebooks as notebooks, and they survive being saved.
+
+Every notebook source survives a jupytext round trip byte for byte: JupyterLab saves an open .py
+notebook that way, so a header jupytext would rewrite dirties `git status` on mere opening.
 
 Starts the real JupyterLab server with the command line of the Makefile's `lab` target (on a free
 local port, with a token), and asks its contents API for the teaching notebook: the jupytext
@@ -7,6 +10,7 @@ percent-format .py into a notebook that keeps its papermill `parameters` cell.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import secrets
@@ -18,15 +22,30 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import jupytext
+import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 JUPYTER = Path(sys.executable).parent / "jupyter"  # .venv/bin/jupyter
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
 
 # Keep in sync with the Makefile's `lab` target (port and token are added per run).
 LAB_ARGS = ["lab", "--ip=127.0.0.1", "--no-browser", "--ServerApp.root_dir=notebooks"]
 if hasattr(os, "geteuid") and os.geteuid() == 0:
     LAB_ARGS.append("--allow-root")  # containers and CI often run as root; Jupyter refuses that otherwise
+
+
+@pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_source_survives_a_round_trip(source: Path) -> None:
+    # As JupyterLab saves it: jupytext reads the .py, the notebook travels as .ipynb JSON (nbformat
+    # sorts the keys), the running kernel adds language_info, and jupytext writes the .py back.
+    text = source.read_text()
+    notebook = nbformat.reads(nbformat.writes(jupytext.reads(text, fmt="py:percent")), as_version=4)
+    assert "formats" not in notebook.metadata.get("jupytext", {}), "a paired notebook: saving it writes an .ipynb beside the source"
+    notebook.metadata["language_info"] = {"name": "python", "version": sys.version.split()[0]}
+    back = jupytext.writes(notebook, fmt="py:percent")
+    assert back == text, "".join(difflib.unified_diff(text.splitlines(True), back.splitlines(True), "source", "round trip"))
 
 
 def free_port() -> int:
