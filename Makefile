@@ -89,12 +89,15 @@ venv: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Serves notebooks/ on 127.0.0.1; the override makes a double-click open the percent .py files as notebooks.
+# Serves notebooks/ on 127.0.0.1. lab/overrides.json (copied into the venv, where JupyterLab reads
+# setting overrides) makes a double-click open the percent .py files as notebooks and switches off
+# the news pop-up. LAB_ARGS adds server options (tests/test_lab.py passes a port and a token).
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d
+LAB_ARGS ?=
 lab: $(VENV)/.installed
 	mkdir -p $(LAB_SETTINGS)
-	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)/sharplib.json
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+	cp lab/overrides.json $(LAB_SETTINGS)/sharplib.json
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(GENERATED) notebooks/*.ipynb

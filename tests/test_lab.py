@@ -1,15 +1,13 @@
-"""`make lab` serves the jupytext notebooks as notebooks, and they survive being saved.
+"""`make lab` as a student meets it.
 
-Every notebook source survives a jupytext round trip byte for byte: JupyterLab saves an open .py
-notebook that way, so a header jupytext would rewrite dirties `git status` on mere opening.
-
-Starts the real JupyterLab server with the command line of the Makefile's `lab` target (on a free
-local port, with a token), and asks its contents API for the teaching notebook: the jupytext
-contents manager (enabled by jupytext's server extension, installed in the venv) must turn the
-percent-format .py into a notebook that keeps its papermill `parameters` cell.
+- Every notebook source survives a jupytext round trip byte for byte: JupyterLab saves an open .py
+  notebook that way, so a header jupytext would rewrite dirties `git status` on mere opening.
+- The real server, started by `make lab` (on a free local port, with a token), serves the teaching
+  notebook as a notebook that keeps its papermill `parameters` cell.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
@@ -27,13 +25,8 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-JUPYTER = Path(sys.executable).parent / "jupyter"  # .venv/bin/jupyter
+VENV = Path(sys.prefix)
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
-
-# Keep in sync with the Makefile's `lab` target (port and token are added per run).
-LAB_ARGS = ["lab", "--ip=127.0.0.1", "--no-browser", "--ServerApp.root_dir=notebooks"]
-if hasattr(os, "geteuid") and os.geteuid() == 0:
-    LAB_ARGS.append("--allow-root")  # containers and CI often run as root; Jupyter refuses that otherwise
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -60,53 +53,61 @@ def get(url: str, token: str, timeout: float = 10) -> dict:
         return json.load(response)
 
 
-@pytest.fixture
-def lab(tmp_path):
-    """A running JupyterLab server: (base url, token); stopped afterwards, also when the test fails."""
+@contextlib.contextmanager
+def make_lab(project: Path, tmp: Path, data_root: Path, user_settings: dict | None = None):
+    """`make lab` in `project`, on a free port with a token: yields (base url, token); stopped afterwards.
+
+    `user_settings` ({"plugin id": {...}}) go to a temporary user-settings folder, as a student's own
+    settings would; runtime files, config and workspaces go to `tmp` too, so nothing reads or litters ~/.jupyter.
+    """
     port, token = free_port(), secrets.token_hex(16)
+    for plugin, values in (user_settings or {}).items():
+        package, name = plugin.split(":")
+        path = tmp / "settings" / package / f"{name}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
     env = {
-        **os.environ,
-        # Runtime files, user config and Lab state go to tmp, so the test neither reads nor litters ~/.jupyter.
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
-        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
+        **os.environ, "SHARPLIB_DATA": str(data_root),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "workspaces"),
     }
-    log = open(tmp_path / "lab.log", "w")
-    server = subprocess.Popen(
-        [str(JUPYTER), *LAB_ARGS, f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}"],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"jupyter lab exited with code {server.returncode}:\n{(tmp_path / 'lab.log').read_text()[-3000:]}")
-            try:
-                get(f"{base}/api/status", token, timeout=2)
-                break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                if time.monotonic() > deadline:
-                    pytest.fail(f"jupyter lab did not answer within 90 s:\n{(tmp_path / 'lab.log').read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield base, token
-    finally:
-        server.terminate()  # SIGTERM: the server shuts down its kernels and exits
+    # VENV: this interpreter's venv; -o: make must not rebuild it (its stamp may be older than a pyproject.toml being edited).
+    lab_args = f"--port={port} --ServerApp.port_retries=0 --IdentityProvider.token={token}"
+    log_path = tmp / "lab.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(["make", "-o", f"{VENV}/.installed", "lab", f"VENV={VENV}", f"LAB_ARGS={lab_args}"],
+                                  cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+            deadline = time.monotonic() + 90
+            while True:
+                if server.poll() is not None:
+                    pytest.fail(f"make lab exited with code {server.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    get(f"{base}/api/status", token, timeout=2)
+                    break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    if time.monotonic() > deadline:
+                        pytest.fail(f"jupyter lab did not answer within 90 s:\n{log_path.read_text()[-3000:]}")
+                    time.sleep(0.5)
+            yield base, token
+        finally:
+            server.terminate()  # SIGTERM to make, which passes it on to jupyter and waits; the server shuts its kernels down
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
-def test_lab_serves_the_teaching_notebook_as_a_notebook(lab):
-    base, token = lab
-    model = get(f"{base}/api/contents/teaching_sharpness.py?type=notebook&content=1", token)
+def test_lab_serves_the_teaching_notebook_as_a_notebook(tmp_path, data_root):
+    with make_lab(REPO, tmp_path, data_root) as (base, token):
+        model = get(f"{base}/api/contents/teaching_sharpness.py?type=notebook&content=1", token)
+        kernels = get(f"{base}/api/kernelspecs", token)["kernelspecs"]
     assert model["type"] == "notebook" and model["format"] == "json", {k: model[k] for k in ("type", "format")}
     cells = model["content"]["cells"]
     tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1 and tagged[0]["cell_type"] == "code"
     assert any(c["cell_type"] == "markdown" for c in cells)
     assert model["content"]["metadata"]["kernelspec"]["name"] == "python3"
-    kernels = get(f"{base}/api/kernelspecs", token)["kernelspecs"]
     assert "python3" in kernels, sorted(kernels)
