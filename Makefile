@@ -3,6 +3,7 @@
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
 #   make -j3 paper             the three notebooks side by side (then their three ablations)
 #   make lab                   JupyterLab on the notebooks
+#   make browser               installs Chromium (apt-get, only when missing) for the browser test
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
@@ -37,6 +38,12 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 tex:
 	@command -v latexmk >/dev/null || { echo "latexmk not found: installing TeX with apt-get"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q latexmk texlive-latex-recommended texlive-publishers; }
+
+# The browser test drives Debian's Chromium with Playwright (the venv's test extra; no browser download).
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null || { echo "chromium not found: installing it with apt-get"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 # ---------------------------------------------------------------- notebooks -> results/<arch>/
 # jupytext turns the percent-format source into a notebook; papermill runs it with the profile.

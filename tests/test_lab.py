@@ -4,6 +4,9 @@
   notebook that way, so a header jupytext would rewrite dirties `git status` on mere opening.
 - The real server, started by `make lab` (on a free local port, with a token), serves the teaching
   notebook as a notebook that keeps its papermill `parameters` cell.
+- (slow) Debian's Chromium, driven by Playwright, opens the teaching notebook from the file browser
+  in a git copy of the project, runs all cells, and waits for the autosave: notebooks/ must be as
+  git has it, with no paired .ipynb beside the sources.
 """
 from __future__ import annotations
 
@@ -11,7 +14,10 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import secrets
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -24,9 +30,12 @@ import jupytext
 import nbformat
 import pytest
 
+from tests.test_make import fresh_copy, processes_in
+
 REPO = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
+AUTOSAVE_S = 3  # the browser test's autosave interval (JupyterLab's default, kept by `make lab`, is 120 s)
 
 
 @pytest.mark.parametrize("source", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
@@ -111,3 +120,95 @@ def test_lab_serves_the_teaching_notebook_as_a_notebook(tmp_path, data_root):
     assert any(c["cell_type"] == "markdown" for c in cells)
     assert model["content"]["metadata"]["kernelspec"]["name"] == "python3"
     assert "python3" in kernels, sorted(kernels)
+
+
+def git_copy(dest: Path) -> Path:
+    """The project's files (as this checkout has them) in a fresh git repository, all committed.
+
+    The browser saves into the copy, so a failing run cannot rewrite this checkout's notebooks, and
+    `git status` there tells what JupyterLab changed, whatever this checkout has uncommitted.
+    """
+    fresh_copy(dest)
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "as checked out"]):
+        subprocess.run([*git, *command], cwd=dest, check=True)
+    return dest
+
+
+# Done when every code cell that shows its source has an execution count, or on the first error.
+RAN_OR_FAILED = """expected => {
+  const outputs = [...document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output')].map(o => o.textContent);
+  const counted = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]
+    .filter(p => /^\\[\\d+\\]/.test(p.textContent.trim()));
+  return counted.length === expected || outputs.some(text => /Traceback|^\\w+(Error|Exception)\\b/m.test(text));
+}"""
+# For the screenshot: the first plot at the bottom of the window, its table above it. Cells come into
+# view at an estimated height and then take their real one, so scroll until the plot stays put (10 frames).
+PLOT_IN_VIEW = """img => {
+  const r = img.getBoundingClientRect();
+  const shown = img.complete && r.height > 0 && document.elementFromPoint(r.left + r.width / 2, r.bottom - 2) === img;
+  const frames = shown && r.top === Number(img.dataset.top) ? Number(img.dataset.frames) + 1 : 0;
+  Object.assign(img.dataset, {top: r.top, frames});
+  if (!shown) img.scrollIntoView({block: 'end'});
+  return frames >= 10;
+}"""
+ERROR = re.compile(r"Traceback|^\w+(Error|Exception)\b", re.M)  # an exception; warnings on stderr are fine
+
+
+@pytest.mark.slow
+def test_student_opens_runs_and_autosaves_the_teaching_notebook(tmp_path, data_root):
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("chromium is missing: run `make browser` (.ci/run does) before the tests")
+    project = git_copy(tmp_path / "project")
+    notebooks = project / "notebooks"
+    source = notebooks / "teaching_sharpness.py"
+    code = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+    # The solutions' code is collapsed: those cells run but show no prompt. Every code cell runs once, in order.
+    shown = [i + 1 for i, c in enumerate(code) if not c.metadata.get("jupyter", {}).get("source_hidden")]
+    written = source.stat().st_mtime_ns
+    short_autosave = {"@jupyterlab/docmanager-extension:plugin": {"autosaveInterval": AUTOSAVE_S}}
+
+    with make_lab(project, tmp_path, data_root, short_autosave) as (base, token), sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium)  # Debian's Chromium: Playwright downloads none
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.set_default_timeout(180_000)  # a loaded 2-core CI machine: generous, and every wait is on a condition
+            page.goto(f"{base}/lab?token={token}")
+            page.locator(".jp-DirListing-item", has_text="teaching_sharpness.py").dblclick()
+            page.locator(".jp-NotebookPanel").wait_for()
+            page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()  # the status bar: the kernel is up
+            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+            page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+            page.wait_for_function(RAN_OR_FAILED, arg=len(shown))
+            page.locator(".lm-TabBar-tab.jp-mod-dirty").wait_for(state="detached")  # the autosave after the last output
+            page.wait_for_function(PLOT_IN_VIEW, arg=page.locator(".jp-NotebookPanel .jp-RenderedImage img").first.element_handle())
+            page.screenshot(path=tmp_path / "lab.png")
+
+            outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
+            errors = [t for t in outputs.evaluate_all("els => els.map(e => e.textContent)") if ERROR.search(t)]
+            assert not errors, f"error output in the notebook:\n{errors[0][-3000:]}"
+            prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt").all_text_contents()
+            counts = [int(m.group(1)) for p in prompts if (m := re.match(r"\[(\d+)\]", p.strip()))]
+            assert counts == shown, f"execution counts {counts}, expected {shown}"
+            # Four figures: invariance over r, the ascent traces, the restart spread, sharpness over ρ.
+            assert page.locator(".jp-NotebookPanel .jp-RenderedImage img").count() == 4
+            printed = " ".join(page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']").all_text_contents())
+            for exercise in (1, 2, 3):
+                assert f"Exercise {exercise}: no answer yet" in printed, f"exercise {exercise}'s check printed nothing"
+            news = [t for t in page.locator(".Toastify__toast").all_text_contents() if "news" in t.lower()]
+            assert not news, f"the news pop-up is shown: {news}"
+        finally:
+            browser.close()
+
+    if os.environ.get("SHARPLIB_SCREENSHOT") == "1":  # refreshes the README's picture
+        shutil.copyfile(tmp_path / "lab.png", REPO / "docs" / "lab.png")
+    for pid in processes_in(project):  # a kernel the server failed to stop must not outlive the test
+        os.kill(pid, signal.SIGKILL)
+    assert source.stat().st_mtime_ns != written, "the autosave never wrote the notebook: nothing was tested"
+    assert not list(notebooks.glob("*.ipynb")), "JupyterLab wrote a paired .ipynb beside the source"
+    status = subprocess.run(["git", "status", "--porcelain", "notebooks/"], cwd=project, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"opening and saving changed notebooks/:\n{status.stdout}" + subprocess.run(
+        ["git", "diff", "notebooks/"], cwd=project, capture_output=True, text=True).stdout[:3000]
