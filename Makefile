@@ -3,6 +3,7 @@
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
 #   make -j3 paper             the three studies side by side (then their three ablations)
 #   make lab                   JupyterLab on the notebooks
+#   make browser               installs Chromium (apt-get, only when missing) for the browser test
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
@@ -46,6 +47,12 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 tex:
 	@command -v latexmk >/dev/null || { echo "latexmk not found: installing TeX with apt-get"; \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q latexmk texlive-latex-recommended texlive-publishers; }
+
+# The browser test drives Debian's Chromium with Playwright (the venv's test extra; no browser download).
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null || { echo "chromium not found: installing it with apt-get"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 # ---------------------------------------------------------------- notebooks/study.py -> results/<arch>/
 # One notebook for the three architectures: jupytext turns the percent-format source into a notebook,
@@ -97,12 +104,15 @@ venv: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Serves notebooks/ on 127.0.0.1; the override makes a double-click open the percent .py files as notebooks.
+# Serves notebooks/ on 127.0.0.1. lab/overrides.json (copied into the venv, where JupyterLab reads
+# setting overrides) makes a double-click open the percent .py files as notebooks and switches off
+# the news pop-up. LAB_ARGS adds server options (tests/test_lab.py passes a port and a token).
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d
+LAB_ARGS ?=
 lab: $(VENV)/.installed
 	mkdir -p $(LAB_SETTINGS)
-	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)/sharplib.json
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+	cp lab/overrides.json $(LAB_SETTINGS)/sharplib.json
+	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(GENERATED) notebooks/*.ipynb build

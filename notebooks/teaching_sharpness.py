@@ -2,8 +2,7 @@
 # jupyter:
 #   jupytext:
 #     cell_metadata_filter: tags,jupyter,-all
-#     formats: ipynb,py:percent
-#     notebook_metadata_filter: kernelspec
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -373,7 +372,7 @@ def check(exercise, answer, is_correct, hint):
 # %%
 answer_1 = None  # a number
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["solution"]
 if show_solutions and answer_1 is None:
     answer_1 = 0.025 * abs(-0.4)  # |δ_i| <= ρ |w_i|
     print(f"Solution: |δ_i| <= ρ |w_i| = 0.025 × 0.4 = {answer_1:g} (the standard box would allow 0.025).")
@@ -399,7 +398,7 @@ check(1, answer_1, lambda a: math.isclose(a, 0.01, rel_tol=1e-6),
 # %%
 answer_2 = None  # (relative change of standard sharpness, relative change of adaptive sharpness)
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["solution"]
 if show_solutions and answer_2 is None:
     r = torch.exp(torch.randn(64, generator=torch.Generator().manual_seed(1)))
     per_unit = rescale(model, r.to(DEVICE), layer=2)
@@ -429,7 +428,7 @@ check(2, answer_2, lambda a: len(a) == 2 and a[0] > 0.01 and 0 <= a[1] < 1e-4,
 # %%
 answer_3 = None  # the slope, a number
 
-# %% tags=["solution"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["solution"]
 if show_solutions and answer_3 is None:
     small = sweep[sweep.variant == "adaptive, steepest"].sort_values("rho").head(2)
     (rho_1, rho_2), (s_1, s_2) = small.rho.to_numpy(), small.sharpness.to_numpy()
