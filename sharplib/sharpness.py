@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch_geometric.nn import MessagePassing
 
-from .config import check_choice, check_number, config_from_dict
+from .config import check_choice, check_device, check_number, config_from_dict
 from .functional import Params, batch_loss, split_state
 from .task import Task, resolve_device
 
@@ -82,7 +82,7 @@ class SharpnessConfig:
             if self.lr is None:
                 raise ValueError(f"{name}.lr (η, the training learning rate) is required for step='gradient'")
             check_number(name, "lr", self.lr, minimum=0, strict=True)
-        resolve_device(self.device)
+        check_device(name, "device", self.device)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SharpnessConfig":

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import check_choice, check_number, config_from_dict
+from .config import check_choice, check_device, check_number, check_writable_dir, config_from_dict
 from .pool import PoolEntry
 from .protocol import TABLE1, sharpness_config, spec, train_config
 from .sharpness import SharpnessConfig, SharpnessResult
@@ -74,7 +74,8 @@ class StudyParams:
         for field in ("results_dir", "device") + (("data_root",) if self.data_root is not None else ()):
             if not isinstance(getattr(self, field), str) or not getattr(self, field):
                 raise ValueError(f"{name}.{field} must be a non-empty string, got {getattr(self, field)!r}")
-        resolve_device(self.device)
+        check_device(name, "device", self.device)
+        check_writable_dir(name, "results_dir", self.results_dir)  # here, in the parameters cell, not after training
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any], before: set[str], arch: str) -> "StudyParams":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -156,10 +157,22 @@ def test_frac_below_counts_restarts_that_lose(trained, tasks) -> None:
 
 # ---------------------------------------------------------------- bad input, and the model left alone
 
-@pytest.mark.parametrize("field, value", [("rho", -0.1), ("n_restarts", 0), ("p", 3), ("kind", "best"), ("n_steps", 1.5)])
+@pytest.mark.parametrize("field, value", [
+    ("rho", -0.1), ("n_restarts", 0), ("p", 3), ("kind", "best"), ("n_steps", 1.5),
+    # Issue #12, rows 6 and 7: infinite or NaN numbers, a GPU the machine lacks; and switches of another type,
+    # refused rather than converted (2.0 == 2 and 1 == True would pass a plain `in` test and hash differently).
+    ("rho", math.inf), ("rho", math.nan), ("lr", math.inf), ("step_size", math.inf),
+    ("p", 2.0), ("p", math.inf), ("adaptive", 1), ("random_start", 0), ("device", "cuda:99"),
+])
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"SharpnessConfig.{field}"):
         SharpnessConfig.from_dict({"rho": 0.1, "lr": 0.1, field: value})
+
+
+def test_a_gpu_that_is_not_there_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="SharpnessConfig.device"):
+        SharpnessConfig(rho=0.1, lr=0.1, device="cuda")
 
 
 def test_gradient_step_needs_the_learning_rate() -> None:
