@@ -185,6 +185,22 @@ def test_batch_larger_than_the_training_set(trained, tasks) -> None:
         estimate_sharpness(trained["gat"], tasks["gat"], _cfg("gat", batch_size=141))
 
 
+# Issue #12, row 11: models of two architectures in one call, or a model on a task it cannot run on, failed deep
+# inside the ascent (`FCNN has no attribute 'conv1'`, `GAT.forward() missing ... 'edge_index'`).
+def test_models_of_different_architectures_are_refused(trained, tasks) -> None:
+    with pytest.raises(ValueError, match="one architecture per call, got FCNN, GAT"):
+        estimate_pool_sharpness([trained["fcnn"], trained["gat"]], tasks["fcnn"], _cfg("fcnn"))
+    wider = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 1))
+    with pytest.raises(ValueError, match="model 1 .* other parameters or shapes"):
+        estimate_pool_sharpness([nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 1)), wider], tasks["fcnn"], _cfg("fcnn"))
+
+
+@pytest.mark.parametrize("arch, on", [("gat", "fcnn"), ("fcnn", "gat"), ("lenet5", "fcnn"), ("fcnn", "lenet5")])
+def test_a_model_that_does_not_fit_the_task_is_refused(arch: str, on: str, trained, tasks) -> None:
+    with pytest.raises(ValueError, match=f"model {type(trained[arch]).__name__} does not fit task {tasks[on].name!r}"):
+        estimate_sharpness(trained[arch], tasks[on], _cfg(on))
+
+
 def test_model_on_another_device_than_the_task(trained, tasks) -> None:
     elsewhere = copy.deepcopy(trained["fcnn"]).to("meta")
     with pytest.raises(ValueError, match="meta"):
