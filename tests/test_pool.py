@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, train_pool
+import dataclasses
+
+from sharplib.data import load_abalone
+from sharplib.functional import evaluate
+from sharplib.pool import CheckpointError, checkpoint_path, init_model, load_model, read_checkpoint, train_pool
 from sharplib.protocol import train_config
 from sharplib.task import Task
-from sharplib.train import train_model
+from sharplib.train import TrainConfig, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,6 +76,114 @@ def test_bad_seeds_and_backend(abalone_task: Task, tmp_path: Path) -> None:
         train_pool("fcnn", abalone_task, cfg, [1], tmp_path, backend="threads")
 
 
+# ---------------------------------------------------------------- issue #12: what a careful user tried
+
+def _flip(path: Path, data: bytes, offset: int, n: int = 8) -> None:
+    """Invert n bytes of `path`, `offset` bytes into the first place where `data` occurs."""
+    raw = path.read_bytes()
+    at = raw.index(data) + offset
+    path.write_bytes(raw[:at] + bytes(b ^ 0xFF for b in raw[at : at + n]) + raw[at + n :])
+
+
+def test_damaged_checkpoint_is_retrained_not_reused(abalone_task: Task, tmp_path: Path) -> None:
+    """Row 3: 8 bytes flipped inside a weight tensor; the old code reused the model (its test loss no longer its own)."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    train_pool("fcnn", abalone_task, cfg, [0], tmp_path, progress=False)
+    path = checkpoint_path(tmp_path, 0)
+    weight = load_model(path)[0].fc2.weight.detach()
+    _flip(path, weight.numpy().tobytes()[:64], offset=400)
+    with pytest.raises(CheckpointError, match="seed0000.pt is damaged"):
+        load_model(path)
+    with pytest.warns(UserWarning, match="seed0000.pt is damaged"):
+        (entry,) = train_pool("fcnn", abalone_task, cfg, [0], tmp_path, progress=False)
+    assert not entry.reused
+    model, payload = load_model(entry.checkpoint)
+    assert evaluate(model, abalone_task)[0] == pytest.approx(payload["result"]["test_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("foreign", [{"foo": 1}, [1, 2], {"config_hash": "x", "result": {}}, {"format": "sharplib-checkpoint-2"}])
+def test_foreign_file_is_retrained_not_a_crash(foreign: object, abalone_task: Task, tmp_path: Path) -> None:
+    """Row 5: a valid torch file that is not a checkpoint of ours crashed the pool (KeyError, TypeError)."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    torch.save(foreign, checkpoint_path(tmp_path, 1))
+    with pytest.raises(CheckpointError, match="seed0001.pt"):
+        load_model(checkpoint_path(tmp_path, 1))
+    with pytest.warns(UserWarning, match="seed0001.pt is (not a checkpoint|damaged)"):
+        (entry,) = train_pool("fcnn", abalone_task, cfg, [1], tmp_path, progress=False)
+    assert not entry.reused and read_checkpoint(entry.checkpoint) is not None
+
+
+def test_other_data_is_not_reused(data_root: Path, abalone_task: Task, tmp_path: Path) -> None:
+    """Row 4: the resume key held the task's name, so a pool on another split was reused whole."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    train_pool("fcnn", abalone_task, cfg, [0, 1], tmp_path, progress=False)
+    again = train_pool("fcnn", load_abalone(data_root), cfg, [0, 1], tmp_path, progress=False)  # the same data, read again
+    assert all(e.reused for e in again)
+    other_split = train_pool("fcnn", load_abalone(data_root, seed=7), cfg, [0, 1], tmp_path, progress=False)
+    assert not any(e.reused for e in other_split)
+    fewer_rows = dataclasses.replace(abalone_task, x_train=abalone_task.x_train[:1000], y_train=abalone_task.y_train[:1000])
+    assert not any(e.reused for e in train_pool("fcnn", fewer_rows, cfg, [0, 1], tmp_path, progress=False))
+
+
+def test_one_folder_never_mixes_batched_and_sequential_models(abalone_task: Task, tmp_path: Path) -> None:
+    """Row 12: batched and sequential training differ by ~1e-4; the key ignored the backend, so a folder mixed them."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    train_pool("fcnn", abalone_task, cfg, [0, 1], tmp_path, backend="batched", progress=False)
+    with pytest.raises(ValueError, match="trained batched, and backend='processes' would add models trained sequential"):
+        train_pool("fcnn", abalone_task, cfg, [0, 1, 2], tmp_path, backend="processes", n_workers=1, progress=False)
+    assert not checkpoint_path(tmp_path, 2).exists()
+    # "auto" carries on the way the folder began (for the FCNN it would otherwise pick batched).
+    other = tmp_path / "sequential"
+    train_pool("fcnn", abalone_task, cfg, [0], other, backend="processes", n_workers=1, progress=False)
+    entries = train_pool("fcnn", abalone_task, cfg, [0, 1], other, progress=False)
+    assert [e.result.trained_by for e in entries] == ["sequential", "sequential"] and [e.reused for e in entries] == [True, False]
+
+
+def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sharplib.pool as pool
+
+    for name in ("train_batched", "train_model"):
+        monkeypatch.setattr(pool, name, lambda *a, **k: pytest.fail("a model was trained before the bad input was refused"))
+
+
+def test_out_dir_that_cannot_be_created_is_refused_before_training(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 8: every model trained first, then NotADirectoryError."""
+    _no_training(monkeypatch)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="train_pool.out_dir .* cannot be created: .*a-file is not a folder"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", device="cpu"), [0, 1], tmp_path / "a-file" / "pool", progress=False)
+
+
+@pytest.mark.parametrize("seeds", [[0.5], [1.0], [True], [-1], [], "01"])
+def test_seeds_that_are_not_integers_are_refused(seeds: object, abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 9: seeds=[0.5] failed with `Unknown format code 'd' for object of type 'float'`."""
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="train_pool: seeds must be"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", device="cpu"), seeds, tmp_path, progress=False)
+
+
+def test_a_model_that_does_not_fit_the_task_is_refused_before_training(abalone_task: Task, cora_task: Task, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 11: a GAT on Abalone failed inside training (`GAT.forward() missing ... 'edge_index'`)."""
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="model GAT does not fit task 'abalone'"):
+        train_pool("gat", abalone_task, train_config("gat", device="cpu"), [0, 1], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="model FCNN does not fit task 'cora'"):
+        train_pool("fcnn", cora_task, train_config("fcnn", device="cpu"), [0, 1], tmp_path, progress=False)
+
+
+def test_stale_temporary_files_are_removed(abalone_task: Task, tmp_path: Path) -> None:
+    """Row 10: `.seed0003.pt.<pid>.tmp` of a killed writer stayed forever."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f".seed0003.pt.{gone.pid}.tmp"
+    live = tmp_path / f".seed0004.pt.{os.getpid()}.tmp"  # a writer that is still running keeps its file
+    stale.write_bytes(b"half a model")
+    live.write_bytes(b"half a model")
+    train_pool("fcnn", abalone_task, train_config("fcnn", max_epochs=1, device="cpu"), [0], tmp_path, progress=False)
+    assert not stale.exists() and live.exists()
+
+
 KILLED_POOL = """
 import sys
 from sharplib.data import load_abalone
@@ -110,3 +222,4 @@ def test_killed_pool_resumes_where_it_stopped(data_root: Path, abalone_task: Tas
         seed_cfg = train_config("fcnn", max_epochs=4, seed=entry.seed, device="cpu")
         reference, _ = train_model(init_model("fcnn", seed_cfg), abalone_task, seed_cfg)
         assert _same_weights(model, reference), f"seed {entry.seed}"
+
