@@ -20,14 +20,20 @@ machine where "auto" picks the other path, GPU vs CPU, would be retrained from s
 
 Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
 "processes" runs one single-threaded worker per core (CPU convolutions use threads poorly).
-Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard.
+Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard,
+and they die with the process that started them, however it ends (`_die_with_parent`).
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -94,6 +100,9 @@ def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(payload, tmp)
+        if _orphaned():  # a worker whose pool is gone must not add a model to it
+            tmp.unlink()
+            os._exit(1)
         os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
     finally:
         tmp.unlink(missing_ok=True)
@@ -257,13 +266,41 @@ def _train_one(arch: str, variant: str, task: Task, cfg: TrainConfig, out_dir: P
     return result
 
 
+# ---------------------------------------------------------------- worker processes
+
 _WORKER_TASK: Task | None = None  # set once per worker process, so the dataset crosses the pipe once
+_PARENT_PID: int | None = None  # in a worker: the process that started it; None in any other process
 
 
-def _init_worker(task: Task) -> None:
-    global _WORKER_TASK
+def _init_worker(task: Task, parent_pid: int) -> None:
+    global _WORKER_TASK, _PARENT_PID
+    _WORKER_TASK, _PARENT_PID = task, parent_pid
+    _die_with_parent(parent_pid)
     torch.set_num_threads(1)
-    _WORKER_TASK = task
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the process that started it is gone, however it ended (SIGKILL included).
+
+    Otherwise an orphaned worker goes on training and saving models into a pool nobody runs, then
+    blocks forever on its pipe (a notebook kernel killed by papermill, a script killed by hand).
+    Linux's parent-death signal acts at once but follows the parent *thread* that started the
+    worker; the watchdog thread follows the parent process itself, within a fraction of a second.
+    """
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:  # an orphan is re-parented (to init or a subreaper)
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sharplib-watch-parent", daemon=True).start()
+
+
+def _orphaned() -> bool:
+    return _PARENT_PID is not None and os.getppid() != _PARENT_PID
 
 
 def _train_one_in_worker(arch, variant, cfg, out_dir) -> TrainResult:
@@ -280,7 +317,15 @@ def _train_in_processes(arch, variant, task, cfg, seeds, out_dir, n_workers, rec
         return
     _ = task.fingerprint  # hashed once here; the workers' copies carry it
     context = torch.multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
-    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker, initargs=(task.to("cpu"),)) as executor:
+    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker, initargs=(task.to("cpu"), os.getpid())) as executor:
         futures = {executor.submit(_train_one_in_worker, arch, variant, c, out_dir): c.seed for c in cfgs}
-        for future in as_completed(futures):
-            record(futures[future], future.result())
+        try:
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+        except BaseException:
+            # Ctrl-C or a failed model: stop the other workers now, rather than wait for their models to finish
+            # (the executor's exit waits for running jobs). A killed worker leaves at most a temporary file.
+            for process in list((executor._processes or {}).values()):
+                process.kill()
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise

@@ -223,3 +223,79 @@ def test_killed_pool_resumes_where_it_stopped(data_root: Path, abalone_task: Tas
         reference, _ = train_model(init_model("fcnn", seed_cfg), abalone_task, seed_cfg)
         assert _same_weights(model, reference), f"seed {entry.seed}"
 
+
+ORPHANED_POOL = """
+import sys
+from sharplib.data import load_abalone
+from sharplib.pool import train_pool
+from sharplib.train import TrainConfig
+if __name__ == "__main__":
+    task = load_abalone(sys.argv[1])
+    cfg = TrainConfig(lr=0.01, tol=0.0, min_epochs=20, max_epochs=20, device="cpu")  # about a second per model
+    train_pool("fcnn", task, cfg, list(range(60)), sys.argv[2], backend="processes", n_workers=2, progress=False)
+"""
+
+
+def _descendants(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every process below `pid`: the start time tells a later process with a reused pid apart."""
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                found.add((child, _start_time(child)))
+                todo.append(child)
+    return found
+
+
+def _start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _running(pid: int, start: str) -> bool:
+    """Alive and not a zombie (an orphan that died but that no init has reaped yet is gone for our purposes)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return _start_time(pid) == start and state not in ("Z", "X")
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_killed_parent(data_root: Path, tmp_path: Path) -> None:
+    """Row 1 (and row 2's cause): after `kill -9` of the pool's process its spawn workers and the resource tracker
+    lived on, kept saving models, then blocked forever. Now nothing it started survives it, and nothing is saved after."""
+    script = tmp_path / "pool.py"
+    script.write_text(ORPHANED_POOL)
+    out = tmp_path / "pool"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    parent = subprocess.Popen([sys.executable, str(script), str(data_root), str(out)], cwd=REPO, env=env)
+    started: set[tuple[int, str]] = set()
+    try:
+        deadline = time.monotonic() + 300  # generous: spawning two workers that import torch is slow on a loaded machine
+        while not any(out.glob("seed*.pt")):
+            assert parent.poll() is None, "the pool finished or crashed before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            started |= _descendants(parent.pid)
+            time.sleep(0.1)
+        started |= _descendants(parent.pid)
+        parent.kill()
+        parent.wait()
+        saved = {p.name for p in out.glob("seed*.pt")}
+        assert len(saved) < 60, "the pool finished before it could be killed"
+        assert len(started) >= 2, f"expected the workers among the pool's processes, found {started}"
+        time.sleep(10)
+        survivors = [pid for pid, start in started if _running(pid, start)]
+        assert not survivors, f"processes of the killed pool still running 10 s later: {survivors}"
+        assert {p.name for p in out.glob("seed*.pt")} == saved, "a checkpoint appeared after the pool's process was killed"
+    finally:
+        parent.kill()
+        for pid, start in started:  # never leave training processes behind on the test machine
+            if _running(pid, start):
+                os.kill(pid, signal.SIGKILL)
