@@ -1,17 +1,19 @@
 """Pools: one checkpoint per model, reruns skip finished models, a killed run loses at most one model."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
-
-import dataclasses
 
 from sharplib.data import load_abalone
 from sharplib.functional import evaluate
@@ -225,15 +227,44 @@ def test_killed_pool_resumes_where_it_stopped(data_root: Path, abalone_task: Tas
 
 
 ORPHANED_POOL = """
-import sys
 from sharplib.data import load_abalone
 from sharplib.pool import train_pool
 from sharplib.train import TrainConfig
-if __name__ == "__main__":
-    task = load_abalone(sys.argv[1])
-    cfg = TrainConfig(lr=0.01, tol=0.0, min_epochs=20, max_epochs=20, device="cpu")  # about a second per model
-    train_pool("fcnn", task, cfg, list(range(60)), sys.argv[2], backend="processes", n_workers=2, progress=False)
+task = load_abalone({root!r})
+cfg = TrainConfig(lr=0.01, tol=0.0, min_epochs=20, max_epochs=20, device="cpu")  # about a second per model
+train_pool("fcnn", task, cfg, list(range(60)), {out!r}, backend="processes", n_workers=2, progress=False)
 """
+
+
+@contextlib.contextmanager
+def _pool_parent(runner: str, code: str, tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """The process that runs `code`: a plain script, or a notebook kernel started the way papermill starts it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "JUPYTER_PREFER_ENV_PATH": "1"}
+    if runner == "script":
+        script = tmp_path / "pool.py"
+        script.write_text('if __name__ == "__main__":\n' + textwrap.indent(code, "    "))
+        process = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env)
+        try:
+            yield process
+        finally:
+            process.kill()
+            process.wait()
+        return
+    from jupyter_client.manager import KernelManager
+
+    kernel = KernelManager(kernel_name="python3")
+    kernel.start_kernel(cwd=str(REPO), env=env)
+    client = kernel.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=300)
+        client.execute(code)
+        yield kernel.provisioner.process
+    finally:
+        client.stop_channels()
+        if kernel.is_alive():
+            kernel.shutdown_kernel(now=True)
+        kernel.cleanup_resources()
 
 
 def _descendants(pid: int) -> set[tuple[int, str]]:
@@ -268,34 +299,32 @@ def _running(pid: int, start: str) -> bool:
 
 
 @pytest.mark.slow
-def test_workers_die_with_a_killed_parent(data_root: Path, tmp_path: Path) -> None:
-    """Row 1 (and row 2's cause): after `kill -9` of the pool's process its spawn workers and the resource tracker
-    lived on, kept saving models, then blocked forever. Now nothing it started survives it, and nothing is saved after."""
-    script = tmp_path / "pool.py"
-    script.write_text(ORPHANED_POOL)
+@pytest.mark.parametrize("runner", ["script", "kernel"])
+def test_workers_die_with_a_killed_parent(runner: str, data_root: Path, tmp_path: Path) -> None:
+    """Rows 1 and 2: after `kill -9` of the pool's process (a script, or the notebook kernel that papermill gives up on
+    after Ctrl-C of make) its spawn workers and the resource tracker lived on, kept saving models, then blocked
+    forever, holding make's output pipe open. Now nothing it started survives it, and nothing is saved after it."""
     out = tmp_path / "pool"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    parent = subprocess.Popen([sys.executable, str(script), str(data_root), str(out)], cwd=REPO, env=env)
     started: set[tuple[int, str]] = set()
-    try:
-        deadline = time.monotonic() + 300  # generous: spawning two workers that import torch is slow on a loaded machine
-        while not any(out.glob("seed*.pt")):
-            assert parent.poll() is None, "the pool finished or crashed before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
+    with _pool_parent(runner, ORPHANED_POOL.format(root=str(data_root), out=str(out)), tmp_path) as parent:
+        try:
+            deadline = time.monotonic() + 300  # generous: spawning two workers that import torch is slow on a loaded machine
+            while not any(out.glob("seed*.pt")):
+                assert parent.poll() is None, "the pool's process ended before it could be killed"
+                assert time.monotonic() < deadline, "no checkpoint appeared"
+                started |= _descendants(parent.pid)
+                time.sleep(0.1)
             started |= _descendants(parent.pid)
-            time.sleep(0.1)
-        started |= _descendants(parent.pid)
-        parent.kill()
-        parent.wait()
-        saved = {p.name for p in out.glob("seed*.pt")}
-        assert len(saved) < 60, "the pool finished before it could be killed"
-        assert len(started) >= 2, f"expected the workers among the pool's processes, found {started}"
-        time.sleep(10)
-        survivors = [pid for pid, start in started if _running(pid, start)]
-        assert not survivors, f"processes of the killed pool still running 10 s later: {survivors}"
-        assert {p.name for p in out.glob("seed*.pt")} == saved, "a checkpoint appeared after the pool's process was killed"
-    finally:
-        parent.kill()
-        for pid, start in started:  # never leave training processes behind on the test machine
-            if _running(pid, start):
-                os.kill(pid, signal.SIGKILL)
+            parent.kill()
+            parent.wait()
+            saved = {p.name for p in out.glob("seed*.pt")}
+            assert len(saved) < 60, "the pool finished before it could be killed"
+            assert len(started) >= 2, f"expected the workers among the pool's processes, found {started}"
+            time.sleep(10)
+            survivors = [pid for pid, start in started if _running(pid, start)]
+            assert not survivors, f"processes of the killed pool still running 10 s later: {survivors}"
+            assert {p.name for p in out.glob("seed*.pt")} == saved, "a checkpoint appeared after the pool's process was killed"
+        finally:
+            for pid, start in started:  # never leave training processes behind on the test machine
+                if _running(pid, start):
+                    os.kill(pid, signal.SIGKILL)
