@@ -2,14 +2,22 @@
 the notebooks' parameters: StudyParams, AblationParams, TeachingParams).
 
 Configs are filled from a notebook's papermill `parameters` cell, so a typo or a string where
-a number belongs must stop the run with an error that names the field. `params_from_namespace`
-is the one way a notebook turns its parameters cell into such a config.
+a number belongs must stop the run, before any work, with an error that names the field.
+`params_from_namespace` is the one way a notebook turns its parameters cell into such a config.
+
+Types are refused, never converted: an integer field takes an `int` (not 2.0, not True), a
+switch a `bool` (not 1), a choice the listed value of the listed type (`p=2`, not 2.0). A
+converted value would also hash differently (2.0 vs 2 in JSON), so a pool could not resume.
+Numbers must be finite: an infinite ρ or learning rate only ever gives NaN.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import math
+import os
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from .task import resolve_device
@@ -47,31 +55,46 @@ def check_number(owner: str, name: str, value: Any, *, minimum: float | None = N
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{owner}.{name} must be {kind}, got {value!r} ({type(value).__name__})")
-    if value != value:  # NaN
-        raise ValueError(f"{owner}.{name} must be a number, got NaN")
+    if not math.isfinite(value):
+        raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
     if minimum is not None and (value <= minimum if strict else value < minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
         raise ValueError(f"{owner}.{name} must be {bound}, got {value!r}")
 
 
 def check_choice(owner: str, name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r}")
+    """Raise a ValueError naming `owner.name` unless `value` is one of `choices`, of the same type (1 is not True, 2.0 not 2)."""
+    if not any(type(value) is type(c) and value == c for c in choices):
+        raise ValueError(f"{owner}.{name} must be one of {list(choices)}, got {value!r} ({type(value).__name__})")
+
+
+def check_device(owner: str, name: str, value: Any) -> None:
+    """Raise a ValueError naming `owner.name` unless `value` is 'auto' or a device this machine has."""
+    check_text(owner, name, value)
+    try:
+        resolve_device(value)
+    except ValueError as err:
+        raise ValueError(f"{owner}.{name}: {err}") from None
+
+
+def check_writable_dir(owner: str, name: str, path: str | os.PathLike) -> Path:
+    """`path` as a Path if it is a folder this process may write, or one it may create; else a ValueError naming
+    `owner.name`. Nothing is created: the check runs before any work, so a bad folder never costs a training run."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{owner}.{name} = {str(path)!r} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{owner}.{name} = {str(path)!r} cannot be written: no write permission on {existing}")
+    return path
 
 
 def check_text(owner: str, name: str, value: Any) -> None:
     """Raise a ValueError naming `owner.name` unless `value` is a string with something in it."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"{owner}.{name} must be a non-empty string, got {value!r}")
-
-
-def check_device(owner: str, name: str, value: Any) -> None:
-    """Raise a ValueError naming `owner.name` unless `value` is a device name: 'auto', 'cpu', 'cuda' or 'cuda:N'."""
-    check_text(owner, name, value)
-    try:
-        resolve_device(value)
-    except ValueError:
-        raise ValueError(f"{owner}.{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}") from None
 
 
 def config_hash(*parts: Any) -> str:

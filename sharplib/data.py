@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from sharplib.checksums import IDX, RAW
+from sharplib.config import check_number
 from sharplib.task import Task
 
 # Canonical download locations, per dataset folder of the root.
@@ -237,6 +238,7 @@ def load_abalone(
     mirror: str | None = None,
 ) -> Task:
     """Abalone regression: 3342 train / 835 test rows, 10 standardized inputs, standardized Rings."""
+    check_number("load_abalone", "seed", seed, minimum=0, integer=True)
     x, y = read_abalone(fetch(ABALONE, root, download, mirror))
     train, test = abalone_split(len(x), seed)
     x_train, x_test = _standardize(x[train], x[test])
@@ -306,7 +308,7 @@ def load_cora(
     a transform never touches). normalize_features=True divides each row by its sum instead: a
     sensitivity check, under which the protocol's GATs stay at chance. The task's name says which.
     """
-    if normalize_features not in (True, False):
+    if not isinstance(normalize_features, bool):  # 1 is refused, as config switches refuse it
         raise ValueError(f"load_cora: normalize_features must be True or False, got {normalize_features!r}")
     data = _read_cora(root, download, mirror)
     if normalize_features:

@@ -55,3 +55,23 @@ def _predict_in_chunks(model: nn.Module, task: Task, x: Tensor, chunk: int) -> T
     if task.is_graph:  # one pass over the whole graph serves every node
         return task.predict(model, x)
     return torch.cat([task.predict(model, x[i : i + chunk]) for i in range(0, len(x), chunk)])
+
+
+def check_fits(model: nn.Module, task: Task) -> None:
+    """Raise a ValueError naming the model's class and the task unless the model runs on one training sample of the
+    task and gives what its loss needs (a graph model needs a graph task and a table model rows, one output per
+    sample for regression). Costs one forward pass, so callers check before any work rather than fail inside it."""
+    state = {k: v.to(task.device) for k, v in model.state_dict().items()}
+    was_training = model.training
+    model.eval()  # no dropout draw from the global generator, no BatchNorm statistics written
+    try:
+        with torch.no_grad():
+            out = task.predict(lambda *inputs: functional_call(model, state, inputs), task.x_train[:1])
+        if task.loss == "mse" and out.numel() != 1:
+            raise ValueError(f"it gives {out.numel()} outputs for one sample, a regression task needs 1")
+        if task.loss == "cross_entropy" and out.dim() != 2:
+            raise ValueError(f"it gives outputs of shape {list(out.shape)} for one sample, a classification task needs [1, classes]")
+    except Exception as err:
+        raise ValueError(f"model {type(model).__name__} does not fit task {task.name!r}: {type(err).__name__}: {err}") from err
+    finally:
+        model.train(was_training)

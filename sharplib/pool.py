@@ -1,17 +1,39 @@
 """Pools of models: train many seeds, checkpoint each model the moment it is done, resume.
 
-A checkpoint is one file per model (`seed0007.pt`) holding the weights, the config, its
-hash and the TrainResult, written to a temporary name and renamed, so a killed run loses
-at most the models in progress. A rerun skips every model whose file carries the same
-config hash.
+A checkpoint is one file per model (`seed0007.pt`) holding the weights, the config, the
+TrainResult, the pool's resume key and a SHA-256 digest of all of these, written to a
+temporary name and renamed, so a killed run loses at most the models in progress (the
+temporary files a killed writer leaves are removed the next time the folder is used).
+
+A rerun reuses a checkpoint only when it verifies (this package's format marker, its digest)
+and its key matches. The key (`pool_hash`) covers what makes two models interchangeable:
+arch and network variant, the data (`Task.fingerprint`, a digest of the task's tensors, so
+another file, split or preprocessing never matches) and the TrainConfig (not the device).
+A file that is not an intact checkpoint of this package is warned about and retrained; a
+checkpoint of another config or other data is retrained (overwritten) without a word.
+
+The training path is not in the key: batched (`vmap`) and sequential training agree only to
+float rounding (about 1e-4 in an FCNN's test loss), so instead a folder never mixes them.
+backend="auto" continues with the path of the models already in the folder, and an explicit
+backend that would add models of the other path is refused. (In the key, a pool resumed on a
+machine where "auto" picks the other path, GPU vs CPU, would be retrained from scratch.)
 
 Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
 "processes" runs one single-threaded worker per core (CPU convolutions use threads poorly).
+Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard,
+and they die with the process that started them, however it ends (`_die_with_parent`).
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import hashlib
+import json
 import os
+import signal
+import sys
+import threading
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -22,10 +44,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .config import config_hash
+from .config import check_choice, check_number, check_writable_dir, config_hash
+from .functional import check_fits
 from .models import build_model, check_variant
-from .task import Task, resolve_device
+from .task import Task, hash_tensors, resolve_device
 from .train import TrainConfig, TrainResult, train_batched, train_model
+
+FORMAT = "sharplib-checkpoint-2"  # a checkpoint's marker: a file without it is not one of this package's (or an older one)
+BACKENDS = ("auto", "batched", "processes")
+
 
 @dataclass(frozen=True)
 class PoolEntry:
@@ -40,9 +67,9 @@ def checkpoint_path(out_dir: Path, seed: int) -> Path:
 
 
 def pool_hash(arch: str, task: Task, cfg: TrainConfig, variant: str = "standard") -> str:
-    """What makes two trained models interchangeable: arch, network variant, dataset and config (not the device)."""
+    """What makes two trained models interchangeable: arch, network variant, data and config (not the device)."""
     values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
-    return config_hash(arch, variant, task.name, values)
+    return config_hash(arch, variant, task.name, task.fingerprint, values)
 
 
 def init_model(arch: str, cfg: TrainConfig, variant: str = "standard") -> nn.Module:
@@ -50,38 +77,106 @@ def init_model(arch: str, cfg: TrainConfig, variant: str = "standard") -> nn.Mod
     return build_model(arch, torch.Generator().manual_seed(cfg.seed), cfg.init, variant)
 
 
+class CheckpointError(ValueError):
+    """A file where a checkpoint belongs that is not an intact checkpoint of this package."""
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's content but the digest: the weights' bytes and everything else as JSON."""
+    digest = hashlib.sha256(json.dumps({k: v for k, v in payload.items() if k not in ("digest", "state_dict")}, sort_keys=True).encode())
+    hash_tensors(digest, payload["state_dict"])
+    return digest.hexdigest()
+
+
 def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: nn.Module, result: TrainResult, variant: str = "standard") -> None:
     payload = {
-        "arch": arch, "variant": variant, "task": task.name, "config": dataclasses.asdict(cfg),
-        "config_hash": pool_hash(arch, task, cfg, variant),
+        "format": FORMAT, "arch": arch, "variant": variant, "task": task.name, "data": task.fingerprint,
+        "config": dataclasses.asdict(cfg), "config_hash": pool_hash(arch, task, cfg, variant),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "result": result.as_dict(), "torch_version": torch.__version__, "device": str(resolve_device(cfg.device)),
+        "result": result.as_dict(), "torch_version": str(torch.__version__), "device": str(resolve_device(cfg.device)),
     }
+    payload["digest"] = _digest(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
+    try:
+        torch.save(payload, tmp)
+        if _orphaned():  # a worker whose pool is gone must not add a model to it
+            tmp.unlink()
+            os._exit(1)
+        os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _verified(path: Path) -> dict[str, Any]:
+    """The contents of the checkpoint at `path`, or a CheckpointError saying why it is not an intact one of ours."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # plain data and tensors: a foreign pickle runs no code
+    except Exception as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path} is not readable as a checkpoint ({type(err).__name__}: {first_line})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this sharplib version (no {FORMAT!r} marker)")
+    try:
+        intact = payload["digest"] == _digest(payload)
+    except Exception:  # a missing field or one of the wrong type: not what save_checkpoint wrote
+        intact = False
+    if not intact:
+        raise CheckpointError(f"{path} is damaged: its content does not match the SHA-256 digest saved with it")
+    return payload
 
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint's contents, or None when it is missing or unreadable (then it is retrained)."""
+    """The checkpoint's contents; None when it is missing, and (with a warning) when it is not intact: then it is retrained."""
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a truncated file from another tool: warn and retrain, never crash the pool
-        warnings.warn(f"unreadable checkpoint {path} ({err}); it will be retrained")
+        return _verified(path)
+    except CheckpointError as err:  # never reused, never a crash of the pool
+        warnings.warn(f"{err}; it is not reused (the pool retrains its seed)")
         return None
 
 
 def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained model (eval mode, CPU) of the checkpoint's arch and variant, and its checkpoint contents."""
-    payload = read_checkpoint(Path(path))
-    if payload is None:
-        raise FileNotFoundError(f"no readable checkpoint at {path}")
+    """A trained model (eval mode, CPU) of the checkpoint's arch and variant, and its checkpoint contents.
+
+    Raises FileNotFoundError when there is no file, CheckpointError (a ValueError) when it is not intact."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    payload = _verified(path)
     model = build_model(payload["arch"], torch.Generator().manual_seed(0), payload["config"]["init"], payload["variant"])
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload
+
+
+def _remove_stale_tmp(out_dir: Path) -> None:
+    """Delete `.seed0003.pt.<pid>.tmp` files whose writer is gone (a killed run); a live writer's file stays."""
+    for tmp in out_dir.glob(".seed*.pt.*.tmp"):
+        pid = tmp.name.split(".")[-2]
+        if not (pid.isdigit() and _alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        pass
+    return True
+
+
+def _check_seeds(seeds: Any) -> list[int]:
+    seeds = list(seeds)
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad or not seeds or len(set(seeds)) != len(seeds):
+        why = f"{bad[0]!r} ({type(bad[0]).__name__}) is not an integer >= 0" if bad else "empty or repeated"
+        raise ValueError(f"train_pool: seeds must be a non-empty list of distinct integers >= 0; {why}: {seeds!r}")
+    return seeds
 
 
 def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: str | Path, *, variant: str = "standard",
@@ -89,23 +184,27 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
     """Train one model per seed (cfg with its seed replaced) and checkpoint each in `out_dir`.
 
     variant: the network variant of `arch` (models.VARIANTS); "standard" is the study's.
-    backend: "auto" (batched on CUDA or for the FCNN, else processes), "batched", "processes".
+    backend: "auto" (the path of the models already in `out_dir`, else batched on CUDA or for the FCNN,
+    else processes), "batched", "processes".
     n_workers: worker processes for "processes" (default: one per core); 1 trains in this process.
     batch_models: how many models one vmapped stack holds.
+    Every argument is checked before any model is trained.
     """
-    if len(set(seeds)) != len(seeds) or not seeds:
-        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    seeds = _check_seeds(seeds)
     check_variant(arch, variant)
-    out_dir = Path(out_dir)
-    done: dict[int, PoolEntry] = {}
-    todo = []
-    for seed in seeds:
-        payload = read_checkpoint(checkpoint_path(out_dir, seed))
-        if payload is not None and payload["config_hash"] == pool_hash(arch, task, dataclasses.replace(cfg, seed=seed), variant):
-            done[seed] = PoolEntry(seed, checkpoint_path(out_dir, seed), TrainResult(**payload["result"]), reused=True)
-        else:
-            todo.append(seed)
-    backend = _pick_backend(backend, arch, cfg)
+    check_choice("train_pool", "backend", backend, BACKENDS)
+    if n_workers is not None:
+        check_number("train_pool", "n_workers", n_workers, minimum=1, integer=True)
+    check_number("train_pool", "batch_models", batch_models, minimum=1, integer=True)
+    out_dir = check_writable_dir("train_pool", "out_dir", out_dir)
+    check_fits(init_model(arch, cfg, variant), task)  # a GAT on a table fails here, not in a worker after the others trained
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(out_dir)
+
+    members = _members(arch, variant, task, cfg, out_dir)
+    done = {s: PoolEntry(s, checkpoint_path(out_dir, s), TrainResult(**members[s]["result"]), reused=True) for s in seeds if s in members}
+    todo = [s for s in seeds if s not in done]
+    backend = _pick_backend(backend, arch, cfg, {m["result"]["trained_by"] for m in members.values()}, bool(todo), out_dir)
     bar = tqdm(total=len(seeds), initial=len(done), desc=f"train {arch}", disable=not progress)
 
     def record(seed: int, result: TrainResult) -> None:
@@ -120,12 +219,33 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
     return [done[s] for s in seeds]
 
 
-def _pick_backend(backend: str, arch: str, cfg: TrainConfig) -> str:
-    if backend not in ("auto", "batched", "processes"):
-        raise ValueError(f"backend must be 'auto', 'batched' or 'processes', got {backend!r}")
-    if backend != "auto":
-        return backend
-    return "batched" if resolve_device(cfg.device).type == "cuda" or arch == "fcnn" else "processes"
+def _members(arch: str, variant: str, task: Task, cfg: TrainConfig, out_dir: Path) -> dict[int, dict[str, Any]]:
+    """The intact checkpoints in `out_dir` of this pool (its key with their seed), by seed: requested or not."""
+    members = {}
+    for path in sorted(out_dir.glob("seed*.pt")):
+        seed = path.name[4:-3]
+        if not seed.isdigit() or path != checkpoint_path(out_dir, int(seed)):
+            continue
+        payload = read_checkpoint(path)
+        if payload is not None and payload["config_hash"] == pool_hash(arch, task, dataclasses.replace(cfg, seed=int(seed)), variant):
+            members[int(seed)] = payload
+    return members
+
+
+def _pick_backend(backend: str, arch: str, cfg: TrainConfig, folder_paths: set[str], training: bool, out_dir: Path) -> str:
+    """The backend to train with, such that the pool's models in `out_dir` all come from one training path."""
+    if backend == "auto" and len(folder_paths) == 1:
+        backend = "batched" if folder_paths == {"batched"} else "processes"  # carry on as the folder began
+    elif backend == "auto":
+        backend = "batched" if resolve_device(cfg.device).type == "cuda" or arch == "fcnn" else "processes"
+    path = "batched" if backend == "batched" else "sequential"
+    if training and folder_paths - {path}:
+        raise ValueError(
+            f"train_pool: {out_dir} holds models of this pool trained {' and '.join(sorted(folder_paths))}, and backend={backend!r} "
+            f"would add models trained {path}. The two paths agree only to float rounding (about 1e-4 in test loss), "
+            "so one pool folder does not mix them: pass the backend the folder began with (or 'auto'), or another out_dir."
+        )
+    return backend
 
 
 def _train_batched_groups(arch, variant, task, cfg, seeds, out_dir, batch_models, record) -> None:
@@ -146,13 +266,41 @@ def _train_one(arch: str, variant: str, task: Task, cfg: TrainConfig, out_dir: P
     return result
 
 
+# ---------------------------------------------------------------- worker processes
+
 _WORKER_TASK: Task | None = None  # set once per worker process, so the dataset crosses the pipe once
+_PARENT_PID: int | None = None  # in a worker: the process that started it; None in any other process
 
 
-def _init_worker(task: Task) -> None:
-    global _WORKER_TASK
+def _init_worker(task: Task, parent_pid: int) -> None:
+    global _WORKER_TASK, _PARENT_PID
+    _WORKER_TASK, _PARENT_PID = task, parent_pid
+    _die_with_parent(parent_pid)
     torch.set_num_threads(1)
-    _WORKER_TASK = task
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the process that started it is gone, however it ended (SIGKILL included).
+
+    Otherwise an orphaned worker goes on training and saving models into a pool nobody runs, then
+    blocks forever on its pipe (a notebook kernel killed by papermill, a script killed by hand).
+    Linux's parent-death signal acts at once but follows the parent *thread* that started the
+    worker; the watchdog thread follows the parent process itself, within a fraction of a second.
+    """
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:  # an orphan is re-parented (to init or a subreaper)
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sharplib-watch-parent", daemon=True).start()
+
+
+def _orphaned() -> bool:
+    return _PARENT_PID is not None and os.getppid() != _PARENT_PID
 
 
 def _train_one_in_worker(arch, variant, cfg, out_dir) -> TrainResult:
@@ -167,8 +315,17 @@ def _train_in_processes(arch, variant, task, cfg, seeds, out_dir, n_workers, rec
         for c in cfgs:
             record(c.seed, _train_one(arch, variant, task, c, out_dir))
         return
+    _ = task.fingerprint  # hashed once here; the workers' copies carry it
     context = torch.multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock
-    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker, initargs=(task.to("cpu"),)) as executor:
+    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker, initargs=(task.to("cpu"), os.getpid())) as executor:
         futures = {executor.submit(_train_one_in_worker, arch, variant, c, out_dir): c.seed for c in cfgs}
-        for future in as_completed(futures):
-            record(futures[future], future.result())
+        try:
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+        except BaseException:
+            # Ctrl-C or a failed model: stop the other workers now, rather than wait for their models to finish
+            # (the executor's exit waits for running jobs). A killed worker leaves at most a temporary file.
+            for process in list((executor._processes or {}).values()):
+                process.kill()
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise

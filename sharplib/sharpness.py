@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch_geometric.nn import MessagePassing
 
-from .config import check_choice, check_number, config_from_dict
-from .functional import Params, batch_loss, split_state
+from .config import check_choice, check_device, check_number, config_from_dict
+from .functional import Params, batch_loss, check_fits, split_state
 from .task import Task, resolve_device
 
 
@@ -97,7 +97,7 @@ class SharpnessConfig:
             if getattr(self, hook) and (self.p, self.kind, self.step, self.random_start) != ("inf", "worst", "gradient", False):
                 raise ValueError(f"{name}.{hook} is one of the notebooks' ℓ∞ gradient ascents: it needs p='inf', kind='worst', "
                                  f"step='gradient', random_start=False")
-        resolve_device(self.device)
+        check_device(name, "device", self.device)
 
     @property
     def hooks(self) -> tuple[str, ...]:
@@ -376,6 +376,18 @@ def summarize(unperturbed: Tensor, trace: Tensor, cfg: SharpnessConfig, seconds:
     )
 
 
+def _check_one_architecture(models: list[nn.Module]) -> None:
+    """All models run through the first one's forward pass: refuse other classes or other parameter shapes."""
+    classes = {type(m) for m in models}
+    if len(classes) > 1:
+        names = ", ".join(sorted(c.__name__ for c in classes))
+        raise ValueError(f"estimate_pool_sharpness takes models of one architecture per call, got {names}: call it once per architecture")
+    shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in models]
+    for i, other in enumerate(shapes[1:], start=1):
+        if other != shapes[0]:
+            raise ValueError(f"model {i} ({type(models[i]).__name__}) has other parameters or shapes than model 0: one call takes models of one architecture")
+
+
 def _device_for(models: list[nn.Module], task: Task, cfg: SharpnessConfig) -> torch.device:
     if cfg.batch_size > task.n_train:
         raise ValueError(f"SharpnessConfig.batch_size = {cfg.batch_size} is larger than the {task.n_train} training samples of task {task.name!r}")
@@ -450,8 +462,10 @@ def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessC
     """
     if not models:
         raise ValueError("estimate_pool_sharpness needs at least one model")
+    _check_one_architecture(models)
     device = _device_for(models, task, cfg)
     task = task.to(device)
+    check_fits(models[0], task)
     # An estimator that needs other random inputs than `draw`'s brings its own `draw` (reference.epoch_ascent).
     draws = getattr(estimator, "draw", draw)(task.n_train, split_state(models[0])[0], cfg).to(device)
     chunk = models_per_call or (len(models) if device.type == "cuda" else 1)

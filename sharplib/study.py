@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .config import check_choice, check_device, check_number, check_text, params_from_namespace
+from .config import check_choice, check_device, check_number, check_text, check_writable_dir, params_from_namespace
 from .pool import PoolEntry
 from .protocol import TABLE1, sharpness_config, spec, train_config
 from .sharpness import SharpnessConfig, SharpnessResult
@@ -77,6 +77,7 @@ class StudyParams:
         if self.data_root is not None:
             check_text(name, "data_root", self.data_root)
         check_device(name, "device", self.device)
+        check_writable_dir(name, "results_dir", self.results_dir)  # here, in the parameters cell, not after training
 
     @classmethod
     def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "StudyParams":

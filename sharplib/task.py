@@ -6,11 +6,18 @@ for a graph (Cora) a sample is a node id, and every forward pass sees the whole 
 (`node_features`, `edge_index`) before the rows of the sampled nodes are picked.
 That one convention lets training and the sharpness estimator index batches the
 same way for all three architectures.
+
+`Task.fingerprint` is a SHA-256 of the task's content, the data part of a pool's resume key.
+It is computed from the tensors, not recorded by the loader: a loader's record would survive
+`dataclasses.replace` (a subset, another split pasted in) and name data the task no longer
+holds, whereas the content changes with every file, split and preprocessing option.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Literal
+from functools import cached_property
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +55,13 @@ class Task:
         if (self.node_features is None) != (self.edge_index is None):
             raise ValueError(f"Task {self.name!r}: a graph task needs both node_features and edge_index")
 
+    @cached_property
+    def fingerprint(self) -> str:
+        """SHA-256 of the name, the loss and every tensor (dtype, shape, bytes): equal only for the same data."""
+        digest = hashlib.sha256(f"{self.name}:{self.loss};".encode())
+        hash_tensors(digest, {f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)})
+        return digest.hexdigest()
+
     @property
     def is_graph(self) -> bool:
         return self.edge_index is not None
@@ -63,7 +77,10 @@ class Task:
     def to(self, device: str | torch.device) -> "Task":
         """A copy of the task with every tensor on `device`."""
         moved = {f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), Tensor)}
-        return replace(self, **moved)
+        copy = replace(self, **moved)
+        if "fingerprint" in self.__dict__:  # same content: keep the hash (a pool's workers get the task this way)
+            copy.__dict__["fingerprint"] = self.fingerprint
+        return copy
 
     def predict(self, call: Callable[..., Tensor], x: Tensor) -> Tensor:
         """Outputs of the network `call` for the samples `x` (rows, or node ids of the graph)."""
@@ -82,11 +99,30 @@ class Task:
         return losses if weights is None else (weights * losses).sum()
 
 
+def hash_tensors(digest: Any, tensors: dict[str, Tensor]) -> None:
+    """Feed each tensor's name, dtype, shape and bytes into the hashlib object `digest`, in the dict's order."""
+    for name, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else is passed to torch.device."""
-    if str(device) == "auto":
+    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' and 'cuda:N' only when this machine has that device.
+
+    Checked here, where configs are built, so a missing GPU is reported with the parameter that asked for it
+    rather than later by torch ("Found no NVIDIA driver").
+    """
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as err:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no usable CUDA device (torch.cuda.is_available() is False)")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    return resolved

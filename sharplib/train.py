@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value, stack_module_state, vmap
 
-from .config import check_choice, check_number, config_from_dict
+from .config import check_choice, check_device, check_number, config_from_dict
 from .functional import Params, batch_loss, evaluate, split_state
 from .task import Task, resolve_device
 
@@ -63,7 +63,7 @@ class TrainConfig:
             check_number("TrainConfig", "train_mode_epochs", self.train_mode_epochs, minimum=1, integer=True)
         if self.min_epochs > self.max_epochs:
             raise ValueError(f"TrainConfig.min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})")
-        resolve_device(self.device)
+        check_device("TrainConfig", "device", self.device)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

@@ -1,20 +1,26 @@
 """Pools: one checkpoint per model, reruns skip finished models, a killed run loses at most one model."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
 
-from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, train_pool
+from sharplib.data import load_abalone
+from sharplib.functional import evaluate
+from sharplib.pool import CheckpointError, checkpoint_path, init_model, load_model, read_checkpoint, train_pool
 from sharplib.protocol import train_config
 from sharplib.task import Task
-from sharplib.train import train_model
+from sharplib.train import TrainConfig, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,6 +78,114 @@ def test_bad_seeds_and_backend(abalone_task: Task, tmp_path: Path) -> None:
         train_pool("fcnn", abalone_task, cfg, [1], tmp_path, backend="threads")
 
 
+# ---------------------------------------------------------------- issue #12: what a careful user tried
+
+def _flip(path: Path, data: bytes, offset: int, n: int = 8) -> None:
+    """Invert n bytes of `path`, `offset` bytes into the first place where `data` occurs."""
+    raw = path.read_bytes()
+    at = raw.index(data) + offset
+    path.write_bytes(raw[:at] + bytes(b ^ 0xFF for b in raw[at : at + n]) + raw[at + n :])
+
+
+def test_damaged_checkpoint_is_retrained_not_reused(abalone_task: Task, tmp_path: Path) -> None:
+    """Row 3: 8 bytes flipped inside a weight tensor; the old code reused the model (its test loss no longer its own)."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    train_pool("fcnn", abalone_task, cfg, [0], tmp_path, progress=False)
+    path = checkpoint_path(tmp_path, 0)
+    weight = load_model(path)[0].fc2.weight.detach()
+    _flip(path, weight.numpy().tobytes()[:64], offset=400)
+    with pytest.raises(CheckpointError, match="seed0000.pt is damaged"):
+        load_model(path)
+    with pytest.warns(UserWarning, match="seed0000.pt is damaged"):
+        (entry,) = train_pool("fcnn", abalone_task, cfg, [0], tmp_path, progress=False)
+    assert not entry.reused
+    model, payload = load_model(entry.checkpoint)
+    assert evaluate(model, abalone_task)[0] == pytest.approx(payload["result"]["test_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("foreign", [{"foo": 1}, [1, 2], {"config_hash": "x", "result": {}}, {"format": "sharplib-checkpoint-2"}])
+def test_foreign_file_is_retrained_not_a_crash(foreign: object, abalone_task: Task, tmp_path: Path) -> None:
+    """Row 5: a valid torch file that is not a checkpoint of ours crashed the pool (KeyError, TypeError)."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    torch.save(foreign, checkpoint_path(tmp_path, 1))
+    with pytest.raises(CheckpointError, match="seed0001.pt"):
+        load_model(checkpoint_path(tmp_path, 1))
+    with pytest.warns(UserWarning, match="seed0001.pt is (not a checkpoint|damaged)"):
+        (entry,) = train_pool("fcnn", abalone_task, cfg, [1], tmp_path, progress=False)
+    assert not entry.reused and read_checkpoint(entry.checkpoint) is not None
+
+
+def test_other_data_is_not_reused(data_root: Path, abalone_task: Task, tmp_path: Path) -> None:
+    """Row 4: the resume key held the task's name, so a pool on another split was reused whole."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    train_pool("fcnn", abalone_task, cfg, [0, 1], tmp_path, progress=False)
+    again = train_pool("fcnn", load_abalone(data_root), cfg, [0, 1], tmp_path, progress=False)  # the same data, read again
+    assert all(e.reused for e in again)
+    other_split = train_pool("fcnn", load_abalone(data_root, seed=7), cfg, [0, 1], tmp_path, progress=False)
+    assert not any(e.reused for e in other_split)
+    fewer_rows = dataclasses.replace(abalone_task, x_train=abalone_task.x_train[:1000], y_train=abalone_task.y_train[:1000])
+    assert not any(e.reused for e in train_pool("fcnn", fewer_rows, cfg, [0, 1], tmp_path, progress=False))
+
+
+def test_one_folder_never_mixes_batched_and_sequential_models(abalone_task: Task, tmp_path: Path) -> None:
+    """Row 12: batched and sequential training differ by ~1e-4; the key ignored the backend, so a folder mixed them."""
+    cfg = train_config("fcnn", max_epochs=2, device="cpu")
+    train_pool("fcnn", abalone_task, cfg, [0, 1], tmp_path, backend="batched", progress=False)
+    with pytest.raises(ValueError, match="trained batched, and backend='processes' would add models trained sequential"):
+        train_pool("fcnn", abalone_task, cfg, [0, 1, 2], tmp_path, backend="processes", n_workers=1, progress=False)
+    assert not checkpoint_path(tmp_path, 2).exists()
+    # "auto" carries on the way the folder began (for the FCNN it would otherwise pick batched).
+    other = tmp_path / "sequential"
+    train_pool("fcnn", abalone_task, cfg, [0], other, backend="processes", n_workers=1, progress=False)
+    entries = train_pool("fcnn", abalone_task, cfg, [0, 1], other, progress=False)
+    assert [e.result.trained_by for e in entries] == ["sequential", "sequential"] and [e.reused for e in entries] == [True, False]
+
+
+def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sharplib.pool as pool
+
+    for name in ("train_batched", "train_model"):
+        monkeypatch.setattr(pool, name, lambda *a, **k: pytest.fail("a model was trained before the bad input was refused"))
+
+
+def test_out_dir_that_cannot_be_created_is_refused_before_training(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 8: every model trained first, then NotADirectoryError."""
+    _no_training(monkeypatch)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="train_pool.out_dir .* cannot be created: .*a-file is not a folder"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", device="cpu"), [0, 1], tmp_path / "a-file" / "pool", progress=False)
+
+
+@pytest.mark.parametrize("seeds", [[0.5], [1.0], [True], [-1], [], "01"])
+def test_seeds_that_are_not_integers_are_refused(seeds: object, abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 9: seeds=[0.5] failed with `Unknown format code 'd' for object of type 'float'`."""
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="train_pool: seeds must be"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", device="cpu"), seeds, tmp_path, progress=False)
+
+
+def test_a_model_that_does_not_fit_the_task_is_refused_before_training(abalone_task: Task, cora_task: Task, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 11: a GAT on Abalone failed inside training (`GAT.forward() missing ... 'edge_index'`)."""
+    _no_training(monkeypatch)
+    with pytest.raises(ValueError, match="model GAT does not fit task 'abalone'"):
+        train_pool("gat", abalone_task, train_config("gat", device="cpu"), [0, 1], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="model FCNN does not fit task 'cora'"):
+        train_pool("fcnn", cora_task, train_config("fcnn", device="cpu"), [0, 1], tmp_path, progress=False)
+
+
+def test_stale_temporary_files_are_removed(abalone_task: Task, tmp_path: Path) -> None:
+    """Row 10: `.seed0003.pt.<pid>.tmp` of a killed writer stayed forever."""
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    stale = tmp_path / f".seed0003.pt.{gone.pid}.tmp"
+    live = tmp_path / f".seed0004.pt.{os.getpid()}.tmp"  # a writer that is still running keeps its file
+    stale.write_bytes(b"half a model")
+    live.write_bytes(b"half a model")
+    train_pool("fcnn", abalone_task, train_config("fcnn", max_epochs=1, device="cpu"), [0], tmp_path, progress=False)
+    assert not stale.exists() and live.exists()
+
+
 KILLED_POOL = """
 import sys
 from sharplib.data import load_abalone
@@ -110,3 +224,107 @@ def test_killed_pool_resumes_where_it_stopped(data_root: Path, abalone_task: Tas
         seed_cfg = train_config("fcnn", max_epochs=4, seed=entry.seed, device="cpu")
         reference, _ = train_model(init_model("fcnn", seed_cfg), abalone_task, seed_cfg)
         assert _same_weights(model, reference), f"seed {entry.seed}"
+
+
+ORPHANED_POOL = """
+from sharplib.data import load_abalone
+from sharplib.pool import train_pool
+from sharplib.train import TrainConfig
+task = load_abalone({root!r})
+cfg = TrainConfig(lr=0.01, tol=0.0, min_epochs=20, max_epochs=20, device="cpu")  # about a second per model
+train_pool("fcnn", task, cfg, list(range(60)), {out!r}, backend="processes", n_workers=2, progress=False)
+"""
+
+
+@contextlib.contextmanager
+def _pool_parent(runner: str, code: str, tmp_path: Path) -> Iterator[subprocess.Popen]:
+    """The process that runs `code`: a plain script, or a notebook kernel started the way papermill starts it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "JUPYTER_PREFER_ENV_PATH": "1"}
+    if runner == "script":
+        script = tmp_path / "pool.py"
+        script.write_text('if __name__ == "__main__":\n' + textwrap.indent(code, "    "))
+        process = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env=env)
+        try:
+            yield process
+        finally:
+            process.kill()
+            process.wait()
+        return
+    from jupyter_client.manager import KernelManager
+
+    kernel = KernelManager(kernel_name="python3")
+    kernel.start_kernel(cwd=str(REPO), env=env)
+    client = kernel.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=300)
+        client.execute(code)
+        yield kernel.provisioner.process
+    finally:
+        client.stop_channels()
+        if kernel.is_alive():
+            kernel.shutdown_kernel(now=True)
+        kernel.cleanup_resources()
+
+
+def _descendants(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every process below `pid`: the start time tells a later process with a reused pid apart."""
+    found, todo = set(), [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                found.add((child, _start_time(child)))
+                todo.append(child)
+    return found
+
+
+def _start_time(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _running(pid: int, start: str) -> bool:
+    """Alive and not a zombie (an orphan that died but that no init has reaped yet is gone for our purposes)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return _start_time(pid) == start and state not in ("Z", "X")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner", ["script", "kernel"])
+def test_workers_die_with_a_killed_parent(runner: str, data_root: Path, tmp_path: Path) -> None:
+    """Rows 1 and 2: after `kill -9` of the pool's process (a script, or the notebook kernel that papermill gives up on
+    after Ctrl-C of make) its spawn workers and the resource tracker lived on, kept saving models, then blocked
+    forever, holding make's output pipe open. Now nothing it started survives it, and nothing is saved after it."""
+    out = tmp_path / "pool"
+    started: set[tuple[int, str]] = set()
+    with _pool_parent(runner, ORPHANED_POOL.format(root=str(data_root), out=str(out)), tmp_path) as parent:
+        try:
+            deadline = time.monotonic() + 300  # generous: spawning two workers that import torch is slow on a loaded machine
+            while not any(out.glob("seed*.pt")):
+                assert parent.poll() is None, "the pool's process ended before it could be killed"
+                assert time.monotonic() < deadline, "no checkpoint appeared"
+                started |= _descendants(parent.pid)
+                time.sleep(0.1)
+            started |= _descendants(parent.pid)
+            parent.kill()
+            parent.wait()
+            saved = {p.name for p in out.glob("seed*.pt")}
+            assert len(saved) < 60, "the pool finished before it could be killed"
+            assert len(started) >= 2, f"expected the workers among the pool's processes, found {started}"
+            time.sleep(10)
+            survivors = [pid for pid, start in started if _running(pid, start)]
+            assert not survivors, f"processes of the killed pool still running 10 s later: {survivors}"
+            assert {p.name for p in out.glob("seed*.pt")} == saved, "a checkpoint appeared after the pool's process was killed"
+        finally:
+            for pid, start in started:  # never leave training processes behind on the test machine
+                if _running(pid, start):
+                    os.kill(pid, signal.SIGKILL)

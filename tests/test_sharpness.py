@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -198,10 +199,22 @@ def test_frac_below_counts_restarts_that_lose(trained, tasks) -> None:
 
 # ---------------------------------------------------------------- bad input, and the model left alone
 
-@pytest.mark.parametrize("field, value", [("rho", -0.1), ("n_restarts", 0), ("p", 3), ("kind", "best"), ("n_steps", 1.5)])
+@pytest.mark.parametrize("field, value", [
+    ("rho", -0.1), ("n_restarts", 0), ("p", 3), ("kind", "best"), ("n_steps", 1.5),
+    # Issue #12, rows 6 and 7: infinite or NaN numbers, a GPU the machine lacks; and switches of another type,
+    # refused rather than converted (2.0 == 2 and 1 == True would pass a plain `in` test and hash differently).
+    ("rho", math.inf), ("rho", math.nan), ("lr", math.inf), ("step_size", math.inf),
+    ("p", 2.0), ("p", math.inf), ("adaptive", 1), ("random_start", 0), ("device", "cuda:99"),
+])
 def test_bad_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"SharpnessConfig.{field}"):
         SharpnessConfig.from_dict({"rho": 0.1, "lr": 0.1, field: value})
+
+
+def test_a_gpu_that_is_not_there_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="SharpnessConfig.device"):
+        SharpnessConfig(rho=0.1, lr=0.1, device="cuda")
 
 
 def test_gradient_step_needs_the_learning_rate() -> None:
@@ -212,6 +225,22 @@ def test_gradient_step_needs_the_learning_rate() -> None:
 def test_batch_larger_than_the_training_set(trained, tasks) -> None:
     with pytest.raises(ValueError, match="batch_size = 141 .* 140 training samples"):
         estimate_sharpness(trained["gat"], tasks["gat"], _cfg("gat", batch_size=141))
+
+
+# Issue #12, row 11: models of two architectures in one call, or a model on a task it cannot run on, failed deep
+# inside the ascent (`FCNN has no attribute 'conv1'`, `GAT.forward() missing ... 'edge_index'`).
+def test_models_of_different_architectures_are_refused(trained, tasks) -> None:
+    with pytest.raises(ValueError, match="one architecture per call, got FCNN, GAT"):
+        estimate_pool_sharpness([trained["fcnn"], trained["gat"]], tasks["fcnn"], _cfg("fcnn"))
+    wider = nn.Sequential(nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 1))
+    with pytest.raises(ValueError, match="model 1 .* other parameters or shapes"):
+        estimate_pool_sharpness([nn.Sequential(nn.Linear(10, 4), nn.ReLU(), nn.Linear(4, 1)), wider], tasks["fcnn"], _cfg("fcnn"))
+
+
+@pytest.mark.parametrize("arch, on", [("gat", "fcnn"), ("fcnn", "gat"), ("lenet5", "fcnn"), ("fcnn", "lenet5")])
+def test_a_model_that_does_not_fit_the_task_is_refused(arch: str, on: str, trained, tasks) -> None:
+    with pytest.raises(ValueError, match=f"model {type(trained[arch]).__name__} does not fit task {tasks[on].name!r}"):
+        estimate_sharpness(trained[arch], tasks[on], _cfg(on))
 
 
 def test_model_on_another_device_than_the_task(trained, tasks) -> None:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from sharplib.config import check_device, check_text, params_from_namespace
 from sharplib.stats import KendallResult
@@ -76,10 +78,26 @@ def test_check_device_names_the_field(value: object, message: str) -> None:
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("field, value", [("n_models", 0), ("n_models", "50"), ("rho", -1.0), ("profile", "huge"), ("device", "gpu0"), ("n_restarts", 2.5)])
+@pytest.mark.parametrize("field, value", [("n_models", 0), ("n_models", "50"), ("rho", -1.0), ("profile", "huge"), ("device", "gpu0"), ("n_restarts", 2.5),
+                                          ("rho", math.inf), ("device", "cuda:99")])
 def test_bad_values_name_the_parameter(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field if field != "device" else "device"):
         StudyParams("fcnn", **{field: value})
+
+
+# Issue #12, rows 6 and 8: checked in the notebook's parameters cell, not when training reaches them.
+def test_a_gpu_that_is_not_there_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="parameter.device: device 'cuda' asked for"):
+        StudyParams("fcnn", device="cuda")
+
+
+def test_a_results_dir_that_cannot_be_created_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ValueError, match="parameter.results_dir .* cannot be created: .*a-file is not a folder"):
+        StudyParams("fcnn", results_dir=str(tmp_path / "a-file" / "results"))
+    assert StudyParams("fcnn", results_dir=str(tmp_path / "new" / "results")).results_dir  # creatable: fine, and not created yet
+    assert not (tmp_path / "new").exists()
 
 
 def test_results_round_trip(tmp_path: Path) -> None:

@@ -28,6 +28,23 @@ def test_bad_config_names_the_field(field: str, value: object, message: str) -> 
         TrainConfig.from_dict({"lr": 0.1, field: value})
 
 
+# Issue #12, row 7: an infinite learning rate was accepted and only ever gave NaN.
+@pytest.mark.parametrize("field, value", [("lr", math.inf), ("lr", math.nan), ("tol", math.inf), ("weight_decay", math.inf)])
+def test_non_finite_numbers_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} must be a finite number"):
+        TrainConfig.from_dict({"lr": 0.1, field: value})
+
+
+# Issue #12, row 6: a GPU the machine lacks was accepted; torch failed later, naming no parameter.
+def test_a_device_the_machine_lacks_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="TrainConfig.device"):
+        TrainConfig(lr=0.1, device=f"cuda:{torch.cuda.device_count()}")  # one past the last GPU, or no GPU at all
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="TrainConfig.device: device 'cuda' asked for, but this machine has no usable CUDA"):
+        TrainConfig(lr=0.1, device="cuda")
+    assert TrainConfig(lr=0.1, device="auto").device == "auto"
+
+
 def test_unknown_field_is_named() -> None:
     with pytest.raises(ValueError, match="momentum"):
         TrainConfig.from_dict({"lr": 0.1, "momentum": 0.9})
