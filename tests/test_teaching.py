@@ -100,7 +100,7 @@ def test_grids_come_out_sorted_without_repeats():
     ({"rho_grid": [0.01, float("nan")]}, "parameter.rho_grid must be a list"),
     ({"device": None}, "parameter.device must be a non-empty string, got None"),
     ({"show_solutions": "yes"}, "parameter.show_solutions must be True or False, got 'yes'"),
-    ({"device": "gpu"}, "parameter.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
+    ({"device": "gpu"}, "parameter.device: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     ({"results_dir": ""}, "parameter.results_dir must be a non-empty string"),
 ])
 def test_bad_parameters_are_named(overrides, message):
