@@ -6,7 +6,8 @@ at most the models in progress. A rerun skips every model whose file carries the
 config hash.
 
 Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
-"processes" runs one single-threaded worker per core (CPU convolutions use threads poorly).
+"processes" runs one single-threaded worker per core (CPU convolutions use threads poorly);
+"ray" sends them to Ray tasks on a cluster (cluster.py) and writes their checkpoints here.
 """
 from __future__ import annotations
 
@@ -89,9 +90,10 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
     """Train one model per seed (cfg with its seed replaced) and checkpoint each in `out_dir`.
 
     variant: the network variant of `arch` (models.VARIANTS); "standard" is the study's.
-    backend: "auto" (batched on CUDA or for the FCNN, else processes), "batched", "processes".
+    backend: "auto" (batched on CUDA or for the FCNN, else processes), "batched", "processes", "ray"
+        (Ray tasks: `cluster.train_on_ray`; needs the cluster extra).
     n_workers: worker processes for "processes" (default: one per core); 1 trains in this process.
-    batch_models: how many models one vmapped stack holds.
+    batch_models: how many models one vmapped stack holds (for "ray": on a GPU worker).
     """
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds must be a non-empty list of distinct integers, got {seeds!r}")
@@ -114,15 +116,22 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
 
     if todo and backend == "batched":
         _train_batched_groups(arch, variant, task, cfg, todo, out_dir, batch_models, record)
+    elif todo and backend == "ray":
+        from .cluster import train_on_ray  # Ray is an optional extra: imported only when asked for
+
+        train_on_ray(arch, variant, task, cfg, todo, out_dir, batch_models, record)
     elif todo:
         _train_in_processes(arch, variant, task, cfg, todo, out_dir, n_workers, record)
     bar.close()
     return [done[s] for s in seeds]
 
 
+BACKENDS = ("auto", "batched", "processes", "ray")
+
+
 def _pick_backend(backend: str, arch: str, cfg: TrainConfig) -> str:
-    if backend not in ("auto", "batched", "processes"):
-        raise ValueError(f"backend must be 'auto', 'batched' or 'processes', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
     return "batched" if resolve_device(cfg.device).type == "cuda" or arch == "fcnn" else "processes"
