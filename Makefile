@@ -41,6 +41,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# Ray, the optional cluster back end: the tests use it.
+$(VENV)/.cluster: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[cluster]"
+	touch $@
+
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 .PHONY: tex
 tex:
@@ -94,7 +99,7 @@ paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex 
 paper: paper/main.pdf
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.cluster
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Serves notebooks/ on 127.0.0.1; the override makes a double-click open the percent .py files as notebooks.
