@@ -15,12 +15,15 @@ import psutil
 import pytest
 import torch
 
-from sharplib import cluster
+from sharplib import cluster, study
+from sharplib.ablation import AblationParams
 from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, train_pool
-from sharplib.protocol import sharpness_config, train_config
+from sharplib.protocol import sharpness_config, spec, train_config
 from sharplib.sharpness import estimate_pool_sharpness
 from sharplib.task import Task
+from sharplib.study import StudyParams
 from sharplib.train import train_model
+from tests.notebook_runner import check_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 NO_RAY = 'Ray is the optional cluster extra, not installed here: pip install -e ".[cluster]" (make test installs it)'
@@ -30,6 +33,16 @@ def test_without_ray_the_error_says_how_to_install(abalone_task: Task, tmp_path:
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as if it were not installed
     with pytest.raises(ImportError, match=r'pip install -e "\.\[cluster\]"'):
         train_pool("fcnn", abalone_task, train_config("fcnn", max_epochs=1, device="cpu"), [0], tmp_path, backend="ray", progress=False)
+
+
+def test_the_notebooks_take_the_backend_as_a_parameter() -> None:
+    setup = {"study": study, "spec": spec}  # what the imports cell gives the check cell
+    namespace = check_parameters("study", {**setup, "_before": set(setup)}, arch="gat", backend="ray")
+    assert namespace["params"] == StudyParams("gat", backend="ray")
+    assert AblationParams("gat", backend="ray").backend == "ray"
+    for params in (StudyParams, AblationParams):
+        with pytest.raises(ValueError, match="backend"):
+            params("gat", backend="threads")
 
 
 @pytest.fixture(scope="module")
