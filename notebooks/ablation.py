@@ -43,7 +43,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import ablation, report, study
+from sharplib import ablation, cluster, report, study
 from sharplib.data import load_task
 from sharplib.protocol import spec
 from sharplib.reference import DEVIATIONS, applicable, setup
@@ -166,3 +166,5 @@ summary = {
     "provenance": provenance(params.device),
 }
 study.write_ablation(params.out_dir, table, rho_tau, summary)
+if params.backend == "ray":
+    cluster.disconnect()  # ends the local Ray instance this run started (a cluster stays up)

@@ -114,3 +114,5 @@ print("In words:", report.finding(summary))
 
 # %%
 study.write_results(params, table, tau, seconds)
+if params.backend == "ray":
+    cluster.disconnect()  # ends the local Ray instance this run started (a cluster stays up)

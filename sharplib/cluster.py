@@ -59,6 +59,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     brings its own. A local instance started here is shut down when this process exits, not before:
     the next pool reuses it.
     """
+    global _CONNECTED_HERE
     ray = import_ray()
     if ray.is_initialized():
         return ray
@@ -68,7 +69,23 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     else:
         with _lean_ray_processes():
             ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+    _CONNECTED_HERE = True
     return ray
+
+
+def disconnect() -> None:
+    """Undo `connect`: end the local instance it started, or leave the cluster it joined (which stays up).
+
+    A Ray that this process initialized itself is left alone. Without a call, Ray does the same at
+    exit; a notebook calls it at its end so that its kernel stops promptly when papermill asks.
+    """
+    global _CONNECTED_HERE
+    if _CONNECTED_HERE:
+        import_ray().shutdown()
+        _CONNECTED_HERE = False
+
+
+_CONNECTED_HERE = False  # whether `connect` called ray.init (then `disconnect` may undo it)
 
 
 _STUB_DIR: tempfile.TemporaryDirectory | None = None  # lives as long as the local instance's processes

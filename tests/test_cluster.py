@@ -54,7 +54,8 @@ def ray_local():
         patch.delenv("RAY_ADDRESS", raising=False)  # this instance, not a cluster the environment names
         cluster.connect(num_cpus=2)
     yield ray
-    ray.shutdown()
+    cluster.disconnect()
+    assert not ray.is_initialized()
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
