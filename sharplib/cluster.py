@@ -10,8 +10,9 @@ shards of models to tasks the same way and returns what `sharpness.estimate_pool
 
 Connecting follows Ray's convention: a Ray already initialized in this process is used as it is;
 else `address`, or the RAY_ADDRESS environment variable, names a running cluster (`ray.init(address=...)`;
-"auto" finds the one `ray start` started on this machine); else a local instance starts and lives as
-long as this process.
+"auto" finds the one `ray start` started on this machine; an explicit address also needs
+RAY_AUTH_MODE=token, as Ray starts clusters with token authentication); else a local instance
+starts and lives until `disconnect` or the end of this process.
 
 Failures: Ray reruns a task whose worker died (up to `TASK_RETRIES` times). A model that still
 fails is named in an error raised after every other model has finished and been checkpointed, so a
@@ -65,7 +66,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address)
+        try:
+            ray.init(address=address)
+        except ConnectionError as err:
+            raise ConnectionError(f"no Ray cluster reachable at {address}; is it up? Ray starts clusters with token authentication: a driver "
+                                  "given an address needs RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or "
+                                  "RAY_AUTH_TOKEN)") from err
     else:
         with _lean_ray_processes():
             ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)

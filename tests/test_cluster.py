@@ -159,6 +159,27 @@ def test_killed_worker_loses_only_its_model_and_a_rerun_resumes(ray_local, abalo
     assert _same_weights(load_model(checkpoint_path(tmp_path, lost[0]))[0], reference)
 
 
+def test_an_interrupted_driver_cancels_its_tasks(ray_local, abalone_task: Task, tmp_path: Path) -> None:
+    """Ctrl-C in a notebook stops train_pool, and the kernel (the driver) lives on: its tasks must not.
+    (After the kills above: a cancelled task's worker is killed too, and the next pool starts new ones.)"""
+    cfg = train_config("fcnn", max_epochs=1000, tol=0.0, device="cpu")  # minutes a model
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 120
+        while len(running_tasks()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with ThreadPoolExecutor(1) as helper:
+        helper.submit(interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train_pool("fcnn", abalone_task, cfg, [0, 1, 2, 3], tmp_path, backend="ray", progress=False)
+    deadline = time.monotonic() + 10
+    while running_tasks() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running_tasks(), "the interrupted pool's tasks are still running"
+
+
 DRIVER = """
 import sys
 from sharplib.data import load_abalone
