@@ -57,8 +57,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
     """Ray, connected: as initialized in this process, else to `address` or $RAY_ADDRESS, else to a new local instance.
 
     num_cpus, num_gpus: the local instance's resources (default: Ray counts them); a running cluster
-    brings its own. A local instance started here is shut down when this process exits, not before:
-    the next pool reuses it.
+    brings its own. A local instance started here lives until `disconnect()` or the end of this
+    process, so the next pool reuses it (and its warm workers).
     """
     global _CONNECTED_HERE
     ray = import_ray()
