@@ -2,6 +2,7 @@
 #   make paper                 the full study: 3 pools of 50 models, sharpness, Kendall τ, paper/main.pdf
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
 #   make -j3 paper             the three studies side by side (then their three ablations)
+#   make paper BACKEND=ray     models and sharpness on Ray: the cluster at $RAY_ADDRESS, else a local one
 #   make lab                   JupyterLab on the notebooks
 #   make browser               installs Chromium (apt-get, only when missing) for the browser test
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
@@ -19,6 +20,8 @@ ifeq ($(filter $(PROFILE),full quick),)
 $(error PROFILE must be 'full' or 'quick', got '$(PROFILE)')
 endif
 RESULTS := $(if $(filter quick,$(PROFILE)),results-quick,results)
+# Where the notebooks train and measure (pool.BACKENDS); "ray" installs the cluster extra first.
+BACKEND ?= auto
 GENERATED := paper/generated
 ARCHS := fcnn lenet5 gat
 
@@ -42,6 +45,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
+# Ray, the optional cluster back end: the tests use it, and the notebooks with BACKEND=ray.
+$(VENV)/.cluster: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[cluster]"
+	touch $@
+CLUSTER := $(if $(filter ray,$(BACKEND)),$(VENV)/.cluster)
+
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 .PHONY: tex
 tex:
@@ -58,11 +67,11 @@ browser:
 # One notebook for the three architectures: jupytext turns the percent-format source into a notebook,
 # papermill runs it with the architecture and the profile. pyproject.toml pins the packages the numbers depend on.
 define study
-$(RESULTS)/$(1)/results.json: notebooks/study.py $(STUDY_MODULES) pyproject.toml | $(VENV)/.installed
+$(RESULTS)/$(1)/results.json: notebooks/study.py $(STUDY_MODULES) pyproject.toml | $(VENV)/.installed $(CLUSTER)
 	@mkdir -p $(RESULTS)/$(1)
 	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/source.ipynb $$<
 	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/source.ipynb $(RESULTS)/$(1)/notebook.ipynb \
-	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS)
+	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND)
 	test -f $$@
 endef
 $(foreach arch,$(ARCHS),$(eval $(call study,$(arch))))
@@ -73,10 +82,10 @@ STUDIES := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/results.json)
 # It reuses the study's pool (hence the results.json prerequisite); its size per profile is set in
 # sharplib/ablation.py (ABLATION_PROFILES), and cached sharpness values make a rerun cheap.
 define ablation
-$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json $(ABLATION_MODULES) pyproject.toml | $(VENV)/.installed
+$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json $(ABLATION_MODULES) pyproject.toml | $(VENV)/.installed $(CLUSTER)
 	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/ablation-source.ipynb $$<
 	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/ablation-source.ipynb $(RESULTS)/$(1)/ablation.ipynb \
-	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS)
+	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND)
 	test -f $$@
 endef
 $(foreach arch,$(ARCHS),$(eval $(call ablation,$(arch))))
@@ -101,7 +110,7 @@ paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex 
 paper: paper/main.pdf
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.cluster
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Serves notebooks/ on 127.0.0.1. lab/overrides.json (copied into the venv, where JupyterLab reads

@@ -42,7 +42,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import ablation, report, study
+from sharplib import ablation, cluster, report, study
 from sharplib.data import load_task
 from sharplib.protocol import spec
 from sharplib.reference import DEVIATIONS, applicable, setup
@@ -62,6 +62,7 @@ rho_factors = None  # None: the profile's grid, as multiples of the report's rho
 variants = None  # None: the profile's rows (full: all); else names such as ["report", "train_mode"]
 n_resamples = None  # None: the profile's bootstrap resamples
 n_workers = None  # CPU worker processes training the variants' pools (None: the profile's)
+backend = "auto"  # where pools train and sharpness runs: "auto", "batched", "processes" or "ray" (RAY_ADDRESS's cluster, else a local one)
 device = "auto"
 
 # %%
@@ -124,7 +125,8 @@ task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolv
 start = time.perf_counter()
 table = ablation.run_ablation(params.arch, task, seeds, params.out_dir, variants=params.variant_list(), n_restarts=params.restarts(inputs),
                               sharpness_overrides=inputs.sharpness_overrides, train_overrides=inputs.train_overrides,
-                              n_resamples=params.resolved("n_resamples"), n_workers=params.resolved("n_workers"), data_root=params.data_root)
+                              n_resamples=params.resolved("n_resamples"), n_workers=params.resolved("n_workers"), backend=params.backend,
+                              data_root=params.data_root)
 seconds["ablation"] = time.perf_counter() - start
 display(table[["variant", "n_models", "n_diverged", "tau", "ci_low", "ci_high", "p_value", "frac_below", "seconds", "pool"]].round(3))
 
@@ -143,7 +145,7 @@ display(Markdown(report.ablation_paragraph({params.arch: table})))
 # %%
 start = time.perf_counter()
 sweep = ablation.rho_sweep(ablation.pool_checkpoints(params.out_dir, seeds), task, params.sharpness_config(inputs),
-                           params.rho_grid(inputs), cache_dir=params.out_dir / "ablation_cache")
+                           params.rho_grid(inputs), cache_dir=params.out_dir / "ablation_cache", backend=params.backend)
 rho_tau = ablation.tau_by_rho(sweep, inputs.test_loss, n_resamples=params.resolved("n_resamples")).assign(arch=params.arch)
 seconds["rho_sweep"] = time.perf_counter() - start
 display(rho_tau.round(3))
@@ -163,3 +165,5 @@ summary = {
     "provenance": provenance(params.device),
 }
 study.write_ablation(params.out_dir, table, rho_tau, summary)
+if params.backend == "ray":
+    cluster.disconnect()  # ends the local Ray instance this run started (a cluster stays up)

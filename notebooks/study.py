@@ -25,7 +25,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import report, study
+from sharplib import cluster, report, study
 from sharplib.data import load_task
 from sharplib.pool import load_model, train_pool
 from sharplib.protocol import spec
@@ -43,6 +43,7 @@ n_models = None  # None: the profile's pool size
 n_restarts = None  # None: the profile's number of PGA restarts (the report: 50)
 rho = None  # None: Table I's value
 device = "auto"
+backend = "auto"  # where models train and sharpness runs: "auto", "batched", "processes" or "ray" (RAY_ADDRESS's cluster, else a local one)
 n_workers = None  # CPU worker processes for training (None: one per core)
 results_dir = "results"
 
@@ -58,14 +59,15 @@ print(params, train_cfg, sharp_cfg, sep="\n")
 # ## The pool
 # One model per seed, each saved as a checkpoint under `results/<arch>/pool/` together with the
 # hash of its configuration; a model whose checkpoint matches is loaded, not trained again, so an
-# interrupted run picks up where it stopped.
+# interrupted run picks up where it stopped. `backend` says where they train (and, below, where
+# their sharpness runs): "ray" sends the models to a Ray cluster, whose results are written here.
 
 # %%
 seconds = {}
 task = load_task(arch_spec.dataset, root=params.data_root, device=resolve_device(params.device))
 print(study.describe_task(params.arch, task))
 start = time.perf_counter()
-entries = train_pool(params.arch, task, train_cfg, params.seeds, params.out_dir / "pool", n_workers=params.n_workers)
+entries = train_pool(params.arch, task, train_cfg, params.seeds, params.out_dir / "pool", backend=params.backend, n_workers=params.n_workers)
 seconds["training"] = time.perf_counter() - start
 print(f"{sum(e.reused for e in entries)} of {len(entries)} models reused from earlier runs")
 
@@ -88,7 +90,8 @@ plt.show()
 # %%
 models = [load_model(e.checkpoint)[0].to(task.device) for e in entries]
 start = time.perf_counter()
-sharpness = estimate_pool_sharpness(models, task, sharp_cfg)
+estimate = cluster.estimate_pool_sharpness if params.backend == "ray" else estimate_pool_sharpness
+sharpness = estimate(models, task, sharp_cfg)
 seconds["sharpness"] = time.perf_counter() - start
 table = study.model_table(entries, sharpness)
 display(table.describe().T[["mean", "std", "min", "max"]])
@@ -110,3 +113,5 @@ print("In words:", report.finding(summary))
 
 # %%
 study.write_results(params, table, tau, seconds)
+if params.backend == "ray":
+    cluster.disconnect()  # ends the local Ray instance this run started (a cluster stays up)

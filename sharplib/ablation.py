@@ -28,7 +28,8 @@ import pandas as pd
 from . import protocol
 from .config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
 from .data import load_task
-from .pool import PoolEntry, checkpoint_path, load_model, train_pool
+from . import cluster
+from .pool import BACKENDS, PoolEntry, checkpoint_path, load_model, train_pool
 from .reference import DEVIATIONS, applicable, notebook_estimator, notebook_switches, setup
 from .sharpness import Estimator, SharpnessConfig, ascent, estimate_pool_sharpness
 from .stats import kendall
@@ -61,8 +62,9 @@ def file_digest(path: str | Path) -> str:
 
 
 def cached_sharpness(checkpoints: Mapping[int, Path], task: Task, cfg: SharpnessConfig, cache_dir: Path | None,
-                     estimator: Estimator = ascent) -> list[dict[str, Any]]:
-    """One sharpness record per model (seed -> checkpoint), in order; the missing ones run as one pool call."""
+                     estimator: Estimator = ascent, backend: str = "auto") -> list[dict[str, Any]]:
+    """One sharpness record per model (seed -> checkpoint), in order; the missing ones run as one pool call
+    (on Ray tasks when backend is "ray", else here)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}  # the device does not change the estimate's meaning
     keys = [config_hash(CACHE_VERSION, file_digest(path), settings, estimator.__name__) for path in checkpoints.values()]
     paths = [None if cache_dir is None else Path(cache_dir) / f"{key}.json" for key in keys]
@@ -71,7 +73,8 @@ def cached_sharpness(checkpoints: Mapping[int, Path], task: Task, cfg: Sharpness
     if missing:
         seeds, files = list(checkpoints), list(checkpoints.values())
         models = [load_model(files[i])[0].to(task.device) for i in missing]
-        for i, result in zip(missing, estimate_pool_sharpness(models, task, cfg, estimator=estimator)):
+        estimate = cluster.estimate_pool_sharpness if backend == "ray" else estimate_pool_sharpness
+        for i, result in zip(missing, estimate(models, task, cfg, estimator=estimator)):
             records[i] = {"seed": seeds[i], "sharpness": result.mean, "frac_below": result.frac_below,
                           "unperturbed": float(np.mean(result.unperturbed)), "seconds": result.seconds, "checkpoint": str(files[i])}
             if paths[i] is not None:
@@ -101,11 +104,12 @@ def _tau_row(sharpness: list[float], entries: Sequence[PoolEntry], n_resamples: 
 def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | Path, *, variants: Sequence[Variant] | None = None,
                  n_restarts: int | None = None, sharpness_overrides: Mapping[str, Any] | None = None,
                  train_overrides: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None, n_resamples: int = 9999,
-                 n_workers: int | None = None, data_root: str | None = None, progress: bool = True) -> pd.DataFrame:
+                 n_workers: int | None = None, backend: str = "auto", data_root: str | None = None, progress: bool = True) -> pd.DataFrame:
     """τ for each variant (default: `default_variants(arch)`), one row each, on the models of `seeds`.
 
     n_restarts overrides the study's restarts (GAT's five_restarts still means 5). cache_dir defaults
-    to `<pool_root>/ablation_cache`; n_workers goes to `train_pool`. seconds = train_seconds (the
+    to `<pool_root>/ablation_cache`; n_workers and backend go to `train_pool` (and "ray" runs the
+    sharpness on Ray too). seconds = train_seconds (the
     variant's own pool only) + sharpness_seconds, read from the checkpoints and the cache, so a rerun
     reports what the work cost.
     """
@@ -122,11 +126,12 @@ def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | P
         where = pool_root / ("pool_" + "+".join(plan.retrains) if plan.retrains else "pool")
         if where not in pools:
             cfg = protocol.train_config(arch, **{**plan.train, **(train_overrides or {})})
-            pools[where] = train_pool(arch, tasks[options], cfg, list(seeds), where, variant=plan.variant, n_workers=n_workers, progress=progress)
+            pools[where] = train_pool(arch, tasks[options], cfg, list(seeds), where, variant=plan.variant, backend=backend, n_workers=n_workers,
+                                      progress=progress)
         entries = pools[where]
         cfg = dataclasses.replace(base, **plan.sharpness)
         estimator = notebook_estimator(arch) if plan.full_set_ascent else ascent
-        records = cached_sharpness({e.seed: e.checkpoint for e in entries}, tasks[options], cfg, cache_dir, estimator)
+        records = cached_sharpness({e.seed: e.checkpoint for e in entries}, tasks[options], cfg, cache_dir, estimator, backend)
         sharpness = [r["sharpness"] for r in records]
         train_seconds = sum(e.result.seconds for e in entries) if plan.retrains else 0.0
         sharpness_seconds = sum(r["seconds"] for r in records)
@@ -147,7 +152,7 @@ def default_rho_grid(arch: str, factors: Sequence[float] = RHO_FACTORS, rho: flo
 
 
 def rho_sweep(checkpoints: Mapping[int, str | Path], task: Task, base_cfg: SharpnessConfig, rhos: Sequence[float],
-              adaptive_values: Sequence[bool] = (True, False), cache_dir: str | Path | None = None) -> pd.DataFrame:
+              adaptive_values: Sequence[bool] = (True, False), cache_dir: str | Path | None = None, backend: str = "auto") -> pd.DataFrame:
     """The study's estimator for every model (seed -> checkpoint) at every (ρ, adaptive): columns seed, rho,
     adaptive, sharpness, frac_below, seconds. The same batches at every ρ (they come from cfg.seed), cached."""
     if not rhos or any(not isinstance(r, (int, float)) or r <= 0 for r in rhos):
@@ -158,7 +163,8 @@ def rho_sweep(checkpoints: Mapping[int, str | Path], task: Task, base_cfg: Sharp
         for adaptive in adaptive_values:
             cfg = dataclasses.replace(base_cfg, rho=float(rho), adaptive=bool(adaptive))
             rows += [{"seed": r["seed"], "rho": float(rho), "adaptive": bool(adaptive), "sharpness": r["sharpness"], "frac_below": r["frac_below"],
-                      "seconds": r["seconds"]} for r in cached_sharpness(checkpoints, task, cfg, None if cache_dir is None else Path(cache_dir))]
+                      "seconds": r["seconds"]} for r in cached_sharpness(checkpoints, task, cfg, None if cache_dir is None else Path(cache_dir),
+                                                                         backend=backend)]
     return pd.DataFrame(rows)
 
 
@@ -242,6 +248,7 @@ class AblationParams:
     variants: tuple[str, ...] | None = None
     n_resamples: int | None = None
     n_workers: int | None = None
+    backend: str = "auto"  # where the variants' pools train and the sharpness runs (pool.BACKENDS)
     device: str = "auto"
     data_root: str | None = None
 
@@ -249,6 +256,7 @@ class AblationParams:
         name = "parameter"
         check_choice(name, "arch", self.arch, tuple(protocol.TABLE1))
         check_choice(name, "profile", self.profile, tuple(ABLATION_PROFILES))
+        check_choice(name, "backend", self.backend, BACKENDS)
         for field, minimum in (("n_models", 3), ("n_restarts", 1), ("n_resamples", 1), ("n_workers", 1)):  # τ needs 3 models
             if getattr(self, field) is not None:
                 check_number(name, field, getattr(self, field), minimum=minimum, integer=True)

@@ -19,7 +19,8 @@ backend that would add models of the other path is refused. (In the key, a pool 
 machine where "auto" picks the other path, GPU vs CPU, would be retrained from scratch.)
 
 Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
-"processes" runs one single-threaded worker per core (CPU convolutions use threads poorly).
+"processes" runs one single-threaded worker per core (CPU convolutions use threads poorly);
+"ray" sends them to Ray tasks on a cluster (cluster.py) and writes their checkpoints here.
 Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard,
 and they die with the process that started them, however it ends (`_die_with_parent`).
 """
@@ -51,7 +52,7 @@ from .task import Task, hash_tensors, resolve_device
 from .train import TrainConfig, TrainResult, train_batched, train_model
 
 FORMAT = "sharplib-checkpoint-2"  # a checkpoint's marker: a file without it is not one of this package's (or an older one)
-BACKENDS = ("auto", "batched", "processes")
+BACKENDS = ("auto", "batched", "processes", "ray")
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,16 @@ def _digest(payload: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: nn.Module, result: TrainResult, variant: str = "standard") -> None:
+def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: nn.Module, result: TrainResult, variant: str = "standard",
+                    trained_on: str | None = None) -> None:
+    """Write one model's checkpoint atomically. trained_on: the device it trained on, where that is not this
+    machine's `cfg.device` (a Ray worker's GPU)."""
     payload = {
         "format": FORMAT, "arch": arch, "variant": variant, "task": task.name, "data": task.fingerprint,
         "config": dataclasses.asdict(cfg), "config_hash": pool_hash(arch, task, cfg, variant),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "result": result.as_dict(), "torch_version": str(torch.__version__), "device": str(resolve_device(cfg.device)),
+        "result": result.as_dict(), "torch_version": str(torch.__version__),
+        "device": trained_on or str(resolve_device(cfg.device)),
     }
     payload["digest"] = _digest(payload)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,9 +190,9 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
 
     variant: the network variant of `arch` (models.VARIANTS); "standard" is the study's.
     backend: "auto" (the path of the models already in `out_dir`, else batched on CUDA or for the FCNN,
-    else processes), "batched", "processes".
+    else processes), "batched", "processes", "ray" (Ray tasks: `cluster.train_on_ray`; needs the cluster extra).
     n_workers: worker processes for "processes" (default: one per core); 1 trains in this process.
-    batch_models: how many models one vmapped stack holds.
+    batch_models: how many models one vmapped stack holds (for "ray": on a GPU worker).
     Every argument is checked before any model is trained.
     """
     seeds = _check_seeds(seeds)
@@ -213,6 +218,10 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
 
     if todo and backend == "batched":
         _train_batched_groups(arch, variant, task, cfg, todo, out_dir, batch_models, record)
+    elif todo and backend == "ray":
+        from .cluster import train_on_ray  # Ray is an optional extra: imported only when asked for
+
+        train_on_ray(arch, variant, task, cfg, todo, out_dir, batch_models, record)
     elif todo:
         _train_in_processes(arch, variant, task, cfg, todo, out_dir, n_workers, record)
     bar.close()
@@ -238,7 +247,7 @@ def _pick_backend(backend: str, arch: str, cfg: TrainConfig, folder_paths: set[s
         backend = "batched" if folder_paths == {"batched"} else "processes"  # carry on as the folder began
     elif backend == "auto":
         backend = "batched" if resolve_device(cfg.device).type == "cuda" or arch == "fcnn" else "processes"
-    path = "batched" if backend == "batched" else "sequential"
+    path = {"batched": "batched", "processes": "sequential"}.get(backend) or _ray_path(cfg)
     if training and folder_paths - {path}:
         raise ValueError(
             f"train_pool: {out_dir} holds models of this pool trained {' and '.join(sorted(folder_paths))}, and backend={backend!r} "
@@ -246,6 +255,12 @@ def _pick_backend(backend: str, arch: str, cfg: TrainConfig, folder_paths: set[s
             "so one pool folder does not mix them: pass the backend the folder began with (or 'auto'), or another out_dir."
         )
     return backend
+
+
+def _ray_path(cfg: TrainConfig) -> str:
+    from .cluster import training_path  # Ray is an optional extra: imported only when asked for
+
+    return training_path(cfg)
 
 
 def _train_batched_groups(arch, variant, task, cfg, seeds, out_dir, batch_models, record) -> None:

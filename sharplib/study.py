@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from .config import check_choice, check_device, check_number, check_text, check_writable_dir, params_from_namespace
-from .pool import PoolEntry
+from .pool import BACKENDS, PoolEntry
 from .protocol import TABLE1, sharpness_config, spec, train_config
 from .sharpness import SharpnessConfig, SharpnessResult
 from .stats import KendallResult
@@ -58,6 +58,7 @@ class StudyParams:
     n_resamples: int | None = None
     sharpness_seed: int = 0
     device: str = "auto"
+    backend: str = "auto"  # where the pool trains and its sharpness runs (pool.BACKENDS; "ray": cluster.py)
     n_workers: int | None = None
     results_dir: str = "results"
     data_root: str | None = None
@@ -66,6 +67,7 @@ class StudyParams:
         name = "parameter"
         check_choice(name, "arch", self.arch, tuple(TABLE1))
         check_choice(name, "profile", self.profile, tuple(PROFILES))
+        check_choice(name, "backend", self.backend, BACKENDS)
         for field, minimum in (("n_models", 3), ("n_restarts", 1), ("max_epochs", 1), ("n_resamples", 1), ("n_workers", 1)):
             if getattr(self, field) is not None:
                 check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
