@@ -34,7 +34,14 @@ def fresh_copy(dest: Path) -> Path:
 def make(project: Path, data_root: Path, *targets: str) -> subprocess.Popen:
     env = {**os.environ, "SHARPLIB_DATA": str(data_root)}
     return subprocess.Popen(["make", *targets, "PROFILE=quick", f"VENV={VENV}"], cwd=project, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True, preexec_fn=_as_from_a_shell)
+
+
+def _as_from_a_shell() -> None:
+    """In make's process: Ctrl-C as a terminal's shell leaves it (default action, not blocked), whatever the
+    test process inherited or set (an ignored or blocked SIGINT passes on to children across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def finish(process: subprocess.Popen, timeout: float) -> str:
