@@ -19,7 +19,7 @@ the set, the sign/normalized step) is the same for w and w': the iterates map on
 by δ' = δ ⊙ r. The report's gradient step adds η ∇L(w') = η ∇L(w) ⊘ r in δ-space, i.e.
 η ∇L ⊘ (c ⊙ r²)·c in u — a step that changes with r, so the ascent path (not the set) changes.
 
-The reference notebooks' own deviations (SharpnessConfig.hooks: swapped bounds, a drifting anchor,
+The reference notebooks' own deviations (SharpnessConfig's REFERENCE_HOOKS: swapped bounds, a drifting anchor,
 collapsed duplicates, the loss recorded on the whole training set) are branches of this one ascent,
 off by default; `sharpness_plain` implements each of them separately, restart by restart, for the tests.
 
@@ -98,11 +98,6 @@ class SharpnessConfig:
                 raise ValueError(f"{name}.{hook} is one of the notebooks' ℓ∞ gradient ascents: it needs p='inf', kind='worst', "
                                  f"step='gradient', random_start=False")
         check_device(name, "device", self.device)
-
-    @property
-    def hooks(self) -> tuple[str, ...]:
-        """The reference notebooks' deviations that are on."""
-        return tuple(h for h in REFERENCE_HOOKS if getattr(self, h))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SharpnessConfig":
@@ -306,7 +301,7 @@ def ascent(model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffer
     """All restarts of one model at once: (L_S(w) [R], trace of L_S(w + δ_t) [R, T+1]).
 
     Worst-case: t = 0 is the start, t = 1..T follow the ascent steps. Average-case: the T
-    entries t = 1..T are random perturbations in the set. The notebooks' hooks (cfg.hooks) change
+    entries t = 1..T are random perturbations in the set. The notebooks' hooks (REFERENCE_HOOKS) change
     the box (swapped bounds, drifting anchor), the batch's weights or the loss that is recorded.
     """
     w_flat = flatten(w)
@@ -341,7 +336,8 @@ def ascent(model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffer
             center, c = moved, scale_of(w_flat + moved, cfg.adaptive)
         # δ <- centre + Proj(δ + step - centre): the box around the anchor (centre 0 but for the drifting anchor)
         delta = center + project(moved - center, c, cfg.rho, cfg.p)
-        deltas.append(delta)
+        if cfg.loss_on_train_set:  # kept only where they are evaluated again: T copies of δ weigh on a stack of models
+            deltas.append(delta)
     trace.append(forward(delta, *batches))
     if cfg.loss_on_train_set:
         return _train_set_trace(loss_at, task, cfg, buffers, restart_buffers, buffer_dim, zero, deltas, draws.splits, vectorize)

@@ -1,6 +1,6 @@
 """The sharpness estimator written plainly: one restart at a time, autograd, a Python loop.
 
-It follows the report's rule line by line (and the notebooks' hooks, SharpnessConfig.hooks) and shares nothing with the batched estimator
+It follows the report's rule line by line (and the notebooks' hooks, REFERENCE_HOOKS) and shares nothing with the batched estimator
 except the random draws and the step/projection formulas' definitions of the set. It is the
 oracle in the tests and the baseline in `benchmarks/sharpness.py`.
 """

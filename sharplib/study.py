@@ -225,9 +225,6 @@ def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-ABLATION_FILES = ("ablation.csv", "rho.csv", "ablation.json")
-
-
 def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFrame, summary: dict[str, Any]) -> Path:
     """ablation.csv and rho.csv, then ablation.json (last, atomically: its presence means the run finished)."""
     out = Path(out_dir)
