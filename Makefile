@@ -3,6 +3,8 @@
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
 #   make -j3 paper             the three studies side by side (then their three ablations)
 #   make paper BACKEND=ray     models and sharpness on Ray: the cluster at $RAY_ADDRESS, else a local one
+#   make paper RERUN=1         recompute every study and ablation (by default a results file is reused while the
+#                              hash of the code, data and parameters that made it is unchanged)
 #   make lab                   JupyterLab on the notebooks
 #   make browser               installs Chromium (apt-get, only when missing) for the browser test
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
@@ -25,17 +27,22 @@ BACKEND ?= auto
 GENERATED := paper/generated
 ARCHS := fcnn lenet5 gat
 
-# What each step depends on besides its own source: the sharplib modules it imports, transitively,
-# read from the code by sharplib/deps.py (stdlib only: no venv needed) into an included file that
-# make rewrites, and then rereads, whenever a module or notebook changes. Nothing is listed by hand,
-# so a module that joins a step's import chain is a prerequisite of that step from then on.
+# The report's prerequisites are the sharplib modules it imports, transitively, read from the code by
+# sharplib/deps.py (stdlib only: no venv needed) into an included file that make rewrites, and then
+# rereads, whenever a module changes. Nothing is listed by hand.
 DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
-	$(PYTHON) -m sharplib.deps --make STUDY_MODULES=notebooks/study.py ABLATION_MODULES=notebooks/ablation.py \
-	  REPORT_MODULES=sharplib/report.py > $@.tmp
+	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py > $@.tmp
 	mv $@.tmp $@
 include $(DEPS)
+
+# Results are reused by content, not by file time (a fresh clone's file times say nothing): a notebook
+# runs only when the hash of its inputs (its source, the modules it imports, its parameters, the data's
+# checksums: sharplib/fingerprint.py) differs from the one its results file records. RERUN=1 reruns all.
+RERUN ?=
+CHECK = $(PYTHON) -m sharplib.fingerprint check --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
+FRESH = $(CHECK) $(if $(RERUN),--rerun)
 
 # ---------------------------------------------------------------- setup
 # The venv is rebuilt only when pyproject.toml changes.
@@ -65,28 +72,30 @@ browser:
 
 # ---------------------------------------------------------------- notebooks/study.py -> results/<arch>/
 # One notebook for the three architectures: jupytext turns the percent-format source into a notebook,
-# papermill runs it with the architecture and the profile. pyproject.toml pins the packages the numbers depend on.
+# papermill runs it with the architecture and the profile, unless $(FRESH) finds its results current.
+# After a run $(CHECK) must pass: a notebook that wrote no results, or results of other inputs, fails the build.
 define study
-$(RESULTS)/$(1)/results.json: notebooks/study.py $(STUDY_MODULES) pyproject.toml | $(VENV)/.installed $(CLUSTER)
-	@mkdir -p $(RESULTS)/$(1)
-	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/source.ipynb $$<
-	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/source.ipynb $(RESULTS)/$(1)/notebook.ipynb \
-	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND)
-	test -f $$@
+$(RESULTS)/$(1)/results.json: FORCE | $(VENV)/.installed $(CLUSTER)
+	@$(FRESH) study $(1) || { set -ex; mkdir -p $(RESULTS)/$(1); \
+	  $(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/source.ipynb notebooks/study.py; \
+	  $(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/source.ipynb $(RESULTS)/$(1)/notebook.ipynb \
+	    -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND); \
+	  $(CHECK) study $(1); }
 endef
 $(foreach arch,$(ARCHS),$(eval $(call study,$(arch))))
 STUDIES := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/results.json)
 
 # ---------------------------------------------------------------- the ablation -> results/<arch>/ablation.json
 # Why our τ differs from the report's: the reference notebooks' choices one at a time, and τ across ρ.
-# It reuses the study's pool (hence the results.json prerequisite); its size per profile is set in
-# sharplib/ablation.py (ABLATION_PROFILES), and cached sharpness values make a rerun cheap.
+# It reuses the study's pool (hence the results.json prerequisite; its hash includes the study's); its size
+# per profile is set in sharplib/ablation.py (ABLATION_PROFILES), and cached sharpness values make a rerun cheap.
 define ablation
-$(RESULTS)/$(1)/ablation.json: notebooks/ablation.py $(RESULTS)/$(1)/results.json $(ABLATION_MODULES) pyproject.toml | $(VENV)/.installed $(CLUSTER)
-	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/ablation-source.ipynb $$<
-	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/ablation-source.ipynb $(RESULTS)/$(1)/ablation.ipynb \
-	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND)
-	test -f $$@
+$(RESULTS)/$(1)/ablation.json: $(RESULTS)/$(1)/results.json FORCE | $(VENV)/.installed $(CLUSTER)
+	@$(FRESH) ablation $(1) || { set -ex; \
+	  $(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/ablation-source.ipynb notebooks/ablation.py; \
+	  $(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/ablation-source.ipynb $(RESULTS)/$(1)/ablation.ipynb \
+	    -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND); \
+	  $(CHECK) ablation $(1); }
 endef
 $(foreach arch,$(ARCHS),$(eval $(call ablation,$(arch))))
 ABLATIONS := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/ablation.json)
@@ -106,8 +115,9 @@ paper/main.pdf: paper/main.tex $(GENERATED)/results.tex $(GENERATED)/table1.tex 
     $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf | tex
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
 
-.PHONY: paper test lab clean clean-results venv FORCE
+.PHONY: paper results test lab clean clean-results venv FORCE
 paper: paper/main.pdf
+results: $(STUDIES) $(ABLATIONS)
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.cluster

@@ -157,17 +157,25 @@ def _macro(name: str, value: str) -> str:
     return f"\\newcommand{{\\{name}}}{{{value}}}"
 
 
+def provenance_line(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
+    """Per architecture, the commit, PyTorch and machine its numbers came from (architectures that share them grouped)."""
+    groups: dict[str, list[str]] = {}
+    for arch, (summary, _) in results.items():
+        p = summary["provenance"]
+        origin = (f"commit \\texttt{{{p['git_commit'][:10]}{'+dirty' if p['git_dirty'] else ''}}}, PyTorch {p['torch']}, "
+                  f"{p['device_name']} ({p['machine']})").replace("_", "\\_")
+        groups.setdefault(origin, []).append(TABLE1[arch].model_name)
+    return "; ".join(f"{', '.join(names)}: {origin}" for origin, names in groups.items())
+
+
 def results_tex(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
     """One macro per number or generated sentence the paper uses."""
     first = next(iter(results.values()))[0]
-    provenance = first["provenance"]
     profile = first["profile"]
     macros = [
         _macro("Profile", profile),
         _macro("ProfileMark", "" if profile == "full" else "quick profile: not the study's numbers"),
-        _macro("Commit", provenance["git_commit"][:10] + ("+dirty" if provenance["git_dirty"] else "")),
-        _macro("TorchVersion", provenance["torch"]),
-        _macro("Machine", f"{provenance['device_name']} ({provenance['machine']})".replace("_", "\\_")),
+        _macro("Provenance", provenance_line(results)),
         _macro("OverallFinding", overall(results)),
         _macro("CriticalM", str(first["n_used"])), _macro("TauCritical", f"{critical_tau(first['n_used']):.2f}"),
         _macro("CIHalfWidth", f"{sum(s['tau_ci'][1] - s['tau_ci'][0] for s, _ in results.values()) / (2 * len(results)):.2f}"),

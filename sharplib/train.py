@@ -117,12 +117,14 @@ def train_model(model: nn.Module, task: Task, cfg: TrainConfig) -> tuple[nn.Modu
     return train_batched([model], task, [cfg], trained_by="sequential")[0]
 
 
-def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], on_done: Callable[[int, nn.Module, TrainResult], None] | None = None, trained_by: str = "batched") -> list[tuple[nn.Module, TrainResult]]:
+def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], on_done: Callable[[int, nn.Module, TrainResult], None] | None = None, trained_by: str = "batched", cuda_graph: bool | None = None) -> list[tuple[nn.Module, TrainResult]]:
     """Train several models of one architecture together under `vmap`.
 
     cfgs may differ only in `seed`. Each model draws its own data order; a model that meets the
     stopping rule leaves the stack (and `on_done(i, model, result)` is called at once, so a pool
     can checkpoint it). With one model this is plain sequential training.
+    `cuda_graph` replays a stack's minibatch steps from a captured CUDA graph (`GraphedEpoch`);
+    None: on CUDA when an epoch has many steps (LeNet-5), where the step is launch-bound.
     """
     _check_same_except_seed(cfgs)
     cfg = cfgs[0]
@@ -138,6 +140,8 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
         params = {k: v.detach() for k, v in params.items()}
     else:
         params, buffers = split_state(template)
+    use_graph = _wants_graph(cuda_graph, device, batched, task, cfg)
+    graphed = GraphedEpoch(task, cfg.batch_size) if use_graph else None
     results: list[tuple[nn.Module, TrainResult] | None] = [None] * len(models)
     active = list(range(len(models)))
     losses: dict[int, list[float]] = {i: [] for i in active}
@@ -149,16 +153,10 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
             epoch = len(losses[active[0]])  # the stack's models have all trained the same epochs
             template.train(cfg.train_mode_epochs is None or epoch < cfg.train_mode_epochs)
             orders = torch.stack([torch.randperm(task.n_train, generator=order_generators[i]) for i in active]).to(device)
-            batch_losses = []
-            for idx in orders.split(cfg.batch_size, dim=1):
-                if cfg.step_rows == "train_set":  # each of the ceil(n/64) steps on every training row
-                    idx = torch.arange(task.n_train, device=device).expand(len(active), -1)
-                x, y = task.x_train[idx], task.y_train[idx]
-                if not batched:
-                    x, y = x[0], y[0]
-                params, loss = step(params, buffers, x, y)
-                batch_losses.append(loss)
-            epoch_loss = torch.stack(batch_losses).mean(0).reshape(-1).tolist()
+            if graphed is not None:
+                params, epoch_loss = graphed.epoch(step, params, buffers, orders, template.training)
+            else:
+                params, epoch_loss = _eager_epoch(step, params, buffers, task, orders, cfg, batched)
             finished = []
             for slot, i in enumerate(active):
                 losses[i].append(epoch_loss[slot])
@@ -177,6 +175,107 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
                 buffers = {k: v[keep] for k, v in buffers.items()}
             active = [i for s, i in enumerate(active) if s not in finished]
     return results  # type: ignore[return-value]
+
+
+def _eager_epoch(step: Callable, params: Params, buffers: Params, task: Task, orders: Tensor, cfg: TrainConfig, batched: bool) -> tuple[Params, list[float]]:
+    """One epoch of SGD steps over the rows in `orders` ([models, n_train]); returns the weights and each model's epoch loss L_e."""
+    batch_losses = []
+    for idx in orders.split(cfg.batch_size, dim=1):
+        if cfg.step_rows == "train_set":  # each of the ceil(n/64) steps on every training row
+            idx = torch.arange(task.n_train, device=orders.device).expand(len(orders), -1)
+        x, y = task.x_train[idx], task.y_train[idx]
+        if not batched:
+            x, y = x[0], y[0]
+        params, loss = step(params, buffers, x, y)
+        batch_losses.append(loss)
+    # L_e = mean of the epoch's minibatch losses
+    return params, torch.stack(batch_losses).mean(0).reshape(-1).tolist()
+
+
+GRAPH_MIN_STEPS = 64  # fewer steps an epoch (Abalone: 47, Cora: 1) gain little from a graph
+
+
+def _wants_graph(cuda_graph: bool | None, device: torch.device, batched: bool, task: Task, cfg: TrainConfig) -> bool:
+    possible = device.type == "cuda" and batched and cfg.step_rows == "batch" and task.n_train // cfg.batch_size >= 1
+    if cuda_graph and not possible:
+        raise ValueError(f"cuda_graph=True needs a stack of models stepping on minibatches on CUDA (device {device}, step_rows {cfg.step_rows!r})")
+    return possible and (cuda_graph if cuda_graph is not None else task.n_train // cfg.batch_size >= GRAPH_MIN_STEPS)
+
+
+class GraphedEpoch:
+    """An epoch's full minibatches as replays of one captured CUDA graph of the vmapped SGD step.
+
+    A stack of 50 LeNet-5 models takes 938 steps an epoch, each a few hundred tiny kernels
+    launched from Python: the GPU waits on the launches. The graph holds one step with its
+    inputs at fixed addresses (the weights, the epoch's row orders, a step counter on the GPU),
+    so a replay costs one launch. The step is the same function as the eager path's, so the
+    arithmetic is the same; the last, shorter batch of an epoch runs eagerly. The graph is
+    captured again when its shapes change (a model left the stack) or the train/eval mode does.
+    `capture=False` runs the same bookkeeping with each step called directly (how the CPU tests check it).
+    """
+
+    def __init__(self, task: Task, batch_size: int, capture: bool = True) -> None:
+        self.task, self.batch_size, self.capture = task, batch_size, capture
+        self.n_full = task.n_train // batch_size
+        self.key: tuple | None = None
+
+    def epoch(self, step: Callable, params: Params, buffers: Params, orders: Tensor, training: bool) -> tuple[Params, list[float]]:
+        key = (tuple(orders.shape), training)
+        if key != self.key:
+            self._capture(step, params, buffers, orders)
+            self.key = key
+        for name, w in params.items():  # the stack's current weights into the graph's inputs
+            if w.data_ptr() != self.params[name].data_ptr():
+                self.params[name].copy_(w)
+        self.orders.copy_(orders)
+        self.counter.zero_()
+        for _ in range(self.n_full):
+            self.replay()
+        tail = orders[:, self.n_full * self.batch_size :]
+        if tail.shape[1]:
+            new_params, loss = step(self.params, buffers, self.task.x_train[tail], self.task.y_train[tail])
+            self.losses[self.n_full].copy_(loss)
+            for name, w in new_params.items():
+                self.params[name].copy_(w)
+        # L_e = mean of the epoch's minibatch losses
+        return self.params, self.losses.mean(0).tolist()
+
+    def _one_step(self, step: Callable, buffers: Params) -> None:
+        rows = self.orders.index_select(1, self.counter * self.batch_size + self.offsets)
+        new_params, loss = step(self.params, buffers, self.task.x_train[rows], self.task.y_train[rows])
+        for name, w in new_params.items():
+            self.params[name].copy_(w)
+        self.losses.index_copy_(0, self.counter.view(1), loss.view(1, -1))
+        self.counter.add_(1)
+
+    def _capture(self, step: Callable, params: Params, buffers: Params, orders: Tensor) -> None:
+        device = orders.device
+        n_batches = self.n_full + (orders.shape[1] % self.batch_size > 0)
+        self.params = {name: w.clone() for name, w in params.items()}
+        self.orders = orders.clone()
+        self.counter = torch.zeros((), dtype=torch.long, device=device)
+        self.offsets = torch.arange(self.batch_size, device=device)
+        self.losses = torch.zeros(n_batches, orders.shape[0], device=device)
+        if not self.capture:
+            self.replay = partial(self._one_step, step, buffers)
+            return
+        # Warm-up steps (on a side stream, as capture requires) must leave no trace: weights, BatchNorm
+        # statistics and the dropout generator are put back afterwards.
+        saved = ({k: v.clone() for k, v in self.params.items()}, {k: v.clone() for k, v in buffers.items()}, torch.cuda.get_rng_state(device))
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._one_step(step, buffers)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._one_step(step, buffers)
+        self.replay = self.graph.replay
+        for source, target in ((saved[0], self.params), (saved[1], buffers)):
+            for name, w in source.items():
+                target[name].copy_(w)
+        torch.cuda.set_rng_state(saved[2], device)
 
 
 def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, trained_by: str) -> tuple[nn.Module, TrainResult]:

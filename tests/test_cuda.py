@@ -18,7 +18,7 @@ from sharplib.data import load_task
 from sharplib.pool import init_model
 from sharplib.sharpness import estimate_pool_sharpness, estimate_sharpness
 from sharplib.task import Task, resolve_device
-from sharplib.train import TrainResult, train_model
+from sharplib.train import TrainResult, train_batched, train_model
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -114,3 +114,15 @@ def test_every_ablation_row_runs_on_cuda(arch: str, cpu_tasks: dict[str, Task], 
     assert df["tau"].notna().all()
     devices = {torch.load(p, weights_only=False)["device"] for p in tmp_path.glob("pool*/seed*.pt")}
     assert devices == {"cuda"} or devices == {"cuda:0"}, devices
+
+
+def test_lenet5_stack_trains_the_same_from_a_cuda_graph(cpu_tasks: dict[str, Task]) -> None:
+    """The captured graph replays the eager step's kernels: the same weights and epoch losses, dropout draws included."""
+    task = cpu_tasks["lenet5"]
+    cfgs = [protocol.train_config("lenet5", seed=s, max_epochs=2, min_epochs=2, device="cuda") for s in range(4)]
+    eager = train_batched([init_model("lenet5", c) for c in cfgs], task, cfgs, cuda_graph=False)
+    graphed = train_batched([init_model("lenet5", c) for c in cfgs], task, cfgs, cuda_graph=True)
+    for (model_e, result_e), (model_g, result_g) in zip(eager, graphed):
+        assert result_g.epoch_losses == pytest.approx(result_e.epoch_losses, rel=1e-5)
+        for (name, w_e), w_g in zip(model_e.state_dict().items(), model_g.state_dict().values()):
+            torch.testing.assert_close(w_g, w_e, rtol=1e-5, atol=1e-5, msg=name)

@@ -1,8 +1,10 @@
 """Training by the report's protocol: the stopping rule, reproducibility, batched == sequential."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -12,7 +14,9 @@ from sharplib.models import FCNN
 from sharplib.pool import init_model
 from sharplib.protocol import train_config
 from sharplib.task import Task
-from sharplib.train import TrainConfig, should_stop, train_batched, train_model
+from torch.func import stack_module_state, vmap
+
+from sharplib.train import GraphedEpoch, TrainConfig, _eager_epoch, sgd_step, should_stop, train_batched, train_model
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -176,3 +180,32 @@ def test_models_trained_together_share_their_config(abalone_task: Task) -> None:
     cfgs = [TrainConfig(lr=0.01, seed=0), TrainConfig(lr=0.02, seed=1)]
     with pytest.raises(ValueError, match="except the seed"):
         train_batched([init_model("fcnn", c) for c in cfgs], abalone_task, cfgs)
+
+
+def test_graphed_epoch_bookkeeping_equals_the_eager_epoch(tasks: dict[str, Task]) -> None:
+    """GraphedEpoch (the CUDA-graph path) reads its batches through a step counter into fixed buffers and runs
+    the short last batch eagerly; with capture off it must reproduce the eager epoch exactly, dropout included."""
+    task = dataclasses.replace(tasks["lenet5"], x_train=tasks["lenet5"].x_train[:200], y_train=tasks["lenet5"].y_train[:200])
+    cfgs = [train_config("lenet5", seed=s, device="cpu") for s in range(3)]
+    models = [init_model("lenet5", c) for c in cfgs]
+    orders = torch.stack([torch.randperm(task.n_train, generator=torch.Generator().manual_seed(s)) for s in range(3)])
+    outcomes = []
+    for graphed in (None, GraphedEpoch(task, cfgs[0].batch_size, capture=False)):
+        template = copy.deepcopy(models[0]).train()
+        step = vmap(partial(sgd_step, template, task, cfgs[0].lr, 0.0), randomness="different")
+        params, buffers = (dict(d) for d in stack_module_state(models))
+        params = {k: v.detach() for k, v in params.items()}
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            for _ in range(2):  # the second epoch reuses the captured buffers
+                if graphed is None:
+                    params, loss = _eager_epoch(step, params, buffers, task, orders, cfgs[0], batched=True)
+                else:
+                    params, loss = graphed.epoch(step, params, buffers, orders, training=True)
+        outcomes.append((params, buffers, loss))
+    (eager_params, eager_buffers, eager_loss), (graph_params, graph_buffers, graph_loss) = outcomes
+    assert graph_loss == eager_loss and len(graph_loss) == 3
+    for name in eager_params:
+        assert torch.equal(graph_params[name], eager_params[name]), name
+    for name in eager_buffers:
+        assert torch.equal(graph_buffers[name], eager_buffers[name]), name
