@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# How the tracked results/ were made: the full profile on one GPU machine without internet, whose
+# Python already has torch, torchvision, torch_geometric, pandas, seaborn and pytest. It brings
+# papermill, jupytext, ipykernel and pooch as wheels (.whl/), the data as .device-data/ (a copy of
+# ../shared/data) and, optionally, a copy of .git as .gitcopy/ so the results name their commit.
+#   OUT=/some/folder bash scripts/gpu-canonical-run.sh
+# It writes results.tgz (the files git tracks under results/, and paper/generated/), the make log,
+# the CUDA tests' log and the CUDA-graph benchmark into $OUT.
+set -uo pipefail
+OUT=${OUT:-/tmp/canonical-run}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 SHARPLIB_DATA=$PWD/.device-data
+if [ -d .gitcopy ]; then export GIT_DIR=$PWD/.gitcopy GIT_WORK_TREE=$PWD; fi
+stamp() { echo "== $(date -u +%T) $*"; }
+
+stamp "setup"
+python3 -m venv --system-site-packages .venv || exit 1
+.venv/bin/pip install -q --no-index --find-links .whl papermill jupytext ipykernel pooch || exit 1
+echo "$PWD" > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/sharplib-checkout.pth"
+touch .venv/.installed .venv/.cluster  # make must not pip-install: the machine has no registry
+.venv/bin/python -c "import torch, sharplib; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
+git rev-parse HEAD && git status --porcelain --untracked-files=no | head
+
+stamp "the CUDA graph against the eager step (gate for the canonical run)"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cuda_graph 2>&1 | tail -5
+if [ "${PIPESTATUS[0]}" != 0 ]; then echo "graph check failed: no canonical run"; GATE=failed; else GATE=ok; fi
+
+if [ "$GATE" = ok ]; then
+  stamp "make results + report, full profile"
+  start=$(date +%s)
+  timeout 420 make results paper/generated/results.tex PROFILE=full RERUN=1 > "$OUT/make-full.log" 2>&1
+  echo "make exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/make-full.log"
+  tail -5 "$OUT/make-full.log"
+  tar czf "$OUT/results.tgz" $(ls results/*/{results.json,models.csv,ablation.json,ablation.csv,rho.csv,notebook.ipynb,ablation.ipynb} 2>/dev/null) paper/generated
+fi
+
+stamp "benchmark: LeNet-5 pool, eager vs CUDA graph"
+timeout 150 .venv/bin/python benchmarks/cuda_graph.py 2>&1 | grep -v Warning | tee "$OUT/cuda_graph.txt" | tail -25
+
+stamp "CUDA tests"
+timeout 200 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_train.py 2>&1 | tee "$OUT/cuda-tests.log" | tail -8
+stamp "done"
