@@ -14,9 +14,13 @@ if [ -d .gitcopy ]; then export GIT_DIR=$PWD/.gitcopy GIT_WORK_TREE=$PWD; fi
 stamp() { echo "== $(date -u +%T) $*"; }
 
 stamp "setup"
-python3 -m venv --system-site-packages .venv || exit 1
-.venv/bin/pip install -q --no-index --find-links .whl papermill jupytext ipykernel pooch || exit 1
-echo "$PWD" > "$(.venv/bin/python -c 'import site; print(site.getsitepackages()[0])')/sharplib-checkout.pth"
+# The machine's python3 is itself a venv (a venv on top would hide its packages): the wheels go to a
+# folder on PYTHONPATH, and .venv/bin holds the names the Makefile calls.
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+mkdir -p .venv/bin
+ln -sf "$(command -v python3)" .venv/bin/python
+for tool in jupytext papermill; do printf '#!/bin/sh\nexec python3 -m %s "$@"\n' $tool > .venv/bin/$tool; chmod +x .venv/bin/$tool; done
 touch .venv/.installed .venv/.cluster  # make must not pip-install: the machine has no registry
 .venv/bin/python -c "import torch, sharplib; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 git rev-parse HEAD && git status --porcelain --untracked-files=no | head
