@@ -18,9 +18,10 @@ stamp "setup"
 # folder on PYTHONPATH, and .venv/bin holds the names the Makefile calls.
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
-mkdir -p .venv/bin
-ln -sf "$(command -v python3)" .venv/bin/python
-for tool in jupytext papermill; do printf '#!/bin/sh\nexec python3 -m %s "$@"\n' $tool > .venv/bin/$tool; chmod +x .venv/bin/$tool; done
+rm -rf .venv && mkdir -p .venv/bin
+printf '#!/bin/sh\nexec python3 "$@"\n' > .venv/bin/python  # a script, not a link: a link would make python look for a venv here
+for tool in jupytext papermill; do printf '#!/bin/sh\nexec python3 -m %s "$@"\n' $tool > .venv/bin/$tool; done
+chmod +x .venv/bin/*
 touch .venv/.installed .venv/.cluster  # make must not pip-install: the machine has no registry
 .venv/bin/python -c "import torch, sharplib; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
 git rev-parse HEAD && git status --porcelain --untracked-files=no | head
