@@ -137,5 +137,9 @@ clean:
 	rm -rf $(GENERATED) notebooks/*.ipynb build
 	-cd paper && latexmk -C -quiet main.tex
 
+# The tracked results (results/<arch>/: results.json, models.csv, ablation.*, rho.csv, the executed
+# notebooks) stay; trained models, caches and the quick profile's folder go.
+TRACKED_RESULTS := results.json models.csv ablation.json ablation.csv rho.csv notebook.ipynb ablation.ipynb
 clean-results: clean
-	rm -rf results results-quick
+	rm -rf results-quick
+	find results -mindepth 2 -maxdepth 2 $(foreach name,$(TRACKED_RESULTS),! -name $(name)) -exec rm -rf {} +

@@ -127,3 +127,12 @@ def test_make_reruns_exactly_the_notebooks_whose_inputs_changed(checkout: Path) 
     _edit(checkout / "sharplib" / "sharpness.py")
     assert make_results() == everything
     assert make_results("RERUN=1") == everything
+
+
+@pytest.mark.parametrize("step", sorted(fingerprint.STEPS))
+@pytest.mark.parametrize("arch", ARCHS)
+def test_tracked_results_belong_to_this_checkout(step: str, arch: str) -> None:
+    """The tracked results/ are the full profile's at the code as it is: a change on a notebook's path ships with its rerun."""
+    current = fingerprint.fingerprint(step, arch, "full", "auto")
+    reason = fingerprint.stale_reason(REPO / "results" / arch / fingerprint.STEPS[step][1], current)
+    assert reason is None, f"{reason}: rerun it (make paper; on a GPU scripts/gpu-canonical-run.sh) and commit results/"

@@ -1,6 +1,8 @@
-"""The README's Python examples run as printed (so the documented API cannot drift from the code)."""
+"""The README's Python examples run as printed (so the documented API cannot drift from the code), and its
+result table is the tracked results' (so the numbers it shows cannot drift from the run)."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -20,3 +22,18 @@ def test_readme_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("SHARPLIB_DATA", str(data_root))
     exec(compile(BLOCKS[index], f"README.md example {index + 1}", "exec"), {"__name__": "__readme__"})
     assert capsys.readouterr().out.strip(), "an example should print its result"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}".replace("-", "−")
+
+
+def test_result_table_is_the_tracked_results() -> None:
+    rows = re.findall(r"^\| (FCNN|LeNet-5|GAT) \| [^|]+ \| ([^|]+) \| \[([^,]+), ([^\]]+)\] \| ([^|]+) \|", README.read_text(), re.M)
+    assert [r[0] for r in rows] == ["FCNN", "LeNet-5", "GAT"], "the README's result table lost a row"
+    for (model, tau, low, high, p_value), arch in zip(rows, ("fcnn", "lenet5", "gat")):
+        results = json.loads((README.parent / "results" / arch / "results.json").read_text())
+        assert results["profile"] == "full" and results["n_used"] == 50
+        assert (tau.strip(), low.strip(), high.strip()) == (_signed(results["tau"]), *map(_signed, results["tau_ci"])), model
+        p = results["p_value"]
+        assert p_value.strip() == ("< 0.001" if p < 0.001 else f"{p:.2g}"), model
