@@ -25,6 +25,10 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 ARCHS = ("fcnn", "lenet5", "gat")
 VALUE_ATOL = 1e-4  # per restart: best perturbed loss - unperturbed loss
 LOSS_RTOL = 1e-3  # the losses behind them
+# A model's estimate pooled with others vs alone: GPU reductions depend on the batch shape. Measured on an H200
+# (benchmarks/cuda_graph.py, docs/runs/2026-11-26-h200-cuda-graph.txt): at most 2.0e-6 for LeNet-5 pools of 3 to 50,
+# on values up to 1.6e-3; 1e-6 failed once. Five times the measured spread:
+POOL_ATOL = 1e-5
 
 
 def _small(task: Task) -> Task:
@@ -69,7 +73,7 @@ def test_pool_on_cuda_equals_each_model_alone(arch: str, cpu_tasks: dict[str, Ta
     pooled = estimate_pool_sharpness(models, task, cfg)  # the CUDA default: all three in one vmapped call
     for result, model in zip(pooled, models):
         alone = estimate_sharpness(model, task, cfg)
-        assert result.values == pytest.approx(alone.values, abs=1e-6)
+        assert result.values == pytest.approx(alone.values, abs=POOL_ATOL)
 
 
 def test_fcnn_trains_on_cuda_as_on_cpu(cpu_tasks: dict[str, Task]) -> None:
