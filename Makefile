@@ -5,6 +5,8 @@
 #   make paper BACKEND=ray     models and sharpness on Ray: the cluster at $RAY_ADDRESS, else a local one
 #   make paper RERUN=1         recompute every study and ablation (by default a results file is reused while the
 #                              hash of the code, data and parameters that made it is unchanged)
+#   make measures              beyond the report: a panel of flatness measures on the study's pool and a
+#                              learning-rate x batch-size grid (then `make paper` adds its section)
 #   make lab                   JupyterLab on the notebooks
 #   make browser               installs Chromium (apt-get, only when missing) for the browser test
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
@@ -33,7 +35,8 @@ ARCHS := fcnn lenet5 gat
 DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
-	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py > $@.tmp
+	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_MODULES=notebooks/measures.py \
+	  MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.tmp
 	mv $@.tmp $@
 include $(DEPS)
 
@@ -100,6 +103,24 @@ endef
 $(foreach arch,$(ARCHS),$(eval $(call ablation,$(arch))))
 ABLATIONS := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/ablation.json)
 
+# ---------------------------------------------------------------- beyond the report: notebooks/measures.py -> results/<arch>/measures.json
+# The panel of measures on the study's pool and on a grid that varies the learning rate and batch size.
+# `make measures` runs it; it is not yet a step of `make paper` (its results are neither tracked nor under the
+# content hash yet), but the paper shows its section whenever measures.json files are there.
+define measures
+$(RESULTS)/$(1)/measures.json: notebooks/measures.py $(MEASURES_MODULES) $(RESULTS)/$(1)/results.json | $(VENV)/.installed $(CLUSTER)
+	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/measures-source.ipynb $$<
+	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/measures-source.ipynb $(RESULTS)/$(1)/measures.ipynb \
+	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND)
+	test -f $$@
+endef
+$(foreach arch,$(ARCHS),$(eval $(call measures,$(arch))))
+MEASURES_DONE := $(wildcard $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/measures.json))
+MEASURES_GENERATED := $(if $(MEASURES_DONE),$(GENERATED)/measures.tex $(GENERATED)/measures.pdf)
+
+$(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES_DONE) $(MEASURES_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
+	$(PY) -m sharplib.measures_report $(RESULTS) $(GENERATED)
+
 # ---------------------------------------------------------------- results -> paper
 # A stamp that changes only when the profile does, so switching profiles rebuilds the paper.
 $(GENERATED)/profile.txt: FORCE
@@ -112,12 +133,13 @@ $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
 	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
 
 paper/main.pdf: paper/main.tex paper/references.bib $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
-    $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf | tex
+    $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(MEASURES_GENERATED) | tex
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
 
-.PHONY: paper results test lab clean clean-results venv FORCE
+.PHONY: paper results measures test lab clean clean-results venv FORCE
 paper: paper/main.pdf
 results: $(STUDIES) $(ABLATIONS)
+measures: $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/measures.json)
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.cluster

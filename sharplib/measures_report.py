@@ -1,0 +1,139 @@
+"""The paper's "Beyond the report" section, built from results/<arch>/measures.json alone.
+
+    python -m sharplib.measures_report RESULTS_DIR GENERATED_DIR
+
+writes measures.tex (a table: measures × architectures, τ on the seed-only pool, τ and Ψ on the varied
+pool, with their 95 % CIs, and a paragraph whose sentences follow the numbers) and measures.pdf/.png
+(a heatmap of τ, Ψ and each ψ_i). It is kept apart from report.py, which the study notebook imports:
+this section can change without touching the study's inputs.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .measures import MEASURES  # noqa: E402
+from .measures_study import read_measures  # noqa: E402
+from .protocol import spec  # noqa: E402
+
+ARCHS = ("fcnn", "lenet5", "gat")
+LABELS = {
+    "sharpness_adaptive": "adaptive worst-case sharpness", "sharpness_standard": "standard worst-case sharpness",
+    "sharpness_average": "adaptive average-case sharpness", "hessian_top_eigenvalue": "Hessian top eigenvalue",
+    "hessian_trace": "Hessian trace", "pac_bayes_mag_flatness": "PAC-Bayes magnitude-aware flatness",
+    "fisher_rao_norm": "Fisher–Rao norm", "weight_norm": "weight norm", "distance_from_init": "distance from init",
+    "train_loss": "training loss (control)", "epochs": "epochs (control)",
+}
+COLUMNS = {"τ seed-only": ("tau_seed", None), "τ varied": ("tau_varied", None), "Ψ": ("granulated", "psi"),
+           "ψ learning rate": ("granulated", "lr"), "ψ batch size": ("granulated", "batch_size")}
+
+
+def overview(summary: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per measure: τ on each pool, Ψ and each ψ_i (NaN where undefined)."""
+    rows = {}
+    for measure, entry in summary.items():
+        g = entry["granulated"]
+        rows[LABELS.get(measure, measure)] = {"τ seed-only": entry["tau_seed"]["tau"], "τ varied": entry["tau_varied"]["tau"], "Ψ": g["psi"],
+                                              "ψ learning rate": g["psi_i"].get("lr"), "ψ batch size": g["psi_i"].get("batch_size")}
+    return pd.DataFrame.from_dict(rows, orient="index").astype(float)
+
+
+def heatmap(ax: plt.Axes, table: pd.DataFrame, title: str) -> None:
+    sns.heatmap(table, ax=ax, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", cbar=False, annot_kws={"size": 7})
+    ax.set(title=title)
+    ax.tick_params(labelsize=7)
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if not all(math.isfinite(x) for x in (value, low, high)):
+        return "---"
+    return f"${value:.2f}$ {{\\scriptsize $[{low:.2f}, {high:.2f}]$}}"
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return math.isfinite(low) and math.isfinite(high) and (low > 0 or high < 0)
+
+
+def table_tex(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Rows: measures; per architecture two columns: τ on the seed-only pool and Ψ on the varied pool, with CIs."""
+    archs = [a for a in ARCHS if a in summaries]
+    header = " & ".join(f"\\multicolumn{{2}}{{c}}{{{spec(a).model_name}}}" for a in archs)
+    lines = [f"\\begin{{tabular}}{{l{'cc' * len(archs)}}}", "\\hline", f" & {header} \\\\",
+             " & " + " & ".join(["$\\tau$ seed-only & $\\Psi$ varied"] * len(archs)) + " \\\\", "\\hline"]
+    for measure in MEASURES:
+        cells = []
+        for a in archs:
+            entry = summaries[a][measure]
+            t, g = entry["tau_seed"], entry["granulated"]
+            cells += [_interval(t["tau"], t["ci_low"], t["ci_high"]), _interval(g["psi"], g["ci_low"], g["ci_high"])]
+        lines.append(f"{LABELS[measure]} & " + " & ".join(cells) + " \\\\")
+    return "\n".join([*lines, "\\hline", "\\end{tabular}"]) + "\n"
+
+
+def paragraph(arch: str, summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """What the numbers say for one architecture, in sentences chosen by the numbers."""
+    name = spec(arch).model_name
+    seed_strong = [LABELS[m] for m, e in summary.items() if _excludes_zero(e["tau_seed"]["ci_low"], e["tau_seed"]["ci_high"]) and m not in ("train_loss", "epochs")]
+    psi = {m: e["granulated"] for m, e in summary.items() if math.isfinite(e["granulated"]["psi"])}
+    best = max(psi, key=lambda m: abs(psi[m]["psi"])) if psi else None
+    parts = [f"For {name}, on the seed-only pool "]
+    parts.append(f"the confidence interval of τ excludes zero for: {', '.join(seed_strong)}." if seed_strong else "no measure's τ interval excludes zero.")
+    if best is not None:
+        g = psi[best]
+        parts.append(f" On the varied pool the largest |Ψ| is {LABELS[best]}'s, Ψ = {g['psi']:.2f} (95 % CI [{g['ci_low']:.2f}, {g['ci_high']:.2f}]; "
+                     f"ψ = {g['psi_i'].get('lr', float('nan')):.2f} across learning rates, {g['psi_i'].get('batch_size', float('nan')):.2f} across batch sizes).")
+    detector = [LABELS[m] for m, e in summary.items()
+                if abs(e["tau_varied"]["tau"]) >= 0.3 and math.isfinite(e["granulated"]["psi"]) and abs(e["granulated"]["psi"]) < abs(e["tau_varied"]["tau"]) / 2]
+    if detector:
+        parts.append(f" A plain τ over the varied pool overstates {', '.join(detector)}: its Ψ is less than half its τ there.")
+    return "".join(parts)
+
+
+def figure(summaries: Mapping[str, Mapping[str, Any]], pdf: Path, png: Path) -> None:
+    archs = [a for a in ARCHS if a in summaries]
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 4.2), sharey=True, squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        heatmap(ax, overview(summaries[arch]), spec(arch).model_name)
+    fig.tight_layout()
+    fig.savefig(pdf)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def build(results_dir: Path, out_dir: Path) -> list[Path]:
+    """measures.tex and the figure from every architecture whose measures.json exists; nothing when none does."""
+    summaries = {}
+    for arch in ARCHS:
+        try:
+            summaries[arch] = read_measures(results_dir, arch)[0]["measures"]
+        except FileNotFoundError:
+            continue
+    if not summaries:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = "\n\n".join(paragraph(a, s) for a, s in summaries.items())
+    (out_dir / "measures.tex").write_text("% Generated by sharplib.measures_report from results/*/measures.json: do not edit.\n"
+                                          f"\\newcommand{{\\MeasuresTable}}{{{table_tex(summaries)}}}\n\\newcommand{{\\MeasuresText}}{{{text}}}\n")
+    figure(summaries, out_dir / "measures.pdf", out_dir / "measures.png")
+    return [out_dir / name for name in ("measures.tex", "measures.pdf", "measures.png")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        raise SystemExit("usage: python -m sharplib.measures_report RESULTS_DIR GENERATED_DIR")
+    for path in build(Path(args[0]), Path(args[1])):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""The measures study of one architecture: which flatness measure tracks test loss, and on which pools.
+
+notebooks/measures.py runs it once per architecture. Two pools of the same architecture are measured
+by the whole panel (`measures.compute_panel`):
+
+- the seed-only pool: the study's own models (its checkpoints are reused, or retrained the same way);
+- the varied pool: the hyperparameter grid of `grid.GRIDS` (learning rate × batch size × seeds).
+
+For each measure μ it reports the plain Kendall τ(μ, test loss) on both pools, and on the varied
+pool the granulated τ Ψ with each ψ_i (Jiang et al. 2020) and τ within each learning rate:
+
+    <results_dir>/<arch>/measures.csv    one row per (pool, model): hyperparameters, seed, test loss, measures
+    <results_dir>/<arch>/measures.json   per measure: τ with CI on each pool, Ψ and ψ_i with CIs, conditional τ
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import check_choice, check_device, check_number, check_text, params_from_namespace
+from .grid import GRIDS, HYPERPARAMETERS, Grid
+from .measures import MEASURES, MeasuresConfig
+from .pool import BACKENDS
+from .protocol import spec
+from .stats import conditional_kendall, granulated_kendall, kendall
+from .study import write_json_atomic
+
+# Per profile: how many of the study's models form the seed-only pool, the worst-case restarts, the bootstrap.
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": dict(n_seed_models=50, n_restarts=10, n_resamples=999, subset_rows=1024),
+    "quick": dict(n_seed_models=None, n_restarts=2, n_resamples=199, subset_rows=256),
+}
+
+
+@dataclass(frozen=True)
+class MeasuresParams:
+    """The measures notebook's parameters. None means the profile's value (PROFILES)."""
+
+    arch: str
+    profile: str = "full"
+    n_seed_models: int | None = None  # None: the profile's (quick: the whole quick study pool)
+    n_restarts: int | None = None
+    n_resamples: int | None = None
+    subset_rows: int | None = None
+    device: str = "auto"
+    backend: str = "auto"
+    n_workers: int | None = None
+    results_dir: str = "results"
+    data_root: str | None = None
+
+    def __post_init__(self) -> None:
+        name = "parameter"
+        check_choice(name, "arch", self.arch, tuple(GRIDS["full"]))
+        check_choice(name, "profile", self.profile, tuple(PROFILES))
+        check_choice(name, "backend", self.backend, BACKENDS)
+        for field, minimum in (("n_seed_models", 3), ("n_restarts", 1), ("n_resamples", 1), ("subset_rows", 1), ("n_workers", 1)):
+            if getattr(self, field) is not None:
+                check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
+        check_text(name, "results_dir", self.results_dir)
+        if self.data_root is not None:
+            check_text(name, "data_root", self.data_root)
+        check_device(name, "device", self.device)
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "MeasuresParams":
+        return params_from_namespace(cls, namespace, before)
+
+    def resolved(self, field: str) -> Any:
+        value = getattr(self, field)
+        return PROFILES[self.profile][field] if value is None else value
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.results_dir) / self.arch
+
+    @property
+    def grid(self) -> Grid:
+        return GRIDS[self.profile][self.arch]
+
+    def measures_config(self) -> MeasuresConfig:
+        """Table I's ρ and η for every model: the ascent's step does not follow a model's own learning rate,
+        so that on the varied pool a measure cannot read the learning rate off its own settings."""
+        s = spec(self.arch)
+        return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=self.resolved("n_restarts"), subset_rows=self.resolved("subset_rows"), device=self.device)
+
+
+def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per measure: τ on each pool, and on the varied pool Ψ, ψ_i and τ within each learning rate (each with its CI).
+
+    `table` is measures.csv: a `pool` column ("seed" or "varied"), the hyperparameters, test_loss and one column per measure.
+    """
+    seed_pool, varied = (table[table["pool"] == name] for name in ("seed", "varied"))
+    summary = {}
+    for measure in MEASURES:
+        entry: dict[str, Any] = {}
+        for name, pool in (("seed", seed_pool), ("varied", varied)):
+            usable = pool[np.isfinite(pool[measure].astype(float)) & np.isfinite(pool["test_loss"])]
+            entry[f"tau_{name}"] = _kendall(usable[measure], usable["test_loss"], n_resamples)
+        usable = varied[np.isfinite(varied[measure].astype(float)) & np.isfinite(varied["test_loss"])]
+        granulated = granulated_kendall(usable.assign(**{measure: usable[measure].astype(float)}), measure, "test_loss", list(HYPERPARAMETERS),
+                                        n_resamples=n_resamples, seed=seed)
+        entry["granulated"] = granulated.as_dict()
+        by_lr = conditional_kendall(usable.assign(**{measure: usable[measure].astype(float)}), measure, "test_loss", "lr", n_resamples=n_resamples, seed=seed)
+        entry["tau_within_lr"] = {f"{lr:g}": result.as_dict() for lr, result in by_lr.items()}
+        summary[measure] = entry
+    return summary
+
+
+def _kendall(measure: pd.Series, test_loss: pd.Series, n_resamples: int) -> dict[str, Any]:
+    if len(measure) < 3 or measure.nunique() < 2:  # τ undefined: a constant measure (epochs of a pool that all stopped together)
+        return {"tau": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"), "n": int(len(measure))}
+    return kendall(measure.astype(float).to_numpy(), test_loss.to_numpy(), n_resamples=n_resamples).as_dict()
+
+
+def write_measures(out_dir: str | Path, table: pd.DataFrame, summary: dict[str, Any], record: dict[str, Any]) -> Path:
+    """measures.csv, then measures.json (last, atomically: its presence means the run finished)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "measures.csv", index=False)
+    write_json_atomic(out / "measures.json", {**record, "measures": summary})
+    return out / "measures.json"
+
+
+def read_measures(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    folder = Path(results_dir) / arch
+    if not (folder / "measures.json").exists():
+        raise FileNotFoundError(f"{folder / 'measures.json'} not found: run notebooks/measures.py for {arch}")
+    return json.loads((folder / "measures.json").read_text()), pd.read_csv(folder / "measures.csv")
+
+
+def params_record(params: MeasuresParams) -> dict[str, Any]:
+    return {"arch": params.arch, "profile": params.profile, "params": dataclasses.asdict(params), "grid": dataclasses.asdict(params.grid),
+            "measures_config": dataclasses.asdict(params.measures_config())}
