@@ -34,8 +34,10 @@ from .study import write_json_atomic
 # Per profile: how many of the study's models form the seed-only pool, the worst-case restarts, the bootstrap.
 PROFILES: dict[str, dict[str, Any]] = {
     "full": dict(n_seed_models=50, n_restarts=10, n_resamples=999, subset_rows=1024),
-    "quick": dict(n_seed_models=None, n_restarts=2, n_resamples=199, subset_rows=256),
+    "quick": dict(n_seed_models=None, n_restarts=2, n_resamples=199, subset_rows=128),
 }
+# The quick profile's estimators, cut to check the chain (the full profile keeps MeasuresConfig's defaults).
+QUICK_ESTIMATORS = dict(n_gaussian_draws=4, hessian_iters=6, n_hutchinson_probes=4, pac_bayes_steps=6)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,8 @@ class MeasuresParams:
         """Table I's ρ and η for every model: the ascent's step does not follow a model's own learning rate,
         so that on the varied pool a measure cannot read the learning rate off its own settings."""
         s = spec(self.arch)
-        return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=self.resolved("n_restarts"), subset_rows=self.resolved("subset_rows"), device=self.device)
+        quick = QUICK_ESTIMATORS if self.profile == "quick" else {}
+        return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=self.resolved("n_restarts"), subset_rows=self.resolved("subset_rows"), device=self.device, **quick)
 
 
 def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str, dict[str, Any]]:
