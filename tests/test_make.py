@@ -6,6 +6,7 @@ times are preserved, so make sees the venv as up to date, as it would in the ori
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -76,26 +77,67 @@ def processes_in(folder: Path) -> list[int]:
     return found
 
 
+def describe(pids: list[int]) -> str:
+    """One line a process: pid, state, whether it ignores SIGINT, command line (what a stuck Ctrl-C needs)."""
+    lines = []
+    for pid in pids:
+        try:
+            status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+        except OSError:
+            continue
+        lines.append(f"{pid} {status['State']} SIGINT {'ignored' if ignores_sigint(pid) else 'not ignored'}: {command}")
+    return "\n".join(lines)
+
+
+def ignores_sigint(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+    return False
+
+
 def interrupt_when(process: subprocess.Popen, condition, project: Path, timeout: float) -> None:
     """Ctrl-C (SIGINT to make's process group) as soon as `condition()` holds; nothing may keep running.
 
-    papermill starts each kernel in a session of its own, out of reach of the terminal's signal, so
-    it is papermill's job to shut the kernel (and the kernel's training workers) down.
+    The signal reaches make and papermill. papermill starts each kernel in a session of its own, out of
+    reach of the terminal's signal, so it is papermill's job to shut the kernel (and the kernel's
+    training workers) down: its KeyboardInterrupt interrupts the kernel's process group, asks the kernel
+    to shut down, and kills the group 5 s later at most (jupyter_client's shutdown_wait_time); make
+    waits for papermill, then dies of the signal. About 4 s in all, alone or beside two busy processes.
     """
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, f"make ended before the condition held:\n{process.stdout.read()[-4000:]}"
         assert time.monotonic() < deadline, "condition never held"
         time.sleep(0.5)
+    if ignores_sigint(process.pid):
+        kill_all(process, project)
+        pytest.fail(f"make ignores SIGINT (inherited from this test process?), so Ctrl-C would not stop it:\n{describe([process.pid])}")
     os.killpg(process.pid, signal.SIGINT)
-    process.communicate(timeout=120)
+    try:
+        process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        running = describe(processes_in(project))
+        kill_all(process, project)
+        pytest.fail(f"make still running 120 s after Ctrl-C; the processes then:\n{running}")
     deadline = time.monotonic() + 60
     while processes_in(project) and time.monotonic() < deadline:
         time.sleep(1)
-    left = processes_in(project)
-    for pid in left:  # do not leave them running on the test machine
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes still running after Ctrl-C: {left}"
+    left = describe(processes_in(project))
+    kill_all(process, project)
+    assert not left, f"processes still running 60 s after make stopped on Ctrl-C:\n{left}"
+
+
+def kill_all(process: subprocess.Popen, project: Path) -> None:
+    """make's process group, then whatever else runs in the project (kernels, workers): nothing is left
+    building on the test machine, whatever the outcome."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for pid in processes_in(project):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
 
 
 @pytest.mark.slow
