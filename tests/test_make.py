@@ -112,8 +112,9 @@ def interrupt_when(process: subprocess.Popen, condition, project: Path, timeout:
         assert time.monotonic() < deadline, "condition never held"
         time.sleep(0.5)
     if ignores_sigint(process.pid):
+        running = describe(processes_in(project))
         kill_all(process, project)
-        pytest.fail(f"make ignores SIGINT (inherited from this test process?), so Ctrl-C would not stop it:\n{describe([process.pid])}")
+        pytest.fail(f"make ignores SIGINT (inherited from this test process?), so Ctrl-C would not stop it:\n{running}")
     os.killpg(process.pid, signal.SIGINT)
     try:
         process.communicate(timeout=120)
