@@ -47,8 +47,8 @@ def _as_from_a_shell() -> None:
     """In make's process, before exec: SIGINT at its default action and not blocked, as a terminal's shell
     gives a foreground job, whatever the test process has.
 
-    A test process started in the background by a non-interactive shell (`pytest ... &`, `make test > log &`,
-    nohup: how a suite longer than a terminal session gets run) has SIGINT *ignored*, and an ignored
+    A test process started in the background by a non-interactive shell (`make test > log &`, `nohup pytest &`:
+    how a suite longer than a session gets run) has SIGINT *ignored*, and an ignored
     signal stays ignored across fork and exec. GNU make keeps a fatal signal that was ignored at its
     start ignored (so that `make &` outlives the terminal's Ctrl-C), and so does Python (papermill): the
     test's Ctrl-C then reached no process, `make paper` built on through LeNet-5 and the GAT, and the
@@ -104,7 +104,8 @@ def interrupt_when(process: subprocess.Popen, condition, project: Path, timeout:
     reach of the terminal's signal, so it is papermill's job to shut the kernel (and the kernel's
     training workers) down: its KeyboardInterrupt interrupts the kernel's process group, asks the kernel
     to shut down, and kills the group 5 s later at most (jupyter_client's shutdown_wait_time); make
-    waits for papermill, then dies of the signal. About 4 s in all, alone or beside two busy processes.
+    waits for papermill, then dies of the signal: 4-5 s on the idle 2-core machine or beside two busy
+    processes, under 10 s at a load of 8.
     """
     deadline = time.monotonic() + timeout
     while not condition():
