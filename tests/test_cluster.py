@@ -170,7 +170,7 @@ def test_an_interrupted_driver_cancels_its_tasks(ray_local, abalone_task: Task, 
             time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGINT)
 
-    # Ctrl-C raises KeyboardInterrupt in the main thread, whatever handler an earlier test left installed
+    # Ctrl-C raises KeyboardInterrupt in the main thread, even in a suite started with `&` by a script (SIGINT ignored from the start)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with ThreadPoolExecutor(1) as helper:
