@@ -54,22 +54,21 @@ def stack_models(models: list[nn.Module], device: torch.device) -> Stack:
 
 
 def over_models(fn: Callable, n_models: int, in_dims: tuple) -> Callable:
-    """`fn` of one model mapped over the stack: one vmap, or a plain call (no vmap overhead) for a single model.
-
-    `in_dims` as vmap's: 0 for an argument with one row per model, None for one shared by all.
+    """`fn` of one model (returning one tensor) mapped over the stack: one vmap, or a plain call (no vmap overhead)
+    for a single model. `in_dims` as vmap's: 0 for an argument with one row per model, None for one shared by all.
     """
     if n_models > 1:
         return vmap(fn, in_dims=in_dims)
 
-    def single(*args):
-        out = fn(*(a if d is None else _first(a) for a, d in zip(args, in_dims)))
-        return torch.utils._pytree.tree_map(lambda t: t.unsqueeze(0), out)
+    def single(*args: Tensor | Params) -> Tensor:
+        return fn(*(a if d is None else _first(a) for a, d in zip(args, in_dims))).unsqueeze(0)
 
     return single
 
 
-def _first(tree):
-    return torch.utils._pytree.tree_map(lambda t: t[0], tree)
+def _first(arg: Tensor | Params) -> Tensor | Params:
+    """The first model's row of a stacked tensor or of each tensor of a dict (buffers)."""
+    return {k: v[0] for k, v in arg.items()} if isinstance(arg, dict) else arg[0]
 
 
 def loss_on_rows(stack: Stack, task: Task, w: Tensor, buffers: Params, batch_rows: int) -> Tensor:

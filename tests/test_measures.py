@@ -46,8 +46,10 @@ def pools(abalone_task: Task, fmnist_small: Task) -> dict[str, tuple[list[nn.Mod
 
 
 def _cfg(arch: str, **overrides) -> MeasuresConfig:
-    base = dict(rho=0.025, lr=0.014, subset_rows=256) if arch == "fcnn" else dict(rho=2e-3, lr=0.05, subset_rows=24, batch_rows=16)
-    return MeasuresConfig(**{**base, "rho_average": 0.05, **QUICK, **overrides})
+    # LeNet-5's average-case ρ is larger: its loss changes less per unit of relative noise, and float32 rounds the loss at ~1e-7.
+    base = dict(rho=0.025, lr=0.014, rho_average=0.05, subset_rows=256) if arch == "fcnn" else \
+        dict(rho=2e-3, lr=0.05, rho_average=0.1, subset_rows=24, batch_rows=16)
+    return MeasuresConfig(**{**base, **QUICK, **overrides})
 
 
 # ---------------------------------------------------------------- config and columns
@@ -128,9 +130,24 @@ def test_batched_panel_equals_one_model_at_a_time(arch: str, pools) -> None:
             continue  # a residual near 0 has no relative precision; the rest are not computed in the stack
         # Float32 rounding only: vmap runs LeNet-5's convolutions as grouped ones, which sum in another order, and vᵀHv sums
         # 175 546 products of both signs (in float64 the two agree to 1e-15).
-        rtol = 1e-3 if column.startswith("hessian") else 2e-4
+        # The sd of 3 probes' vᵀHv amplifies that rounding again.
+        rtol = 1e-2 if column == "hessian_trace_stderr" else 1e-3 if column.startswith("hessian") else 2e-4
         torch.testing.assert_close(torch.tensor(batched[column].tolist()), torch.tensor(alone[column].tolist()), rtol=rtol, atol=1e-7,
                                    msg=lambda m: f"{column}: {m}")
+
+
+def test_gat_panel_on_the_graph(cora_task: Task) -> None:
+    # Graph task: D is the 140 training nodes (fewer than subset_rows), every forward pass sees the whole graph.
+    cfgs = [train_config("gat", min_epochs=1, max_epochs=2, seed=s, device="cpu") for s in (0, 1)]
+    models = [m for m, _ in train_batched([init_model("gat", c) for c in cfgs], cora_task, cfgs)]
+    cfg = MeasuresConfig(rho=0.02, lr=0.236, rho_average=0.2, **{**QUICK, "pac_bayes_steps": 8})
+    batched = compute_panel(models, cora_task, [0, 1], dataclasses.replace(cfg, models_per_call=2), progress=False)
+    alone = compute_panel(models, cora_task, [0, 1], dataclasses.replace(cfg, models_per_call=1), progress=False)
+    measured = [m for m in MEASURES if m != "epochs"]
+    assert batched[measured].notna().all().all()
+    assert (batched[measured] > 0).all().all()
+    for column in measured:
+        torch.testing.assert_close(torch.tensor(batched[column].tolist()), torch.tensor(alone[column].tolist()), rtol=1e-3, atol=1e-7)
 
 
 # ---------------------------------------------------------------- invariance to function-preserving rescalings
@@ -179,7 +196,7 @@ def test_the_reports_gradient_step_is_not_exactly_invariant(pools) -> None:
     model, task = pools["fcnn"][0][0], pools["fcnn"][2]
     cfg = _cfg("fcnn").sharpness_config(adaptive=True)
     before, after = (r.mean for r in estimate_pool_sharpness([model, rescale(model, 10.0, layer=1)], task, cfg))
-    assert abs(after - before) > 0.1 * before
+    assert abs(after - before) > 0.05 * before
 
 
 def test_the_docs_table_matches_the_flags() -> None:
