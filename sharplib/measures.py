@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import numbers
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -151,8 +152,8 @@ def initial_weights(models: Sequence[nn.Module], inits: Sequence[nn.Module | int
         raise ValueError(f"compute_panel: {len(inits)} initial models or seeds for {len(models)} models; give one per model")
     rows = []
     for model, start in zip(models, inits):
-        if isinstance(start, int) and not isinstance(start, bool):
-            start = initial_model(model, start, init)
+        if _is_seed(start):
+            start = initial_model(model, int(start), init)
         if not isinstance(start, nn.Module):
             raise ValueError(f"compute_panel: an initial model must be an nn.Module or an int seed, got {type(start).__name__}")
         rows.append(flatten({k: p.detach().cpu() for k, p in start.named_parameters() if p.requires_grad}))
@@ -261,5 +262,10 @@ def _on(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _seeds(inits: Sequence[Any], controls: list[dict[str, Any]] | None) -> list[int | None]:
     if controls and all("seed" in r for r in controls):
-        return [r["seed"] for r in controls]
-    return [s if isinstance(s, int) and not isinstance(s, bool) else None for s in inits]
+        return [int(r["seed"]) for r in controls]
+    return [int(s) if _is_seed(s) else None for s in inits]
+
+
+def _is_seed(value: Any) -> bool:
+    """An integer seed: a Python int or a NumPy one (a pandas column's values), never a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -79,6 +79,10 @@ def test_panel_columns_controls_and_seeds(pools) -> None:
     assert df["train_loss"].tolist() == [r.train_loss for r in rows] and df["epochs"].tolist() == [r.epochs for r in rows]
     assert df["seed"].tolist() == [0, 1, 2]
     assert df[list(MEASURES)].notna().all().all() and (df[list(MEASURES)] > 0).all().all()
+    # The rows as a table (a pool's models.csv, a grid's table) and its seed column's NumPy integers do as well.
+    table = pd.DataFrame([r.as_dict() for r in rows])
+    from_table = compute_panel(models, task, list(table["seed"]), _cfg("fcnn"), train_rows=table, progress=False)
+    pd.testing.assert_frame_equal(from_table, df)
     # Without the pool's rows the loss is measured on the whole training set; the epochs are unknown.
     alone = compute_panel(models[:1], task, [0], _cfg("fcnn"), progress=False)
     assert alone["train_loss"].iloc[0] == pytest.approx(evaluate(models[0], task, "train")[0], rel=1e-6)
