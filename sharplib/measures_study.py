@@ -36,6 +36,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "full": dict(n_seed_models=50, n_restarts=10, n_resamples=999, subset_rows=1024),
     "quick": dict(n_seed_models=None, n_restarts=2, n_resamples=199, subset_rows=128),
 }
+AVERAGE_RHO = 0.05  # σ_i = 0.05 |w_i| for the average-case sharpness, every architecture
 # The quick profile's estimators, cut to check the chain (the full profile keeps MeasuresConfig's defaults).
 QUICK_ESTIMATORS = dict(n_gaussian_draws=4, hessian_iters=6, n_hutchinson_probes=4, pac_bayes_steps=6)
 
@@ -87,10 +88,13 @@ class MeasuresParams:
 
     def measures_config(self) -> MeasuresConfig:
         """Table I's ρ and η for every model: the ascent's step does not follow a model's own learning rate,
-        so that on the varied pool a measure cannot read the learning rate off its own settings."""
+        so that on the varied pool a measure cannot read the learning rate off its own settings. The
+        average-case sharpness uses ρ = AVERAGE_RHO: at LeNet-5's worst-case ρ (1e-4) Gaussian noise moves
+        the loss by about float32's resolution."""
         s = spec(self.arch)
         quick = QUICK_ESTIMATORS if self.profile == "quick" else {}
-        return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=self.resolved("n_restarts"), subset_rows=self.resolved("subset_rows"), device=self.device, **quick)
+        return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=self.resolved("n_restarts"), subset_rows=self.resolved("subset_rows"),
+                              rho_average=AVERAGE_RHO, device=self.device, **quick)
 
 
 def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str, dict[str, Any]]:
