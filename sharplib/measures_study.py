@@ -110,8 +110,9 @@ def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str,
             usable = pool[np.isfinite(pool[measure].astype(float)) & np.isfinite(pool["test_loss"])]
             entry[f"tau_{name}"] = _kendall(usable[measure], usable["test_loss"], n_resamples)
         usable = varied[np.isfinite(varied[measure].astype(float)) & np.isfinite(varied["test_loss"])]
+        # A measure constant within a sub-pool ranks nothing there: τ = 0, Jiang et al.'s convention (stats' undefined="zero")
         granulated = granulated_kendall(usable.assign(**{measure: usable[measure].astype(float)}), measure, "test_loss", list(HYPERPARAMETERS),
-                                        n_resamples=n_resamples, seed=seed)
+                                        n_resamples=n_resamples, seed=seed, undefined="zero")
         entry["granulated"] = granulated.as_dict()
         by_lr = conditional_kendall(usable.assign(**{measure: usable[measure].astype(float)}), measure, "test_loss", "lr", n_resamples=n_resamples, seed=seed)
         entry["tau_within_lr"] = {f"{lr:g}": result.as_dict() for lr, result in by_lr.items()}
