@@ -14,16 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .measures import MEASURES  # noqa: E402
-from .measures_study import read_measures  # noqa: E402
-from .protocol import spec  # noqa: E402
+from .measures import MEASURES
+from .measures_study import read_measures
+from .protocol import spec
 
 ARCHS = ("fcnn", "lenet5", "gat")
 LABELS = {
