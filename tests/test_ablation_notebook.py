@@ -173,9 +173,18 @@ def test_report_build_adds_the_ablation_only_when_all_three_ran(tiny_run: Path, 
 def test_profiles_keep_the_issue_s_promises() -> None:
     full, quick = A.ABLATION_PROFILES["full"], A.ABLATION_PROFILES["quick"]
     assert full["fcnn"]["n_models"] is None and full["gat"]["n_models"] is None  # all 50 models
-    assert 3 <= full["lenet5"]["n_models"] and full["fcnn"]["variants"] is None and full["lenet5"]["variants"] is None
+    assert full["lenet5"]["n_models"] is None and full["fcnn"]["variants"] is None and full["lenet5"]["variants"] is None
+    assert A.CPU_MODEL_CAP == {"lenet5": 20}  # on a CPU, LeNet-5's rows on the pool's first 20 (issue #11: no fewer)
     for arch in ("fcnn", "lenet5", "gat"):
         grid = A.default_rho_grid(arch, full[arch]["rho_factors"])
         assert len(grid) >= 5 and grid[-1] / grid[0] >= 100 - 1e-9 and A.protocol.spec(arch).rho in grid
         assert 1.0 in quick[arch]["rho_factors"] and "report" in quick[arch]["variants"]
         A.AblationParams(arch, profile="quick").variant_list()  # every name in the profile is a real variant
+
+
+def test_full_profile_caps_lenet5_on_a_cpu_only() -> None:
+    inputs = A.StudyInputs(profile="full", seeds=tuple(range(50)), test_loss={}, train_overrides={}, sharpness_overrides={}, n_restarts=50)
+    assert A.AblationParams("lenet5", device="cpu").models_used(inputs) == 20
+    assert A.AblationParams("lenet5", device="cpu", n_models=30).models_used(inputs) == 30  # asked for: not capped
+    assert A.AblationParams("gat", device="cpu").models_used(inputs) == 50
+    assert A.AblationParams("lenet5", profile="quick", device="cpu").models_used(inputs) == 3

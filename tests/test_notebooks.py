@@ -16,7 +16,7 @@ import papermill
 import pytest
 from scipy import stats
 
-from sharplib import study
+from sharplib import fingerprint, study
 from sharplib.protocol import spec
 from sharplib.study import StudyParams, introduction
 from tests.notebook_runner import check_parameters, parameters_cell, run_notebook
@@ -45,10 +45,11 @@ def test_one_study_notebook_for_all_architectures() -> None:
 
 @pytest.mark.parametrize("arch", sorted(TITLES))
 def test_check_cell_builds_the_params_of_the_arch(arch: str) -> None:
-    setup = {"study": study, "spec": spec}  # what the imports cell gives the check cell
+    setup = {"study": study, "spec": spec, "fingerprint": fingerprint}  # what the imports cell gives the check cell
     namespace = check_parameters("study", {**setup, "_before": set(setup)}, arch=arch, profile="quick")
     assert namespace["params"] == StudyParams(arch, profile="quick")
     assert namespace["arch_spec"].arch == arch and namespace["train_cfg"] == namespace["params"].train_config()
+    assert namespace["made_from"] == fingerprint.fingerprint("study", arch, "quick", "auto")  # what the results will record
 
 
 @pytest.mark.slow
