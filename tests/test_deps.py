@@ -15,22 +15,29 @@ from sharplib.deps import main, module_files
 REPO = Path(__file__).resolve().parents[1]
 
 
-def imported_at_run(notebook: str) -> set[Path]:
-    """The sharplib module files in sys.modules after a fresh interpreter runs the notebook's imports cell."""
-    cells = [c for c in jupytext.read(REPO / "notebooks" / notebook).cells if c.cell_type == "code"]
-    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
-    code = "\n".join(c.source for c in cells[:at]) + (
-        "\nimport json, sys\n"
-        "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'sharplib')))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    return {Path(f).resolve() for f in json.loads(out.splitlines()[-1])}
+NOTEBOOKS = ("study.py", "ablation.py", "teaching_sharpness.py")
 
 
-@pytest.mark.parametrize("notebook", [  # each starts an interpreter that imports torch: 20 s on a busy 2-core machine
-    "study.py", pytest.param("ablation.py", marks=pytest.mark.slow), pytest.param("teaching_sharpness.py", marks=pytest.mark.slow)])
-def test_derived_list_holds_every_module_the_notebook_imports(notebook: str) -> None:
+@pytest.fixture(scope="module")
+def imported_at_run() -> dict[str, set[Path]]:
+    """Per notebook, the sharplib module files in sys.modules after its imports cell ran: one fresh interpreter
+    (torch imported once), the sharplib modules dropped from sys.modules before each notebook's cell."""
+    script = ["import json, sys", "found = {}"]
+    for notebook in NOTEBOOKS:
+        cells = [c for c in jupytext.read(REPO / "notebooks" / notebook).cells if c.cell_type == "code"]
+        at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
+        script += ["for name in [n for n in sys.modules if n.split('.')[0] == 'sharplib']: del sys.modules[name]",
+                   f"exec(compile({chr(10).join(c.source for c in cells[:at])!r}, {notebook!r}, 'exec'), {{}})",
+                   f"found[{notebook!r}] = sorted(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'sharplib')"]
+    script.append("print(json.dumps(found))")
+    out = subprocess.run([sys.executable, "-c", "\n".join(script)], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return {name: {Path(f).resolve() for f in files} for name, files in json.loads(out.splitlines()[-1]).items()}
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS)
+def test_derived_list_holds_every_module_the_notebook_imports(notebook: str, imported_at_run: dict[str, set[Path]]) -> None:
     derived = set(module_files([REPO / "notebooks" / notebook]))
-    loaded = imported_at_run(notebook)
+    loaded = imported_at_run[notebook]
     assert loaded, "the notebook imported no sharplib module?"
     assert loaded <= derived, f"imported by {notebook} but not listed: {sorted(p.name for p in loaded - derived)}"
     assert all(p.parent == REPO / "sharplib" for p in derived)

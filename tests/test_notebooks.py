@@ -81,15 +81,22 @@ def test_tiny_run_writes_results(arch: str, tmp_path: Path, data_root: Path) -> 
     assert not any(title in shown for other, title in TITLES.items() if other != arch)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("arch, bad, message", [
     ("fcnn", {"n_modles": 3}, "unknown field(s) ['n_modles']"),
     ("lenet5", {"n_models": 0}, "parameter.n_models must be >= 3"),
     ("gat", {"n_restarts": "50"}, "parameter.n_restarts must be an integer"),
     ("resnet", {}, "parameter.arch must be one of ['fcnn', 'lenet5', 'gat'], got 'resnet'"),
 ])
-def test_bad_parameter_stops_before_any_work(arch: str, bad: dict, message: str, tmp_path: Path, data_root: Path) -> None:
-    with pytest.raises(papermill.PapermillExecutionError) as err:
-        run_notebook("study", tmp_path, data_root, arch=arch, results_dir=str(tmp_path / "results"), **bad)
+def test_bad_parameter_is_named_by_the_check_cell(arch: str, bad: dict, message: str) -> None:
+    setup = {"study": study, "spec": spec, "fingerprint": fingerprint}
+    with pytest.raises(ValueError) as err:
+        check_parameters("study", {**setup, "_before": set(setup)}, arch=arch, **bad)
     assert message in str(err.value)
+
+
+@pytest.mark.slow
+def test_bad_parameter_stops_the_papermill_run_before_any_work(tmp_path: Path, data_root: Path) -> None:
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        run_notebook("study", tmp_path, data_root, arch="fcnn", results_dir=str(tmp_path / "results"), n_modles=3)
+    assert "unknown field(s) ['n_modles']" in str(err.value)
     assert not (tmp_path / "results").exists(), "the notebook did work before checking its parameters"
