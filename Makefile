@@ -35,8 +35,7 @@ ARCHS := fcnn lenet5 gat
 DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
-	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_MODULES=notebooks/measures.py \
-	  MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.tmp
+	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.tmp
 	mv $@.tmp $@
 include $(DEPS)
 
@@ -105,14 +104,16 @@ ABLATIONS := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/ablation.json)
 
 # ---------------------------------------------------------------- beyond the report: notebooks/measures.py -> results/<arch>/measures.json
 # The panel of measures on the study's pool and on a grid that varies the learning rate and batch size.
-# `make measures` runs it; it is not yet a step of `make paper` (its results are neither tracked nor under the
-# content hash yet), but the paper shows its section whenever measures.json files are there.
+# `make measures` runs it for the three architectures, every time it is asked (it is not yet under the content
+# hash, and file times would rerun it after any edit of a module it imports: 25 minutes for the GAT on 2 cores);
+# `make paper` never runs it, but shows its section whenever measures.json files are there.
 define measures
-$(RESULTS)/$(1)/measures.json: notebooks/measures.py $(MEASURES_MODULES) $(RESULTS)/$(1)/results.json | $(VENV)/.installed $(CLUSTER)
-	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/measures-source.ipynb $$<
+.PHONY: measures-$(1)
+measures-$(1): $(RESULTS)/$(1)/results.json | $(VENV)/.installed $(CLUSTER)
+	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/measures-source.ipynb notebooks/measures.py
 	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/measures-source.ipynb $(RESULTS)/$(1)/measures.ipynb \
 	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND)
-	test -f $$@
+	test -f $(RESULTS)/$(1)/measures.json
 endef
 $(foreach arch,$(ARCHS),$(eval $(call measures,$(arch))))
 MEASURES_DONE := $(wildcard $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/measures.json))
@@ -139,7 +140,7 @@ paper/main.pdf: paper/main.tex paper/references.bib $(GENERATED)/results.tex $(G
 .PHONY: paper results measures test lab clean clean-results venv FORCE
 paper: paper/main.pdf
 results: $(STUDIES) $(ABLATIONS)
-measures: $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/measures.json)
+measures: $(foreach arch,$(ARCHS),measures-$(arch))
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.cluster

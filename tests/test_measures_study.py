@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,8 @@ def test_paper_section_follows_the_numbers(tmp_path: Path) -> None:
     (tmp_path / "fcnn" / "measures.csv").write_text("pool\n")
     written = measures_report.build(tmp_path, tmp_path / "generated")
     assert [p.name for p in written] == ["measures.tex", "measures.pdf", "measures.png"] and all(p.exists() for p in written)
+    generated = written[0].read_text().split("\n", 1)[1]  # after the "% Generated" line
+    assert not re.search("[τΨψ]", generated) and not re.search(r"(?<!\\)%", generated), "text LaTeX cannot typeset"
     assert measures_report.build(tmp_path / "nothing", tmp_path / "generated2") == []
 
 
