@@ -7,7 +7,7 @@
 # It writes results.tgz (the files git tracks under results/, and paper/generated/), the make log,
 # the CUDA tests' log and the CUDA-graph benchmark into $OUT.
 set -uo pipefail
-OUT=${OUT:-/tmp/canonical-run}
+OUT=${OUT:-build/canonical-run}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 SHARPLIB_DATA=$PWD/.device-data
 if [ -d .gitcopy ]; then export GIT_DIR=$PWD/.gitcopy GIT_WORK_TREE=$PWD; fi
@@ -16,8 +16,9 @@ stamp() { echo "== $(date -u +%T) $*"; }
 stamp "setup"
 # The machine's python3 is itself a venv (a venv on top would hide its packages): the wheels go to a
 # folder on PYTHONPATH, and .venv/bin holds the names the Makefile calls.
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
+SITE=$(mktemp -d)
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl || exit 1
+export PYTHONPATH=$SITE:$PWD
 rm -rf .venv && mkdir -p .venv/bin
 printf '#!/bin/sh\nexec python3 "$@"\n' > .venv/bin/python  # a script, not a link: a link would make python look for a venv here
 for tool in jupytext papermill; do printf '#!/bin/sh\nexec python3 -m %s "$@"\n' $tool > .venv/bin/$tool; done
