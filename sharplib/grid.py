@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from .pool import PoolEntry, train_pool
-from .protocol import spec, train_config
+from .protocol import TABLE1, spec, train_config
 from .task import Task
 
 
@@ -42,7 +42,7 @@ class Grid:
 # The grid per profile and architecture: the full profile's 3 × 3 × 5, and a quick one that still has
 # two values of each hyperparameter (Ψ needs sub-pools in which one of them varies).
 GRIDS: dict[str, dict[str, Grid]] = {
-    "full": {arch: Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=5) for arch in ("fcnn", "lenet5", "gat")},
+    "full": {arch: Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=5) for arch in TABLE1},
     "quick": {
         "fcnn": Grid(lr_factors=(0.5, 2.0), batch_sizes=(32, 128), n_seeds=2),
         "lenet5": Grid(lr_factors=(0.5, 2.0), batch_sizes=(64, 128), n_seeds=2, max_epochs=1),

@@ -20,9 +20,9 @@ import seaborn as sns
 
 from .measures import MEASURES
 from .measures_study import read_measures
-from .protocol import spec
+from .protocol import TABLE1, spec
 
-ARCHS = ("fcnn", "lenet5", "gat")
+ARCHS = tuple(TABLE1)  # the protocol's order: fcnn, lenet5, gat
 LABELS = {
     "sharpness_adaptive": "adaptive worst-case sharpness", "sharpness_standard": "standard worst-case sharpness",
     "sharpness_average": "adaptive average-case sharpness", "hessian_top_eigenvalue": "Hessian top eigenvalue",
@@ -30,8 +30,6 @@ LABELS = {
     "fisher_rao_norm": "Fisher–Rao norm", "weight_norm": "weight norm", "distance_from_init": "distance from init",
     "train_loss": "training loss (control)", "epochs": "epochs (control)",
 }
-COLUMNS = {"τ seed-only": ("tau_seed", None), "τ varied": ("tau_varied", None), "Ψ": ("granulated", "psi"),
-           "ψ learning rate": ("granulated", "lr"), "ψ batch size": ("granulated", "batch_size")}
 
 
 def overview(summary: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

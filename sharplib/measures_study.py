@@ -28,7 +28,7 @@ from .grid import GRIDS, HYPERPARAMETERS, Grid
 from .measures import MEASURES, MeasuresConfig
 from .pool import BACKENDS
 from .protocol import spec
-from .stats import conditional_kendall, granulated_kendall, kendall
+from .stats import KendallResult, conditional_kendall, granulated_kendall, kendall
 from .study import write_json_atomic
 
 # Per profile: how many of the study's models form the seed-only pool, the worst-case restarts, the bootstrap.
@@ -102,28 +102,32 @@ def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str,
 
     `table` is measures.csv: a `pool` column ("seed" or "varied"), the hyperparameters, test_loss and one column per measure.
     """
-    seed_pool, varied = (table[table["pool"] == name] for name in ("seed", "varied"))
     summary = {}
     for measure in MEASURES:
-        entry: dict[str, Any] = {}
-        for name, pool in (("seed", seed_pool), ("varied", varied)):
-            usable = pool[np.isfinite(pool[measure].astype(float)) & np.isfinite(pool["test_loss"])]
-            entry[f"tau_{name}"] = _kendall(usable[measure], usable["test_loss"], n_resamples)
-        usable = varied[np.isfinite(varied[measure].astype(float)) & np.isfinite(varied["test_loss"])]
+        seed_pool, varied = (_finite(table[table["pool"] == name], measure) for name in ("seed", "varied"))
         # A measure constant within a sub-pool ranks nothing there: τ = 0, Jiang et al.'s convention (stats' undefined="zero")
-        granulated = granulated_kendall(usable.assign(**{measure: usable[measure].astype(float)}), measure, "test_loss", list(HYPERPARAMETERS),
-                                        n_resamples=n_resamples, seed=seed, undefined="zero")
-        entry["granulated"] = granulated.as_dict()
-        by_lr = conditional_kendall(usable.assign(**{measure: usable[measure].astype(float)}), measure, "test_loss", "lr", n_resamples=n_resamples, seed=seed)
-        entry["tau_within_lr"] = {f"{lr:g}": result.as_dict() for lr, result in by_lr.items()}
-        summary[measure] = entry
+        granulated = granulated_kendall(varied, measure, "test_loss", list(HYPERPARAMETERS), n_resamples=n_resamples, seed=seed, undefined="zero")
+        by_lr = conditional_kendall(varied, measure, "test_loss", "lr", n_resamples=n_resamples, seed=seed)
+        summary[measure] = {
+            "tau_seed": _kendall(seed_pool[measure], seed_pool["test_loss"], n_resamples),
+            "tau_varied": _kendall(varied[measure], varied["test_loss"], n_resamples),
+            "granulated": granulated.as_dict(),
+            "tau_within_lr": {f"{lr:g}": result.as_dict() for lr, result in by_lr.items()},
+        }
     return summary
+
+
+def _finite(pool: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """The models whose measure (as float) and test loss are finite."""
+    pool = pool.assign(**{measure: pool[measure].astype(float)})
+    return pool[np.isfinite(pool[measure]) & np.isfinite(pool["test_loss"])]
 
 
 def _kendall(measure: pd.Series, test_loss: pd.Series, n_resamples: int) -> dict[str, Any]:
     if len(measure) < 3 or measure.nunique() < 2:  # τ undefined: a constant measure (epochs of a pool that all stopped together)
-        return {"tau": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "p_value": float("nan"), "n": int(len(measure))}
-    return kendall(measure.astype(float).to_numpy(), test_loss.to_numpy(), n_resamples=n_resamples).as_dict()
+        nan = float("nan")
+        return KendallResult(nan, nan, nan, nan, int(len(measure)), ci_method="undefined").as_dict()  # as stats.conditional_kendall's
+    return kendall(measure.to_numpy(), test_loss.to_numpy(), n_resamples=n_resamples).as_dict()
 
 
 def write_measures(out_dir: str | Path, table: pd.DataFrame, summary: dict[str, Any], record: dict[str, Any]) -> Path:
