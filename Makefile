@@ -38,8 +38,8 @@ ARCHS := fcnn lenet5 gat
 DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
-	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.$$$$.tmp
-	mv -f $@.$$$$.tmp $@
+	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.$$$$.tmp \
+	  && mv -f $@.$$$$.tmp $@
 include $(DEPS)
 
 # Results are reused by content, not by file time (a fresh clone's file times say nothing): each step

@@ -44,7 +44,7 @@ def recorded_parameters_problem(step: str, arch: str, profile: str, backend: str
         summary = json.loads(summary_path.read_text())
         recorded = summary["params"]
         assert isinstance(recorded, dict)
-    except (OSError, ValueError, KeyError, AssertionError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
         return f"{summary_path} is not a readable results file ({type(err).__name__}: {err})"
     expected = {**notebook_defaults(step, root), **make_parameters(step, arch, profile, backend)}
     wrong = [f"{name}={recorded[name]!r} (make passes {expected[name]!r})" for name in sorted(set(expected) & set(recorded))
