@@ -11,7 +11,8 @@ repeat what z says. Two ways to hold z fixed, each with a bootstrap CI over mode
   Caution: unlike the partial Pearson correlation of a Gaussian, τ_xy·z is *not* 0 in general when x
   and y are independent given z (Korn 1984). When z ranks both x and y strongly, it stays clearly
   positive for a measure that knows nothing beyond z (see tests/test_conditional.py), so read it
-  beside the stratified τ, not alone.
+  beside the stratified τ, and beside `gaussian_null_partial_tau`: the value it takes for such a
+  measure when the three variables have a Gaussian copula with the observed τ_xz and τ_yz.
 - τ within strata of z (`stratified_kendall`): the models are cut into contiguous bins of z
   (quantile bins, each holding at least `min_per_stratum` models, ties in z never split), τ_k is τ-b
   within bin k, and the strata are combined like the sub-pools of Jiang et al.'s granulated τ
@@ -39,6 +40,8 @@ _ELEMENTS_PER_CHUNK = 4_000_000  # resamples × k² pair differences built at on
 class PartialKendallResult:
     """τ_xy·z with its percentile bootstrap CI, and the three τ-b it is made of (τ_xy, τ_xz, τ_yz).
 
+    null_tau: `gaussian_null_partial_tau(τ_xz, τ_yz)`, what τ_xy·z tends to for a measure independent of y given z
+    (Gaussian copula): a τ_xy·z near it says nothing beyond z, whatever its distance from 0.
     n: models; n_resamples_undefined: resamples whose τ_xy·z is undefined (left out of the CI);
     ci_method: "percentile", or "undefined" (then τ and the CI are NaN and `reason` says why).
     """
@@ -55,6 +58,7 @@ class PartialKendallResult:
     confidence: float = 0.95
     ci_method: str = "percentile"
     reason: str = ""
+    null_tau: float = float("nan")
 
     @property
     def ci(self) -> tuple[float, float]:
@@ -109,6 +113,18 @@ def partial_tau(tau_xy: Any, tau_xz: Any, tau_yz: Any) -> np.ndarray:
     denominator = np.sqrt((1 - tau_xz**2) * (1 - tau_yz**2))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denominator > 0, (tau_xy - tau_xz * tau_yz) / np.where(denominator > 0, denominator, 1.0), np.nan)
+
+
+# τ⁰_xy·z = partial_tau((2/π) arcsin(ρ_xz ρ_yz), τ_xz, τ_yz),   ρ = sin(π τ / 2)
+def gaussian_null_partial_tau(tau_xz: Any, tau_yz: Any) -> np.ndarray:
+    """The limit of τ_xy·z when x and y are independent given z and (x, y, z) have a Gaussian copula.
+
+    Under a Gaussian copula τ = (2/π) arcsin ρ, and conditional independence means ρ_xy = ρ_xz ρ_yz; the
+    result is the partial τ of those three τ (Korn 1984). It is 0 only when τ_xz or τ_yz is 0, and grows
+    with both: τ_xz = τ_yz = 0.8 give ≈ +0.22.
+    """
+    rho_xz, rho_yz = (np.sin(np.pi * np.asarray(t, dtype=np.float64) / 2) for t in (tau_xz, tau_yz))
+    return partial_tau(2 / np.pi * np.arcsin(rho_xz * rho_yz), tau_xz, tau_yz)
 
 
 def resampled_tau_b(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -175,7 +191,8 @@ def partial_kendall(x: Any, y: Any, z: Any, n_resamples: int = 9999, confidence:
     boot = partial_tau(resampled_tau_b(x, y, rows), resampled_tau_b(x, z, rows), resampled_tau_b(y, z, rows))
     low, high, n_undefined = _percentile_ci(boot, confidence)
     method, why = ("percentile", "") if np.isfinite(low) else ("undefined", "τ_xy·z is undefined in every resample")
-    return PartialKendallResult(float(partial_tau(*taus)), low, high, *taus, x.size, n_resamples, n_undefined, confidence, method, why)
+    null = float(gaussian_null_partial_tau(taus[1], taus[2]))
+    return PartialKendallResult(float(partial_tau(*taus)), low, high, *taus, x.size, n_resamples, n_undefined, confidence, method, why, null)
 
 
 def quantile_strata(z: Any, min_per_stratum: int = 5, n_strata: int | None = None) -> np.ndarray:

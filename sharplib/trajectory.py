@@ -78,7 +78,8 @@ def tau_along_training(table: pd.DataFrame, measure: str = "sharpness", target: 
             f"median_{measure}": float(pool[measure].median()), f"median_{given}": float(pool[given].median()),
             "tau": plain[epoch].tau, "tau_ci_low": plain[epoch].ci_low, "tau_ci_high": plain[epoch].ci_high,
             "tau_target_given": partial.tau_yz,
-            "partial_tau": partial.tau, "partial_ci_low": partial.ci_low, "partial_ci_high": partial.ci_high, "partial_reason": partial.reason,
+            "partial_tau": partial.tau, "partial_ci_low": partial.ci_low, "partial_ci_high": partial.ci_high,
+            "partial_null_tau": partial.null_tau, "partial_reason": partial.reason,
             "stratified_tau": strata.tau, "stratified_ci_low": strata.ci_low, "stratified_ci_high": strata.ci_high,
             "n_strata": strata.n_strata, "stratified_reason": strata.reason,
         })

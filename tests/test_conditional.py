@@ -11,6 +11,7 @@ from sharplib.conditional import (
     PartialKendallResult,
     StratifiedKendallResult,
     combine_strata,
+    gaussian_null_partial_tau,
     partial_kendall,
     partial_tau,
     quantile_strata,
@@ -114,6 +115,14 @@ def _gaussian_partial_tau(r: float) -> float:
     return (t_xy - t_z**2) / (1 - t_z**2)
 
 
+def test_gaussian_null_partial_tau() -> None:
+    for r in (0.3, 0.7, 0.95):
+        t = 2 / math.pi * math.asin(r)
+        assert gaussian_null_partial_tau(t, t) == pytest.approx(_gaussian_partial_tau(r), abs=1e-12)
+    assert gaussian_null_partial_tau(0.0, 0.9) == pytest.approx(0.0, abs=1e-12)
+    assert gaussian_null_partial_tau(-0.6, 0.6) < 0  # a measure that falls as z rises: the bias turns negative
+
+
 def test_measure_that_only_knows_z_weak_link() -> None:
     # x depends on y only through z: with z a weak link, both conditional τ are near 0.
     x, y, z = _pool(300, 0.5, seed=1)
@@ -128,6 +137,7 @@ def test_measure_that_only_knows_z_strong_link() -> None:
     partial = partial_kendall(x, y, z, n_resamples=FEW)
     assert partial.tau_yz > 0.75
     assert partial.tau == pytest.approx(_gaussian_partial_tau(0.95), abs=0.07)  # ≈ 0.22
+    assert partial.null_tau == pytest.approx(_gaussian_partial_tau(0.95), abs=0.03)  # from the observed τ_xz, τ_yz
     assert partial.ci_low > 0.1
     stratified = stratified_kendall(x, y, z, min_per_stratum=5, n_resamples=FEW)
     assert abs(stratified.tau) < 0.1
