@@ -55,6 +55,10 @@ FINGERPRINT = $(PYTHON) -m sharplib.fingerprint
 STEP_ARGS = --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
 RERUN_FLAG := $(if $(filter 1 yes true,$(RERUN)),--rerun)
 STEPS := study ablation measures
+# The measures panel of LeNet-5 at the full profile has no tracked results yet (about 2 h on 2 CPU cores; it waits
+# for a GPU run): make paper leaves it out until it has run (`make measures-lenet5`), and its section says so.
+MEASURES_ARCHS ?= $(if $(filter quick,$(PROFILE)),$(ARCHS),fcnn gat $(if $(wildcard $(RESULTS)/lenet5/measures.lock),lenet5))
+IN_PAPER := $(foreach a,$(ARCHS),study:$(a) ablation:$(a)) $(foreach a,$(MEASURES_ARCHS),measures:$(a))
 UPSTREAM_ablation := study
 UPSTREAM_measures := study
 EXECUTED_study := notebook.ipynb
@@ -79,8 +83,8 @@ $(foreach s,$(STEPS),$(foreach arch,$(ARCHS),$(eval $(call step,$(s),$(arch)))))
 LOCKS = $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/$(1).lock)
 STUDIES := $(call LOCKS,study)
 ABLATIONS := $(call LOCKS,ablation)
-MEASURES := $(call LOCKS,measures)
-.PRECIOUS: $(STUDIES) $(ABLATIONS) $(MEASURES)  # tracked: never deleted by an interrupted or failed recipe
+MEASURES := $(foreach arch,$(MEASURES_ARCHS),$(RESULTS)/$(arch)/measures.lock)
+.PRECIOUS: $(STUDIES) $(ABLATIONS) $(call LOCKS,measures)  # tracked: never deleted by an interrupted or failed recipe
 $(foreach arch,$(ARCHS),$(eval measures-$(arch): $(RESULTS)/$(arch)/measures.lock))
 
 # Beyond the report: the panel of measures on the study's pool and on a learning-rate x batch-size grid.
@@ -89,7 +93,7 @@ $(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES) $(MEASURES_RE
 
 # What make paper would run and why, from the locks; runs nothing.
 status:
-	@$(FINGERPRINT) status $(STEP_ARGS)
+	@$(FINGERPRINT) status $(STEP_ARGS) --in-paper $(IN_PAPER)
 
 # Stale steps accepted on evidence: the old and the new code run each on a few models on the CPU, and
 # every per-model number must agree (sharplib/evidence.py). Commit first; say why in REASON.

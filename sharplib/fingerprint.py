@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", default="full")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--results", default="results", help="the results folder (results/<arch>/ holds the files)")
+    parser.add_argument("--in-paper", nargs="*", default=None, metavar="STEP:ARCH",
+                        help="status: the steps make paper runs (default: all); the others are only listed")
     parser.add_argument("--rerun", action="store_true", help="check: report the step as to be rerun whatever its lock says")
     parser.add_argument("--reason", default="", help="accept: why the change leaves the numbers alone")
     parser.add_argument("--only", nargs="*", default=[], help="accept: only these steps or architectures (study, gat, ...)")
@@ -68,17 +70,20 @@ def _computed(args: argparse.Namespace) -> dict[str, Any]:
     return computed
 
 
-def status_lines(profile: str, backend: str, results_dir: str, root: Path = REPO) -> tuple[list[str], list[str]]:
+def status_lines(profile: str, backend: str, results_dir: str, in_paper: list[str] | None = None,
+                 root: Path = REPO) -> tuple[list[str], list[str]]:
     """(one line per step, the steps `make paper` would run); a rerun study takes its ablation and measures along."""
     lines, reruns = [], []
     for arch in ARCHS:
         for step in STEPS:
             found = lockfile.state(step, arch, profile, backend, results_dir, root)
             upstream = STEPS[step].upstream
+            outside = in_paper is not None and f"{step}:{arch}" not in in_paper
             rerun = not found.reusable or (upstream is not None and f"{upstream} {arch}" in reruns)
-            if rerun:
+            if rerun and not outside:
                 reruns.append(f"{step} {arch}")
-            lines.append(f"{step:<9} {arch:<7} {found.state:<9} {found.detail}")
+            note = f" (not part of make paper: make {step}-{arch} runs it)" if outside and not found.reusable else ""
+            lines.append(f"{step:<9} {arch:<7} {found.state:<9} {found.detail}{note}")
     return lines, reruns
 
 
@@ -87,7 +92,7 @@ def main(argv: list[str]) -> int:
     if args.command in ("check", "args", "lock", "show") and not (args.step and args.arch):
         _parser().error(f"{args.command} needs STEP and ARCH")
     if args.command == "status":
-        lines, reruns = status_lines(args.profile, args.backend, args.results)
+        lines, reruns = status_lines(args.profile, args.backend, args.results, args.in_paper)
         print("\n".join(lines))
         print(f"make paper{' PROFILE=' + args.profile if args.profile != 'full' else ''} would run: {', '.join(reruns) or 'no notebook'}")
         return 0

@@ -62,16 +62,9 @@ def compute_files(step: str, root: Path = REPO) -> list[Path]:
     return sorted({notebook, *deps.module_files([notebook], root / "sharplib", skip=RENDERING | TOOLING)})
 
 
-# Runs that the machines at hand could not make in full: make passes these too, and the paper labels them.
-CUTS: dict[tuple[str, str, str], dict[str, Any]] = {
-    # LeNet-5's panel on a 2-core CPU: 20 of the study's 50 models as the seed-only pool, |D| = 256 rows
-    ("measures", "lenet5", "full"): {"n_seed_models": 20, "subset_rows": 256},
-}
-
-
 def make_parameters(step: str, arch: str, profile: str, backend: str) -> dict[str, Any]:
     """The parameters make passes the notebook (`-p NAME VALUE`), results_dir aside: the ones H covers."""
-    return {"arch": arch, "profile": profile, "backend": backend, **CUTS.get((step, arch, profile), {})}
+    return {"arch": arch, "profile": profile, "backend": backend}
 
 
 def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:

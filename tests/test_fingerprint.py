@@ -138,6 +138,6 @@ def test_two_makes_at_once_both_finish_and_run_each_step_once(checkout: Path) ->
     assert not list((checkout / "build").glob("*.tmp")), "a temporary file was left behind"
 
 
-def test_args_print_the_cut(capsys: pytest.CaptureFixture) -> None:
-    fingerprint.main(["args", "measures", "lenet5", "--results", "results"])
-    assert capsys.readouterr().out.split() == "-p arch lenet5 -p profile full -p backend auto -p n_seed_models 20 -p subset_rows 256 -p results_dir results".split()
+def test_args_are_the_parameters_the_hash_covers(capsys: pytest.CaptureFixture) -> None:
+    fingerprint.main(["args", "ablation", "lenet5", "--results", "results"])
+    assert capsys.readouterr().out.split() == "-p arch lenet5 -p profile full -p backend auto -p results_dir results".split()

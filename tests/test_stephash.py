@@ -56,14 +56,12 @@ def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout
     assert all(a != b for a, b in zip(hashes(checkout).values(), again.values()))
 
 
-def test_parameters_cuts_data_and_the_upstream_step_are_covered(checkout: Path) -> None:
+def test_parameters_data_and_the_upstream_step_are_covered(checkout: Path) -> None:
     base = stephash.fingerprint("study", "gat", "full", "auto", checkout)
     assert stephash.fingerprint("study", "gat", "quick", "auto", checkout)["hash"] != base["hash"]
     assert stephash.fingerprint("study", "gat", "full", "ray", checkout)["hash"] != base["hash"]
     assert sorted(base["data"]) == sorted(k for k in stephash.checksums.RAW if k.startswith("cora/"))
     assert stephash.fingerprint("ablation", "gat", "full", "auto", checkout)["upstream"] == {"study": base["hash"]}
-    lenet5 = stephash.fingerprint("measures", "lenet5", "full", "auto", checkout)["parameters"]
-    assert lenet5 == {"arch": "lenet5", "profile": "full", "backend": "auto", **stephash.CUTS[("measures", "lenet5", "full")]}
     with pytest.raises(ValueError, match="arch"):
         stephash.fingerprint("study", "resnet", "full", "auto", checkout)
 
