@@ -64,7 +64,7 @@ print(params, measures_cfg, params.grid, sep="\n")
 
 # %%
 seconds = {}
-task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device))
+task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(inputs.train_rows)
 seeds = list(inputs.seeds[: params.resolved("n_seed_models") or len(inputs.seeds)])
 start = time.perf_counter()
 study_cfg = train_config(params.arch, **inputs.train_overrides)
@@ -101,4 +101,5 @@ plt.show()
 display(Markdown(measures_report.paragraph(params.arch, summary)))
 
 # %%
-measures_study.write_measures(params.out_dir, table, summary, {**measures_study.params_record(params), "seconds": seconds})
+record = {**measures_study.params_record(params), "train_rows": inputs.train_rows, "seconds": seconds}  # train_rows: the study's cut
+measures_study.write_measures(params.out_dir, table, summary, record)
