@@ -101,5 +101,4 @@ plt.show()
 display(Markdown(measures_report.paragraph(params.arch, summary)))
 
 # %%
-record = {**measures_study.params_record(params), "train_rows": inputs.train_rows, "seconds": seconds}  # train_rows: the study's cut
-measures_study.write_measures(params.out_dir, table, summary, record)
+measures_study.write_measures(params.out_dir, table, summary, {**measures_study.params_record(params), "seconds": seconds})
