@@ -42,7 +42,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import ablation, cluster, fingerprint, report, study
+from sharplib import ablation, cluster, report, study
 from sharplib.data import load_task
 from sharplib.protocol import spec
 from sharplib.reference import DEVIATIONS, applicable, setup
@@ -67,7 +67,6 @@ device = "auto"
 
 # %%
 params = ablation.AblationParams.from_namespace(globals(), _before)
-made_from = fingerprint.fingerprint("ablation", params.arch, params.profile, params.backend)  # the code and data this run starts from
 torch.set_num_threads(1)  # small tensors: a second thread only contends with the workers (and a parallel make)
 inputs = params.inputs()  # the study's pool and configs; an error if the study has not run with this profile
 n_used = params.models_used(inputs)
@@ -163,7 +162,7 @@ summary = {
     "n_restarts": params.restarts(inputs), "rho": inputs.sharpness_overrides["rho"], "rho_grid": list(params.rho_grid(inputs)),
     "variants": list(table["variant"]), "params": dataclasses.asdict(params), "train_rows": inputs.train_rows,
     "seconds": seconds, "work_seconds": float(table["seconds"].sum() + sweep["seconds"].sum()),
-    "provenance": provenance(params.device), "made_from": made_from,
+    "provenance": provenance(params.device),
 }
 study.write_ablation(params.out_dir, table, rho_tau, summary)
 if params.backend == "ray":

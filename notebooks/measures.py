@@ -36,6 +36,7 @@ from sharplib.data import load_task
 from sharplib.measures import MEASURES, compute_panel
 from sharplib.pool import load_model, train_pool
 from sharplib.protocol import spec, train_config
+from sharplib.study import provenance
 from sharplib.task import resolve_device
 
 sns.set_theme(style="whitegrid")
@@ -101,4 +102,5 @@ plt.show()
 display(Markdown(measures_report.paragraph(params.arch, summary)))
 
 # %%
-measures_study.write_measures(params.out_dir, table, summary, {**measures_study.params_record(params), "seconds": seconds})
+measures_study.write_measures(params.out_dir, table, summary, {**measures_study.params_record(params), "seconds": seconds,
+                                                                  "provenance": provenance(params.device)})

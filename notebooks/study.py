@@ -25,7 +25,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import cluster, fingerprint, report, study
+from sharplib import cluster, report, study
 from sharplib.data import load_task
 from sharplib.pool import load_model, train_pool
 from sharplib.protocol import spec
@@ -49,7 +49,6 @@ results_dir = "results"
 
 # %%
 params = study.StudyParams.from_namespace(globals(), _before)
-made_from = fingerprint.fingerprint("study", params.arch, params.profile, params.backend)  # the code and data this run starts from
 train_cfg, sharp_cfg, arch_spec = params.train_config(), params.sharpness_config(), spec(params.arch)
 
 # %%
@@ -113,6 +112,6 @@ print(f"τ = {tau.tau:.3f}, 95 % CI [{tau.ci_low:.3f}, {tau.ci_high:.3f}] ({tau.
 print("In words:", report.finding(summary))
 
 # %%
-study.write_results(params, table, tau, seconds, made_from)
+study.write_results(params, table, tau, seconds)
 if params.backend == "ray":
     cluster.disconnect()  # ends the local Ray instance this run started (a cluster stays up)

@@ -67,9 +67,13 @@ def checkpoint_path(out_dir: Path, seed: int) -> Path:
     return Path(out_dir) / f"seed{seed:04d}.pt"
 
 
+# TrainConfig fields added after pools were checkpointed: left out of the key while unset, so existing keys still match.
+KEY_OMITS_WHEN_NONE = ("target_loss",)
+
+
 def pool_hash(arch: str, task: Task, cfg: TrainConfig, variant: str = "standard") -> str:
     """What makes two trained models interchangeable: arch, network variant, data and config (not the device)."""
-    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device" and not (k in KEY_OMITS_WHEN_NONE and v is None)}
     return config_hash(arch, variant, task.name, task.fingerprint, values)
 
 

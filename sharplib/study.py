@@ -199,11 +199,10 @@ def provenance(device: str) -> dict[str, Any]:
     }
 
 
-def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResult, seconds: dict[str, float], made_from: dict[str, Any] | None = None) -> Path:
+def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResult, seconds: dict[str, float]) -> Path:
     """Write models.csv and results.json (last, atomically: its presence means the study finished).
 
-    `made_from` is `fingerprint.fingerprint("study", ...)` taken when the run began: the hash by which
-    make decides whether these results still belong to the checkout (None: make will always rerun them)."""
+    What computed them is recorded by make, in the step's lock (sharplib/lockfile.py), not here."""
     out = params.out_dir
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "models.csv", index=False)
@@ -216,7 +215,7 @@ def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResu
         "train_rows": params.resolved("train_rows"),  # the training set's cut (None: all of it), as the pool was trained
         "params": dataclasses.asdict(params), "train_config": dataclasses.asdict(params.train_config()),
         "sharpness_config": dataclasses.asdict(params.sharpness_config()),
-        "seconds": seconds, "provenance": provenance(params.device), "made_from": made_from,
+        "seconds": seconds, "provenance": provenance(params.device),
     }
     write_json_atomic(out / "results.json", summary)
     return out / "results.json"

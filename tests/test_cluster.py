@@ -15,7 +15,7 @@ import psutil
 import pytest
 import torch
 
-from sharplib import cluster, fingerprint, study
+from sharplib import cluster, study
 from sharplib.ablation import AblationParams
 from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, train_pool
 from sharplib.protocol import sharpness_config, spec, train_config
@@ -36,7 +36,7 @@ def test_without_ray_the_error_says_how_to_install(abalone_task: Task, tmp_path:
 
 
 def test_the_notebooks_take_the_backend_as_a_parameter() -> None:
-    setup = {"study": study, "spec": spec, "fingerprint": fingerprint}  # what the imports cell gives the check cell
+    setup = {"study": study, "spec": spec}  # what the imports cell gives the check cell
     namespace = check_parameters("study", {**setup, "_before": set(setup)}, arch="gat", backend="ray")
     assert namespace["params"] == StudyParams("gat", backend="ray")
     assert AblationParams("gat", backend="ray").backend == "ray"

@@ -328,3 +328,22 @@ def test_workers_die_with_a_killed_parent(runner: str, data_root: Path, tmp_path
             for pid, start in started:  # never leave training processes behind on the test machine
                 if _running(pid, start):
                     os.kill(pid, signal.SIGKILL)
+
+
+# Keys computed on main (03cd4b6) before TrainConfig.target_loss existed: a field added unset must not
+# change them, or every existing pool would retrain. The task only lends its name and data digest to the key.
+KEYS_BEFORE_TARGET_LOSS = {"fcnn": "cf4811dd7a321400", "lenet5": "1ecc97935df11e15", "gat": "d8b77310a017bf70"}
+
+
+def test_existing_resume_keys_are_unchanged() -> None:
+    from types import SimpleNamespace
+
+    from sharplib.pool import pool_hash
+
+    task = SimpleNamespace(name="abalone", fingerprint="0" * 64)
+    for arch, key in KEYS_BEFORE_TARGET_LOSS.items():
+        assert pool_hash(arch, task, train_config(arch, seed=7)) == key, arch
+    assert pool_hash("fcnn", task, TrainConfig(lr=0.1)) == "3b04ea480ce1ae81"
+    targeted = train_config("fcnn", seed=7, target_loss=0.5)
+    assert pool_hash("fcnn", task, targeted) not in KEYS_BEFORE_TARGET_LOSS.values()  # another pool
+    assert pool_hash("fcnn", task, targeted) != pool_hash("fcnn", task, train_config("fcnn", seed=7, target_loss=0.4))
