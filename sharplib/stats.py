@@ -80,6 +80,13 @@ def finite_pairs(sharpness: Any, test_loss: Any) -> FinitePairs:
     return FinitePairs(s[mask], t[mask], mask, int(mask.size - mask.sum()))
 
 
+def _check_bootstrap_args(n_resamples: int, confidence: float) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
+
+
 # τ_b = Σ_{i,j} sign(x_i − x_j) sign(y_i − y_j) / sqrt(Σ_{i,j} |sign(x_i − x_j)| · Σ_{i,j} |sign(y_i − y_j)|)
 def tau_b_batched(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Kendall's τ-b along `axis` of x and y (one τ per other index); NaN where x or y is constant.

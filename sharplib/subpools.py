@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from .stats import _ELEMENTS_PER_BATCH, KendallResult, kendall
+from .stats import _ELEMENTS_PER_BATCH, KendallResult, _check_bootstrap_args, kendall
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,13 +86,6 @@ def _finite_column(table: pd.DataFrame, name: str) -> np.ndarray:
             "drop diverged models first and report how many"
         )
     return values
-
-
-def _check_bootstrap_args(n_resamples: int, confidence: float) -> None:
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
 
 
 def _subpools(table: pd.DataFrame, hyperparameters: list[str], axis: str) -> list[np.ndarray]:
