@@ -121,12 +121,12 @@ display(pd.DataFrame(rows))
 
 # %%
 seconds = {}
-task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device))
+task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(inputs.train_rows)
 start = time.perf_counter()
 table = ablation.run_ablation(params.arch, task, seeds, params.out_dir, variants=params.variant_list(), n_restarts=params.restarts(inputs),
                               sharpness_overrides=inputs.sharpness_overrides, train_overrides=inputs.train_overrides,
                               n_resamples=params.resolved("n_resamples"), n_workers=params.resolved("n_workers"), backend=params.backend,
-                              data_root=params.data_root)
+                              data_root=params.data_root, train_rows=inputs.train_rows)
 seconds["ablation"] = time.perf_counter() - start
 display(table[["variant", "n_models", "n_diverged", "tau", "ci_low", "ci_high", "p_value", "frac_below", "seconds", "pool"]].round(3))
 
@@ -160,7 +160,7 @@ display(Markdown(report.rho_sentence({params.arch: rho_tau})))
 summary = {
     "arch": params.arch, "profile": params.profile, "n_models": n_used, "n_models_pool": len(inputs.seeds), "seeds": seeds,
     "n_restarts": params.restarts(inputs), "rho": inputs.sharpness_overrides["rho"], "rho_grid": list(params.rho_grid(inputs)),
-    "variants": list(table["variant"]), "params": dataclasses.asdict(params),
+    "variants": list(table["variant"]), "params": dataclasses.asdict(params), "train_rows": inputs.train_rows,
     "seconds": seconds, "work_seconds": float(table["seconds"].sum() + sweep["seconds"].sum()),
     "provenance": provenance(params.device),
 }

@@ -65,7 +65,7 @@ print(params, measures_cfg, params.grid, sep="\n")
 
 # %%
 seconds = {}
-task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device))
+task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(inputs.train_rows)
 seeds = list(inputs.seeds[: params.resolved("n_seed_models") or len(inputs.seeds)])
 start = time.perf_counter()
 study_cfg = train_config(params.arch, **inputs.train_overrides)

@@ -16,11 +16,11 @@ repeat what z says. Two ways to hold z fixed, each with a bootstrap CI over mode
 - τ within strata of z (`stratified_kendall`): the models are cut into contiguous bins of z
   (quantile bins, each holding at least `min_per_stratum` models, ties in z never split), τ_k is τ-b
   within bin k, and the strata are combined like the sub-pools of Jiang et al.'s granulated τ
-  (stats.granulated_kendall), as a weighted mean  τ_strat = Σ_k w_k τ_k / Σ_k w_k  over the bins
+  (subpools.granulated_kendall), as a weighted mean  τ_strat = Σ_k w_k τ_k / Σ_k w_k  over the bins
   where τ_k is defined. Within a bin z varies little, so narrow bins leave little of z's ranking.
 
 An undefined value (too few models, a constant variable, x or y a monotone function of z) comes back
-as a result of NaNs with ci_method "undefined" and a `reason`, as stats.conditional_kendall does;
+as a result of NaNs with ci_method "undefined" and a `reason`, as subpools.conditional_kendall does;
 non-finite inputs are refused, as stats.kendall refuses them.
 """
 from __future__ import annotations
@@ -279,7 +279,7 @@ def stratified_kendall(
     replacement within it (the strata of the data kept), `n_resamples` times seeded by `seed`; τ_strat
     is recomputed with the data's weights and the CI is the percentile interval over the resamples where
     it is defined. All pairs of a τ_k lie in one stratum, so no pair weighting is needed (unlike
-    stats.granulated_kendall's cells). Undefined overall (NaNs, ci_method "undefined", a reason):
+    subpools.granulated_kendall's cells). Undefined overall (NaNs, ci_method "undefined", a reason):
     fewer than 3 models, x or y constant, or no stratum with a τ.
     """
     _check_bootstrap_args(n_resamples, confidence)

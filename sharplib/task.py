@@ -82,6 +82,18 @@ class Task:
             copy.__dict__["fingerprint"] = self.fingerprint
         return copy
 
+    def first_train_rows(self, n: int | None) -> "Task":
+        """A task holding only the first `n` training rows (the test split whole); None: this task itself.
+
+        A new Task, so its fingerprint is that of the rows it holds and a pool trained on the cut is
+        keyed by them. For a graph task the rows are node ids: the graph stays whole.
+        """
+        if n is None:
+            return self
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.n_train:
+            raise ValueError(f"Task {self.name!r}: train_rows must be an integer from 1 to its {self.n_train} training rows, got {n!r}")
+        return replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
+
     def predict(self, call: Callable[..., Tensor], x: Tensor) -> Tensor:
         """Outputs of the network `call` for the samples `x` (rows, or node ids of the graph)."""
         if self.is_graph:

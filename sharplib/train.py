@@ -128,7 +128,7 @@ def sgd_step(model: nn.Module, task: Task, lr: float, weight_decay: float, param
 def train_model(model: nn.Module, task: Task, cfg: TrainConfig) -> tuple[nn.Module, TrainResult]:
     """Train `model` (already initialized) one epoch at a time until the stopping rule fires.
 
-    Returns the trained model (a new object, on cfg.device, in eval mode) and its TrainResult.
+    Returns `model` itself, moved to cfg.device, trained and in eval mode, and its TrainResult.
     The same seed gives bit-identical weights on CPU.
     """
     return train_batched([model], task, [cfg], trained_by="sequential")[0]
@@ -147,13 +147,15 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
     task = task.to(device)
+    # The callers' models get the trained weights and are evaluated on `task` (`_finish`): they must live on its device.
+    models = [m.to(device) for m in models]
     template = copy.deepcopy(models[0]).to(device)  # runs the stack; its mode is set per epoch, the callers' models keep theirs
     order_generators = [torch.Generator().manual_seed(c.seed + ORDER_STREAM) for c in cfgs]
     batched = len(models) > 1 or trained_by == "batched"
     step = partial(sgd_step, template, task, cfg.lr, cfg.weight_decay)
     if batched:
         step = vmap(step, randomness="different")
-        params, buffers = (dict(d) for d in stack_module_state([m.to(device) for m in models]))
+        params, buffers = (dict(d) for d in stack_module_state(models))
         params = {k: v.detach() for k, v in params.items()}
     else:
         params, buffers = split_state(template)

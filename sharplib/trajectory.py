@@ -19,7 +19,7 @@ import pandas as pd
 from .conditional import partial_kendall, stratified_kendall
 from .pool import PoolEntry, load_model, train_pool
 from .sharpness import SharpnessConfig, estimate_pool_sharpness
-from .stats import conditional_kendall
+from .subpools import conditional_kendall
 from .targets import target_columns
 from .task import Task
 from .train import TrainConfig
@@ -64,7 +64,7 @@ def tau_along_training(table: pd.DataFrame, measure: str = "sharpness", target: 
     tau_target_given is τ(target, given): how well the training loss alone ranks the target at that epoch.
 
     Diverged models (a non-finite measure, target or `given`) are left out and counted in n_dropped. An undefined τ is
-    NaN with its reason (stats.conditional_kendall's "undefined", conditional.py's `reason`).
+    NaN with its reason (subpools.conditional_kendall's "undefined", conditional.py's `reason`).
     """
     kept = table[np.isfinite(table[[measure, target, given]].to_numpy(dtype=np.float64)).all(axis=1)]
     plain = conditional_kendall(kept, measure, target, "epoch", n_resamples=n_resamples, seed=seed)

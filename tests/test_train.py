@@ -211,6 +211,27 @@ def test_graphed_epoch_bookkeeping_equals_the_eager_epoch(tasks: dict[str, Task]
         assert torch.equal(graph_buffers[name], eager_buffers[name]), name
 
 
+@pytest.mark.parametrize("n_models", [1, 2])
+def test_the_trained_models_are_moved_to_the_configs_device(abalone_task: Task, monkeypatch: pytest.MonkeyPatch, n_models: int) -> None:
+    """A model built on the CPU, trained with device="cuda", was evaluated on the CPU against a task on CUDA
+    ("Expected all tensors to be on the same device"). Here torch's "meta" device stands in for the GPU:
+    it has no numbers, so the epoch's steps are skipped and `_finish` only records where the model and task are."""
+    from sharplib import train
+
+    monkeypatch.setattr(train, "resolve_device", lambda device: torch.device("meta"))
+    monkeypatch.setattr(train, "_eager_epoch", lambda step, params, buffers, task, orders, cfg, batched: (params, [1.0] * len(orders)))
+    seen = []
+
+    def finish(model: torch.nn.Module, state: dict, task: Task, cfg: TrainConfig, *rest: object) -> tuple[torch.nn.Module, None]:
+        seen.append((next(model.parameters()).device.type, task.device.type))
+        return model, None
+
+    monkeypatch.setattr(train, "_finish", finish)
+    cfgs = [train_config("fcnn", seed=s, max_epochs=1, device="cpu") for s in range(n_models)]
+    train_batched([init_model("fcnn", c) for c in cfgs], abalone_task, cfgs, trained_by="batched" if n_models > 1 else "sequential")
+    assert seen == [("meta", "meta")] * n_models
+
+
 # --- the target-loss stopping rule (issue #21: models at equal training progress) ---------------------------
 
 @pytest.mark.parametrize("value", [0, -0.1, math.inf, math.nan, "0.1", True])
