@@ -182,8 +182,11 @@ def provenance_sentence(results_dir: str | Path) -> str:
     if accepts:
         through = sorted({lock["commit"][:7] for lock in locks if lock["accepted"]})
         models = sorted({a["n_models"] for a in accepts})
+        capped = {TABLE1[lock["arch"]].model_name: a["settings"]["study"]["max_epochs"] for lock in locks for a in lock["accepted"]
+                  if isinstance(a.get("settings", {}).get("study"), dict) and "max_epochs" in a["settings"]["study"]}
+        cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
         sentence += (f"; accepted unchanged through commit {', '.join(through)}, the old and new code checked on the CPU "
-                     f"with {' or '.join(map(str, models))} models per pool")
+                     f"with {' or '.join(map(str, models))} models per pool{cap}")
     return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
 
 
