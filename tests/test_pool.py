@@ -328,3 +328,23 @@ def test_workers_die_with_a_killed_parent(runner: str, data_root: Path, tmp_path
             for pid, start in started:  # never leave training processes behind on the test machine
                 if _running(pid, start):
                     os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- issue #24: reliability, second round
+
+@pytest.mark.parametrize("out_dir", ["/proc/x", "/proc/x/pool", f"{'x' * 300}/pool"])
+def test_an_out_dir_that_cannot_be_written_is_refused_before_training(out_dir: str, abalone_task: Task, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 9: out_dir="/proc/x" passed the check (os.access says yes to root) and failed with a raw FileNotFoundError."""
+    _no_training(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"train_pool\.out_dir = .* cannot be written"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", device="cpu"), [0], out_dir, progress=False)
+    assert list(tmp_path.iterdir()) == [], "the check left something behind"
+
+
+def test_a_cpu_device_with_an_index_is_refused_by_name() -> None:
+    """Row 9: device="cpu:3" was accepted (torch runs it on the one CPU device)."""
+    with pytest.raises(ValueError, match=r"TrainConfig\.device: device 'cpu:3' does not exist: the CPU is one device, 'cpu'"):
+        train_config("fcnn", device="cpu:3")
+    assert train_config("fcnn", device="cpu:0").device == "cpu:0"
