@@ -23,9 +23,15 @@ Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on 
 "ray" sends them to Ray tasks on a cluster (cluster.py) and writes their checkpoints here.
 Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard,
 and they die with the process that started them, however it ends (`_die_with_parent`).
+
+On the CPU a resumed pool is the uninterrupted one bit for bit, whichever process trains a model: one
+trained in the calling process uses the workers' thread count, and a batched model never trains in a stack of
+one (`train.train_batched`). Batched models with dropout are the exception: a stack's dropout draws depend on
+which seeds train together.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import hashlib
@@ -39,7 +45,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -51,6 +57,7 @@ from .models import build_model, check_variant
 from .task import Task, hash_tensors, resolve_device
 from .train import TrainConfig, TrainResult, train_batched, train_model
 
+WORKER_THREADS = 1  # torch's intra-op threads in a worker process, and for a model the calling process trains
 FORMAT = "sharplib-checkpoint-2"  # a checkpoint's marker: a file without it is not one of this package's (or an older one)
 BACKENDS = ("auto", "batched", "processes", "ray")
 
@@ -291,7 +298,7 @@ def _init_worker(task: Task, parent_pid: int) -> None:
     global _WORKER_TASK, _PARENT_PID
     _WORKER_TASK, _PARENT_PID = task, parent_pid
     _die_with_parent(parent_pid)
-    torch.set_num_threads(1)
+    torch.set_num_threads(WORKER_THREADS)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -323,12 +330,25 @@ def _train_one_in_worker(arch, variant, cfg, out_dir) -> TrainResult:
     return _train_one(arch, variant, _WORKER_TASK, cfg, out_dir)
 
 
+@contextlib.contextmanager
+def _worker_threads() -> Iterator[None]:
+    """Train here with a worker's intra-op thread count, restored afterwards: CPU results depend on the thread
+    count in the last bits, so a model is the same whichever process trains it (a resumed pool's last model)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _train_in_processes(arch, variant, task, cfg, seeds, out_dir, n_workers, record) -> None:
     n_workers = min(n_workers or os.cpu_count() or 1, len(seeds))
     cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
     if n_workers == 1:
-        for c in cfgs:
-            record(c.seed, _train_one(arch, variant, task, c, out_dir))
+        with _worker_threads():
+            for c in cfgs:
+                record(c.seed, _train_one(arch, variant, task, c, out_dir))
         return
     _ = task.fingerprint  # hashed once here; the workers' copies carry it
     context = torch.multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock

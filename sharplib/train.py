@@ -133,10 +133,15 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
     template = copy.deepcopy(models[0]).to(device)  # runs the stack; its mode is set per epoch, the callers' models keep theirs
     order_generators = [torch.Generator().manual_seed(c.seed + ORDER_STREAM) for c in cfgs]
     batched = len(models) > 1 or trained_by == "batched"
+    # On the CPU a stack of one runs other kernels than a stack of two or more (an FCNN's weights differ in the last
+    # bits), so a model would depend on whether it trained alone (a resumed pool's last model, the last of a stack
+    # to stop): a lone model keeps a twin of itself in the stack, trained on the same order, its results dropped.
+    lone_twin = batched and device.type == "cpu"
+    twin = lone_twin and len(models) == 1
     step = partial(sgd_step, template, task, cfg.lr, cfg.weight_decay)
     if batched:
         step = vmap(step, randomness="different")
-        params, buffers = (dict(d) for d in stack_module_state([m.to(device) for m in models]))
+        params, buffers = (dict(d) for d in stack_module_state([m.to(device) for m in models * (2 if twin else 1)]))
         params = {k: v.detach() for k, v in params.items()}
     else:
         params, buffers = split_state(template)
@@ -153,6 +158,8 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
             epoch = len(losses[active[0]])  # the stack's models have all trained the same epochs
             template.train(cfg.train_mode_epochs is None or epoch < cfg.train_mode_epochs)
             orders = torch.stack([torch.randperm(task.n_train, generator=order_generators[i]) for i in active]).to(device)
+            if twin:
+                orders = orders.repeat(2, 1)
             if graphed is not None:
                 params, epoch_loss = graphed.epoch(step, params, buffers, orders, template.training)
             else:
@@ -170,7 +177,9 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
                 if on_done is not None:
                     on_done(i, *results[i])
             if finished and batched:
-                keep = torch.tensor([s for s in range(len(active)) if s not in finished], dtype=torch.long, device=device)
+                kept = [s for s in range(len(active)) if s not in finished]
+                twin = lone_twin and len(kept) == 1
+                keep = torch.tensor(kept * (2 if twin else 1), dtype=torch.long, device=device)
                 params = {k: v[keep] for k, v in params.items()}
                 buffers = {k: v[keep] for k, v in buffers.items()}
             active = [i for s, i in enumerate(active) if s not in finished]
@@ -188,8 +197,8 @@ def _eager_epoch(step: Callable, params: Params, buffers: Params, task: Task, or
             x, y = x[0], y[0]
         params, loss = step(params, buffers, x, y)
         batch_losses.append(loss)
-    # L_e = mean of the epoch's minibatch losses
-    return params, torch.stack(batch_losses).mean(0).reshape(-1).tolist()
+    # L_e = mean of the epoch's minibatch losses: each model's own row, so its L_e does not depend on the stack's size
+    return params, torch.stack(batch_losses, dim=-1).mean(-1).reshape(-1).tolist()
 
 
 GRAPH_MIN_STEPS = 64  # fewer steps an epoch (Abalone: 47, Cora: 1) gain little from a graph

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -331,6 +332,71 @@ def test_workers_die_with_a_killed_parent(runner: str, data_root: Path, tmp_path
 
 
 # ---------------------------------------------------------------- issue #24: reliability, second round
+
+def _numbers(entry) -> dict:
+    """Every number of a pool's model: its TrainResult (the time aside) and its weights."""
+    model, _ = load_model(entry.checkpoint)
+    return {**{k: v for k, v in entry.result.as_dict().items() if k != "seconds"}, **{k: v.tolist() for k, v in model.state_dict().items()}}
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(cora_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 3: the one model left of a GAT pool was retrained in the calling process with its 2 threads, where the
+    workers use 1: its test loss differed in the 7th digit. Now it trains with the workers' thread count."""
+    import sharplib.pool as pool
+
+    cfg = train_config("gat", max_epochs=5, min_epochs=5, device="cpu")
+    threads_used = []
+    real_train_model = pool.train_model
+    monkeypatch.setattr(pool, "train_model", lambda *a: (threads_used.append(torch.get_num_threads()), real_train_model(*a))[1])
+    with _threads(2):  # the calling process, as a notebook or script runs it
+        whole = train_pool("gat", cora_task, cfg, [0, 1], tmp_path / "whole", backend="processes", n_workers=2, progress=False)
+        shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+        checkpoint_path(tmp_path / "resumed", 1).write_bytes(b"damaged")  # as the issue did: the one model left is retrained
+        with pytest.warns(UserWarning, match="seed0001.pt"):
+            resumed = train_pool("gat", cora_task, cfg, [0, 1], tmp_path / "resumed", backend="processes", n_workers=2, progress=False)
+        assert torch.get_num_threads() == 2, "the calling process's thread count was not restored"
+    assert [e.reused for e in resumed] == [True, False] and threads_used == [1], f"trained here with {threads_used} thread(s)"
+    for a, b in zip(whole, resumed):
+        assert _numbers(a) == _numbers(b), f"seed {a.seed}"
+
+
+def test_resumed_batched_pool_is_bit_identical_to_an_uninterrupted_one(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 3, batched: the model left of an interrupted pool trained as a stack of one, which runs other CPU kernels
+    than a stack of two or more: its weights and losses differed in the last bits from the uninterrupted pool's,
+    where it trained beside others until they stopped."""
+    import sharplib.pool as pool
+
+    cfg = train_config("fcnn", max_epochs=30, min_epochs=2, tol=2e-3, device="cpu")  # the models stop at different epochs
+    seeds = [0, 1, 2, 3]
+    whole = train_pool("fcnn", abalone_task, cfg, seeds, tmp_path / "whole", backend="batched", progress=False)
+    assert len({e.result.epochs for e in whole}) > 1, "the models should leave the stack at different epochs"
+    saved = []
+    real_save = pool.save_checkpoint
+
+    def interrupted_at_the_last(*args, **kwargs) -> None:  # Ctrl-C while the pool writes its last checkpoint
+        if len(saved) == len(seeds) - 1:
+            raise KeyboardInterrupt
+        saved.append(real_save(*args, **kwargs))
+
+    monkeypatch.setattr(pool, "save_checkpoint", interrupted_at_the_last)
+    with pytest.raises(KeyboardInterrupt):
+        train_pool("fcnn", abalone_task, cfg, seeds, tmp_path / "resumed", backend="batched", progress=False)
+    monkeypatch.setattr(pool, "save_checkpoint", real_save)
+    resumed = train_pool("fcnn", abalone_task, cfg, seeds, tmp_path / "resumed", backend="batched", progress=False)
+    assert sum(not e.reused for e in resumed) == 1
+    for a, b in zip(whole, resumed):
+        assert _numbers(a) == _numbers(b), f"seed {a.seed}"
+
 
 @pytest.mark.parametrize("out_dir", ["/proc/x", "/proc/x/pool", f"{'x' * 300}/pool"])
 def test_an_out_dir_that_cannot_be_written_is_refused_before_training(out_dir: str, abalone_task: Task, tmp_path: Path,
