@@ -34,7 +34,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import hashlib
+import io
 import json
 import os
 import signal
@@ -108,16 +110,30 @@ def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: 
         "device": trained_on or str(resolve_device(cfg.device)),
     }
     payload["digest"] = _digest(payload)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory first: torch's file writer reports a full disk as "unexpected pos 5056 vs 4944"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(payload, tmp)
+        _write(tmp, buffer.getbuffer(), path)
         if _orphaned():  # a worker whose pool is gone must not add a model to it
             tmp.unlink()
             os._exit(1)
         os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write(tmp: Path, data: memoryview, path: Path) -> None:
+    """Write `data` to the file `tmp`; a full disk is an OSError that says so and names the checkpoint `path`."""
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise OSError(errno.ENOSPC, f"no space left on device for the checkpoint {path} (the checkpoints already in "
+                                    f"{path.parent} are intact: free some space and rerun to train the rest)", str(path)) from err
 
 
 def _verified(path: Path) -> dict[str, Any]:
@@ -191,6 +207,14 @@ def _check_seeds(seeds: Any) -> list[int]:
     return seeds
 
 
+def _check_checkpoint_slots(out_dir: Path, seeds: list[int]) -> None:
+    """Refuse a folder (or a device file) where a seed's checkpoint goes: it could not be replaced after training."""
+    for seed in seeds:
+        path = checkpoint_path(out_dir, seed)
+        if path.exists() and not path.is_file():
+            raise ValueError(f"train_pool: {path} is not a file, and seed {seed}'s checkpoint goes there: move it out of {out_dir}")
+
+
 def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: str | Path, *, variant: str = "standard",
                backend: str = "auto", n_workers: int | None = None, batch_models: int = 50, progress: bool = True) -> list[PoolEntry]:
     """Train one model per seed (cfg with its seed replaced) and checkpoint each in `out_dir`.
@@ -211,6 +235,7 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
     out_dir = check_writable_dir("train_pool", "out_dir", out_dir)
     check_fits(init_model(arch, cfg, variant), task)  # a GAT on a table fails here, not in a worker after the others trained
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_checkpoint_slots(out_dir, seeds)
     _remove_stale_tmp(out_dir)
 
     members = _members(arch, variant, task, cfg, out_dir)
@@ -240,7 +265,7 @@ def _members(arch: str, variant: str, task: Task, cfg: TrainConfig, out_dir: Pat
     members = {}
     for path in sorted(out_dir.glob("seed*.pt")):
         seed = path.name[4:-3]
-        if not seed.isdigit() or path != checkpoint_path(out_dir, int(seed)):
+        if not seed.isdigit() or path != checkpoint_path(out_dir, int(seed)) or not path.is_file():
             continue
         payload = read_checkpoint(path)
         if payload is not None and payload["config_hash"] == pool_hash(arch, task, dataclasses.replace(cfg, seed=int(seed)), variant):

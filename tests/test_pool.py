@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import io
 import os
 import shutil
 import signal
@@ -396,6 +398,71 @@ def test_resumed_batched_pool_is_bit_identical_to_an_uninterrupted_one(abalone_t
     assert sum(not e.reused for e in resumed) == 1
     for a, b in zip(whole, resumed):
         assert _numbers(a) == _numbers(b), f"seed {a.seed}"
+
+
+def test_a_folder_where_a_checkpoint_goes_is_refused_before_training(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 5: a folder named seed0002.pt crashed the pool after training (IsADirectoryError)."""
+    _no_training(monkeypatch)
+    (tmp_path / "seed0002.pt").mkdir()
+    with pytest.raises(ValueError, match=r"train_pool: .*seed0002\.pt is not a file, and seed 2's checkpoint goes there"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", max_epochs=1, device="cpu"), [1, 2], tmp_path, progress=False)
+
+
+class _FullDisk:
+    """The folder `folder` on a disk with `free` bytes left: a write past them fails as on a real full disk, both
+    through Python's open (OSError ENOSPC) and through torch's own file writer (its RuntimeError, as seen in issue #24)."""
+
+    def __init__(self, folder: Path, free: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        import builtins
+
+        self.folder, self.free, self._open, self._save = folder, free, builtins.open, torch.save
+        monkeypatch.setattr(builtins, "open", self.open)
+        monkeypatch.setattr(torch, "save", self.save)
+
+    def open(self, file, mode="r", *args, **kwargs):
+        handle = self._open(file, mode, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and Path(file).parent == self.folder and "w" in mode:
+            handle.write = self._writer(handle.write)
+        return handle
+
+    def _writer(self, write):
+        def filling(data) -> int:
+            data = bytes(data)
+            if len(data) > self.free:
+                write(data[: self.free])
+                self.free = 0
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.free -= len(data)
+            return write(data)
+
+        return filling
+
+    def save(self, obj, f, *args, **kwargs) -> None:
+        if not (isinstance(f, (str, os.PathLike)) and Path(f).parent == self.folder):
+            return self._save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        self._save(obj, buffer, *args, **kwargs)
+        try:
+            with self.open(f, "wb") as out:
+                out.write(buffer.getvalue())
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5056 vs 4944") from None
+
+
+def test_a_full_disk_is_named_and_keeps_the_checkpoints_written(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 6: a pool on a 160 KiB filesystem failed with `[enforce fail at inline_container.cc:672] . unexpected pos`."""
+    cfg = train_config("fcnn", max_epochs=1, device="cpu")
+    (first,) = train_pool("fcnn", abalone_task, cfg, [0], tmp_path / "sized", progress=False)
+    out = tmp_path / "pool"
+    out.mkdir()
+    with monkeypatch.context() as patch:
+        _FullDisk(out, free=first.checkpoint.stat().st_size * 3 // 2, monkeypatch=patch)  # room for one checkpoint and a half
+        with pytest.raises(OSError, match=r"no space left on device for the checkpoint .*seed0001\.pt") as err:
+            train_pool("fcnn", abalone_task, cfg, [0, 1, 2], out, progress=False)
+    assert err.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in out.iterdir()) == ["seed0000.pt"], "a temporary file was left, or the intact checkpoint removed"
+    entries = train_pool("fcnn", abalone_task, cfg, [0, 1, 2], out, progress=False)
+    assert [e.reused for e in entries] == [True, False, False]
 
 
 @pytest.mark.parametrize("out_dir", ["/proc/x", "/proc/x/pool", f"{'x' * 300}/pool"])
