@@ -21,7 +21,8 @@ machine where "auto" picks the other path, GPU vs CPU, would be retrained from s
 Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
 "processes" runs one single-threaded worker per core (CPU convolutions use threads poorly);
 "ray" sends them to Ray tasks on a cluster (cluster.py) and writes their checkpoints here.
-Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard,
+Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard
+(code read from standard input, which they cannot import, trains in the calling process, with a warning),
 and they die with the process that started them, however it ends (`_die_with_parent`).
 
 On the CPU a resumed pool is the uninterrupted one bit for bit, whichever process trains a model: one
@@ -38,6 +39,7 @@ import errno
 import hashlib
 import io
 import json
+import multiprocessing.process
 import os
 import signal
 import sys
@@ -367,9 +369,27 @@ def _worker_threads() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def _main_file_workers_cannot_import() -> str | None:
+    """The main module's file when it is not a file (code read from standard input: '<stdin>'), else None.
+
+    A spawned worker first runs the main module from its file, as multiprocessing.spawn does: by name
+    for `python -m`, not at all where there is no file (a REPL, `python -c`, a notebook kernel)."""
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if getattr(getattr(main, "__spec__", None), "name", None) or file is None:
+        return None
+    return None if os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", file)) else file
+
+
 def _train_in_processes(arch, variant, task, cfg, seeds, out_dir, n_workers, record) -> None:
     n_workers = min(n_workers or os.cpu_count() or 1, len(seeds))
     cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
+    main_file = _main_file_workers_cannot_import()
+    if n_workers > 1 and main_file is not None:
+        warnings.warn(f"train_pool: backend='processes' trains in this process only, as its worker processes start by running the "
+                      f"main module, and {main_file!r} is not a file: run the code from a script file (with an "
+                      f"`if __name__ == \"__main__\":` guard) to train with {n_workers} workers", stacklevel=3)
+        n_workers = 1
     if n_workers == 1:
         with _worker_threads():
             for c in cfgs:

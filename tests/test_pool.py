@@ -465,6 +465,28 @@ def test_a_full_disk_is_named_and_keeps_the_checkpoints_written(abalone_task: Ta
     assert [e.reused for e in entries] == [True, False, False]
 
 
+POOL_FROM_STDIN = """
+from sharplib.data import load_abalone
+from sharplib.pool import train_pool
+from sharplib.protocol import train_config
+task = load_abalone({root!r})
+entries = train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0, 1], {out!r}, backend="processes", n_workers=2, progress=False)
+print("trained", [e.seed for e in entries])
+"""
+
+
+def test_processes_backend_from_standard_input_trains_in_one_process(data_root: Path, tmp_path: Path) -> None:
+    """Row 8: the README's pool example run from standard input: the workers failed (FileNotFoundError '<stdin>'),
+    the parent with BrokenProcessPool. Now one warning line says why, and the pool trains in the calling process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    code = POOL_FROM_STDIN.format(root=str(data_root), out=str(tmp_path / "pool"))
+    run = subprocess.run([sys.executable, "-"], input=code, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "trained [0, 1]" in run.stdout
+    assert "trains in this process only" in run.stderr and "'<stdin>' is not a file" in run.stderr and "__main__" in run.stderr
+    assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == ["seed0000.pt", "seed0001.pt"]
+
+
 @pytest.mark.parametrize("out_dir", ["/proc/x", "/proc/x/pool", f"{'x' * 300}/pool"])
 def test_an_out_dir_that_cannot_be_written_is_refused_before_training(out_dir: str, abalone_task: Task, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
