@@ -56,18 +56,29 @@ def _untimed(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not any(word in k for word in UNTIMED)}
 
 
+def _numeric_leaves(record: Any, prefix: str = "") -> dict[str, Any]:
+    """A summary's numbers (and switches), flattened to dotted keys; settings that are None or text are not numbers."""
+    if isinstance(record, dict):
+        return {key: value for k, v in _untimed(record).items() for key, value in _numeric_leaves(v, f"{prefix}{k}.").items()}
+    if isinstance(record, list) and all(isinstance(v, (int, float)) for v in record):
+        return {prefix[:-1]: record} if record else {}
+    return {prefix[:-1]: record} if isinstance(record, (int, float)) else {}
+
+
 def numbers(results: Path, arch: str, step: str) -> dict[str, Any]:
-    """Per compared file, its rows (CSV) or content (JSON), timings left out, every value as written (exact)."""
+    """Per compared file, its rows (CSV), its numbers (the summary JSON), or, for a cache of JSON files, their
+    records sorted (the file names are keys, not numbers); timings left out, every value as written (exact)."""
     folder = results / arch
-    found: dict[str, Any] = {STEPS[step].summary: _untimed(json.loads((folder / STEPS[step].summary).read_text()))}
+    found: dict[str, Any] = {STEPS[step].summary: _numeric_leaves(json.loads((folder / STEPS[step].summary).read_text()))}
     for pattern in COMPARED[step]:
-        for path in sorted(folder.glob(pattern)):
-            name = str(path.relative_to(folder))
-            if path.suffix == ".csv":
-                with path.open(newline="") as handle:
-                    found[name] = [_untimed(row) for row in csv.DictReader(handle)]
-            else:
-                found[name] = _untimed(json.loads(path.read_text()))
+        paths = sorted(folder.glob(pattern))
+        if pattern.endswith(".json"):
+            records = [_untimed(json.loads(path.read_text())) for path in paths]
+            found[pattern] = sorted(records, key=lambda r: json.dumps(r, sort_keys=True))
+            continue
+        for path in paths:
+            with path.open(newline="") as handle:
+                found[str(path.relative_to(folder))] = [_untimed(row) for row in csv.DictReader(handle)]
     return found
 
 
@@ -75,20 +86,29 @@ def digest(found: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()
 
 
+def _blank(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def _row_differences(where: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Values that differ; a field on one side only counts when it holds something (a new, empty column does not)."""
+    return [f"{where}{key}: {a.get(key)} then {b.get(key)}" for key in sorted(set(a) | set(b))
+            if a.get(key) != b.get(key) and not (key not in a and _blank(b[key])) and not (key not in b and _blank(a[key]))]
+
+
 def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 5) -> list[str]:
-    """The first `limit` places where two `numbers` records differ, in words."""
+    """The first `limit` places where two `numbers` records differ, in words; none means the evidence agrees."""
     found: list[str] = []
     for name in sorted(set(old) | set(new)):
         a, b = old.get(name), new.get(name)
         if a is None or b is None:
             found.append(f"{name}: only at {'HEAD' if a is None else 'the old commit'}")
-        elif isinstance(a, list) and isinstance(b, list) and len(a) != len(b):
+        elif isinstance(a, list) and len(a) != len(b):
             found.append(f"{name}: {len(a)} rows, then {len(b)}")
         elif isinstance(a, list):
-            found += [f"{name} row {i}, {key}: {ra.get(key)} then {rb.get(key)}" for i, (ra, rb) in enumerate(zip(a, b))
-                      for key in sorted(set(ra) | set(rb)) if ra.get(key) != rb.get(key)]
+            found += [line for i, (ra, rb) in enumerate(zip(a, b)) for line in _row_differences(f"{name} row {i}, ", ra, rb)]
         else:
-            found += [f"{name}, {key}: {a.get(key)} then {b.get(key)}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+            found += _row_differences(f"{name}, ", a, b)
         if len(found) >= limit:
             break
     return found[:limit]
@@ -172,9 +192,10 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     continue
                 print(f"{step} {arch}: {found.detail}; running the evidence", flush=True)
                 old, new = side(lock["commit"]).run(step, arch), side(head).run(step, arch)
-                if old != new:
+                differing = differences(old, new)
+                if differing:
                     print(f"{step} {arch}: refused: the numbers differ between {lock['commit'][:10]} and {head[:10]}:")
-                    print("\n".join(f"    {line}" for line in differences(old, new)))
+                    print("\n".join(f"    {line}" for line in differing))
                     refused += 1
                     continue
                 current = fingerprint(step, arch, profile, backend, root)
