@@ -36,7 +36,6 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .pool import checkpoint_path, init_model, save_checkpoint
 from .sharpness import Estimator, SharpnessConfig, SharpnessResult, ascent
 from .sharpness import estimate_pool_sharpness as estimate_here
 from .task import Task, resolve_device
@@ -208,14 +207,15 @@ def _per_task(n: int, gpus: int, cap: int) -> int:
 
 # ---------------------------------------------------------------- training
 
-def train_on_ray(arch: str, variant: str, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: Path, batch_models: int,
-                 record: Callable[[int, TrainResult], None], models_per_task: int | None = None) -> None:
-    """Train `seeds` as Ray tasks and checkpoint each model here, in the driver, as its task returns.
+def train_on_ray(task: Task, cfg: TrainConfig, seeds: list[int], batch_models: int, build: Callable[[TrainConfig], nn.Module],
+                 save: Callable[[int, dict[str, torch.Tensor], TrainResult, str], None], models_per_task: int | None = None) -> None:
+    """Train `seeds` as Ray tasks; `save(seed, weights, result, device)` is called in the driver as each task returns.
 
-    models_per_task: 1 trains each model alone with `train.train_model` (the "processes" back end's
-    path); k > 1 trains shards of k seeds as one `train.train_batched` stack (the "batched" back end's,
-    with batch_models = k). Default: 1 on CPUs; on a cluster with GPUs, one shard per GPU task of at
-    most `batch_models`. `record(seed, result)` is called after each checkpoint is written.
+    build(cfg) makes the untrained model of cfg.seed (in the workers: a picklable function, `pool.init_model`'s);
+    the pool's `save` writes the checkpoint, so this module knows nothing of checkpoint files. models_per_task: 1
+    trains each model alone with `train.train_model` (the "processes" back end's path); k > 1 trains shards of k
+    seeds as one `train.train_batched` stack (the "batched" back end's, with batch_models = k). Default: 1 on
+    CPUs; on a cluster with GPUs, one shard per GPU task of at most `batch_models`.
     """
     ray = connect()
     gpus = _gpus(ray, cfg.device)
@@ -223,33 +223,25 @@ def train_on_ray(arch: str, variant: str, task: Task, cfg: TrainConfig, seeds: l
     remote = ray.remote(_train_shard).options(num_cpus=1, num_gpus=1 if gpus else 0, max_retries=TASK_RETRIES)
     task_ref = ray.put(task.to("cpu"))  # once into the object store, not once per task
     shards = [seeds[i : i + per_task] for i in range(0, len(seeds), per_task)]
-    pending = {remote.remote(arch, variant, task_ref, cfg, shard, per_task > 1): shard for shard in shards}
-
-    def save(seed: int, state: dict[str, torch.Tensor], result: dict[str, Any], device: str) -> None:
-        seed_cfg = dataclasses.replace(cfg, seed=seed)
-        model = init_model(arch, seed_cfg, variant)
-        model.load_state_dict(state)
-        trained = TrainResult(**result)
-        # trained elsewhere (a GPU worker) or not, the checkpoint says where; the hash ignores the device
-        save_checkpoint(checkpoint_path(out_dir, seed), arch, task, seed_cfg, model, trained, variant, trained_on=device)
-        record(seed, trained)
+    pending = {remote.remote(build, task_ref, cfg, shard, per_task > 1): shard for shard in shards}
 
     def save_shard(shard: list[int], returned: list[tuple[dict, dict, str]]) -> None:
         for seed, (state, result, device) in zip(shard, returned):
-            save(seed, state, result, device)
+            save(seed, state, TrainResult(**result), device)
 
     failed = _gather(ray, pending, save_shard)
     if failed:
         seeds_failed = sorted(s for shard, _ in failed for s in shard)
         raise RuntimeError(f"{len(seeds_failed)} of {len(seeds)} models failed on Ray (seeds {seeds_failed}); the other models are "
-                           f"checkpointed in {out_dir}, so a rerun trains only these. First error: {failed[0][1]}") from failed[0][1]
+                           f"checkpointed, so a rerun trains only these. First error: {failed[0][1]}") from failed[0][1]
 
 
-def _train_shard(arch: str, variant: str, task: Task, cfg: TrainConfig, seeds: list[int], stacked: bool) -> list[tuple[dict, dict, str]]:
+def _train_shard(build: Callable[[TrainConfig], nn.Module], task: Task, cfg: TrainConfig, seeds: list[int],
+                 stacked: bool) -> list[tuple[dict, dict, str]]:
     """In a Ray worker: train the seeds (alone or as one stack) and return (weights on CPU, TrainResult dict, device) each."""
     torch.set_num_threads(1)  # one core per task, as the processes back end's workers: small convolutions scale badly
     cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
-    models = [init_model(arch, c, variant) for c in cfgs]
+    models = [build(c) for c in cfgs]
     trained = train_batched(models, task, cfgs) if stacked else [train_model(models[0], task, cfgs[0])]
     device = str(resolve_device(cfg.device))
     return [({k: v.detach().cpu() for k, v in model.state_dict().items()}, result.as_dict(), device) for model, result in trained]

@@ -173,16 +173,17 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
         return sides[commit]
 
     try:
+        tree = side(head).folder  # hashes come from HEAD's files, whatever the working tree does meanwhile
         for arch in archs:
             for step in (s for s in STEPS if s in steps):  # the study first: the others' hashes include it
-                found = state(step, arch, profile, backend, results_dir, root)
+                found = state(step, arch, profile, backend, results_dir, tree)
                 if found.state != "stale":
                     print(f"{step} {arch}: {found.state}, nothing to accept" + (f" ({found.detail})" if not found.reusable else ""))
                     refused += found.state in ("modified", "invalid", "missing")
                     continue
                 lock = found.lock
                 assert lock is not None
-                if lock["hash"] == fingerprint(step, arch, profile, backend, root)["hash"]:
+                if lock["hash"] == fingerprint(step, arch, profile, backend, tree)["hash"]:
                     print(f"{step} {arch}: refused: {found.detail}; its code is unchanged, so rerun it (make paper)")
                     refused += 1
                     continue
@@ -198,7 +199,7 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     print("\n".join(f"    {line}" for line in differing))
                     refused += 1
                     continue
-                current = fingerprint(step, arch, profile, backend, root)
+                current = fingerprint(step, arch, profile, backend, tree)
                 n_models = len(new.get(COMPARED[step][0], [])) if step != "ablation" else EVIDENCE["ablation"]["n_models"]
                 entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],
                          "compared": sorted(new), "settings": {s: evidence_settings(s, arch) for s in (STEPS[step].upstream, step) if s},

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import errno
 import hashlib
 import io
@@ -259,7 +260,15 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
     elif todo and backend == "ray":
         from .cluster import train_on_ray  # Ray is an optional extra: imported only when asked for
 
-        train_on_ray(arch, variant, task, cfg, todo, out_dir, batch_models, record)
+        def save(seed: int, weights: dict[str, torch.Tensor], result: TrainResult, device: str) -> None:
+            seed_cfg = dataclasses.replace(cfg, seed=seed)
+            model = init_model(arch, seed_cfg, variant)
+            model.load_state_dict(weights)
+            # trained elsewhere (a GPU worker) or not, the checkpoint says where; the hash ignores the device
+            save_checkpoint(checkpoint_path(out_dir, seed), arch, task, seed_cfg, model, result, variant, trained_on=device)
+            record(seed, result)
+
+        train_on_ray(task, cfg, todo, batch_models, functools.partial(init_model, arch, variant=variant), save)
     elif todo:
         _train_in_processes(arch, variant, task, cfg, todo, out_dir, n_workers, record)
     bar.close()
@@ -285,7 +294,8 @@ def _pick_backend(backend: str, arch: str, cfg: TrainConfig, folder_paths: set[s
         backend = "batched" if folder_paths == {"batched"} else "processes"  # carry on as the folder began
     elif backend == "auto":
         backend = "batched" if resolve_device(cfg.device).type == "cuda" or arch == "fcnn" else "processes"
-    path = {"batched": "batched", "processes": "sequential"}.get(backend) or _ray_path(cfg)
+    # Ray's path asks the cluster for its GPUs: only when there is something to train, else Ray is not started
+    path = {"batched": "batched", "processes": "sequential"}.get(backend) or (_ray_path(cfg) if training else "")
     if training and folder_paths - {path}:
         raise ValueError(
             f"train_pool: {out_dir} holds models of this pool trained {' and '.join(sorted(folder_paths))}, and backend={backend!r} "

@@ -2,6 +2,8 @@
 a killed worker loses only its model, and a dead driver leaves no task running."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import signal
 import socket
@@ -18,7 +20,7 @@ import torch
 
 from sharplib import cluster, study
 from sharplib.ablation import AblationParams
-from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, train_pool
+from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, save_checkpoint, train_pool
 from sharplib.protocol import sharpness_config, spec, train_config
 from sharplib.sharpness import estimate_pool_sharpness
 from sharplib.task import Task
@@ -136,7 +138,16 @@ def test_ray_pool_equals_processes_pool_and_resumes(ray_local, cora_task: Task, 
 def test_shards_on_ray_equal_the_batched_backend(ray_local, abalone_task: Task, tmp_path: Path) -> None:
     cfg, seeds = train_config("fcnn", max_epochs=3, device="cpu"), [0, 1, 2, 3, 4]
     recorded = []
-    cluster.train_on_ray("fcnn", "standard", abalone_task, cfg, seeds, tmp_path / "ray", 50, lambda s, r: recorded.append(s), models_per_task=2)
+
+    def save(seed: int, weights: dict, result, device: str) -> None:  # what the pool passes: here a checkpoint each
+        seed_cfg = dataclasses.replace(cfg, seed=seed)
+        model = init_model("fcnn", seed_cfg)
+        model.load_state_dict(weights)
+        save_checkpoint(checkpoint_path(tmp_path / "ray", seed), "fcnn", abalone_task, seed_cfg, model, result, trained_on=device)
+        recorded.append(seed)
+
+    (tmp_path / "ray").mkdir()
+    cluster.train_on_ray(abalone_task, cfg, seeds, 50, functools.partial(init_model, "fcnn"), save, models_per_task=2)
     train_pool("fcnn", abalone_task, cfg, seeds, tmp_path / "batched", backend="batched", batch_models=2, progress=False)
     assert sorted(recorded) == seeds
     for seed in seeds:  # the same stacks ([0, 1], [2, 3], [4]) give the same models, dropout draws included
@@ -271,3 +282,22 @@ def test_a_dead_driver_leaves_no_task_running(ray_local, data_root: Path, tmp_pa
     assert not running_tasks(), "a task of the dead driver is still running"
     assert not any(alive(w) for w in workers), "the dead driver's workers live on"
     assert not list(out.glob("seed*.pt")), "nothing was finished, so nothing may be written"
+
+
+def test_ray_is_not_started_when_every_model_is_trained(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = train_config("fcnn", max_epochs=1, device="cpu")
+    first = train_pool("fcnn", abalone_task, cfg, [0, 1], tmp_path, backend="processes", n_workers=1, progress=False)
+
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("Ray was started for a pool with nothing left to train")
+
+    monkeypatch.setattr(cluster, "connect", no_cluster)
+    again = train_pool("fcnn", abalone_task, cfg, [0, 1], tmp_path, backend="ray", progress=False)
+    assert all(e.reused for e in again) and [e.result for e in again] == [e.result for e in first]
+
+
+def test_the_cluster_module_does_not_import_the_pool() -> None:
+    """The Ray back end hands trained models to the pool's save callback: no import cycle between the two."""
+    from sharplib.deps import imported_names
+
+    assert "sharplib.pool" not in imported_names(Path(cluster.__file__))
