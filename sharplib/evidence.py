@@ -28,12 +28,14 @@ EVIDENCE: dict[str, dict[str, Any]] = {
     "study": {"n_models": 3, "device": "cpu", "n_resamples": 99},
     "ablation": {"n_models": 3, "device": "cpu", "n_resamples": 99},
     "measures": {"n_seed_models": 3, "device": "cpu", "n_resamples": 99},
+    "progress": {"n_models": 3, "device": "cpu", "n_resamples": 99},
 }
 # Per step, the files of per-model numbers compared (globs under results/<arch>/), besides the summary JSON.
 COMPARED: dict[str, tuple[str, ...]] = {
     "study": ("models.csv",),
     "ablation": ("ablation.csv", "rho.csv", "ablation_cache/*.json"),
     "measures": ("measures.csv",),
+    "progress": ("progress.csv",),
 }
 RESULTS = "evidence-results"  # relative to each worktree, so both sides write the same paths into their tables
 UNTIMED = ("seconds", "provenance", "made_from", "params")  # keys and columns that are not computed numbers
