@@ -24,7 +24,9 @@ def summary(beyond: bool, seed: int = 0) -> dict:
 
 def write(results: Path, arch: str, record: dict) -> None:
     table = pd.DataFrame({"pool": ["protocol"], "seed": [0]})
-    progress_study.write_progress(results / arch, table, {k: v for k, v in record.items() if k != "target_loss"}, {"target_loss": record["target_loss"]})
+    progress_study.write_progress(results / arch, table, {k: v for k, v in record.items() if k != "target_loss"},
+                                  {"target_loss": record["target_loss"], "max_epochs": 10, "trajectory_epochs": [1, 3, 5], "trajectory_models": 15,
+                                   "trajectory_sharpness_config": {"n_restarts": 10}})
 
 
 def test_verdict_follows_the_conditional_taus() -> None:
@@ -45,7 +47,7 @@ def test_build_writes_macros_and_two_figures(tmp_path: Path) -> None:
     tex = (tmp_path / "generated" / "progress.tex").read_text()
     assert "\\newcommand{\\ProgressText}" in tex and "\\newcommand{\\ProgressProvenance}" in tex
     assert "For FCNN" in tex and "For GAT" in tex and "τ" not in tex and "$\\tau$" in tex and "$L^*$" in tex
-    assert "LeNet-5: not run" in tex
+    assert "LeNet-5: not run" in tex and "\\newcommand{\\ProgressSettings}{FCNN: $L^*$ = 0.51 within at most 10 epochs; along training 15 models after epochs 1, 3, 5, sharpness with 10 restarts; GAT:" in tex
     assert all(p.stat().st_size > 1000 for p in written)
 
 
