@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -119,16 +120,19 @@ def paragraph(arch: str, summary: Mapping[str, Any]) -> str:
         eq = pools["equalized"]
         missed = eq["n_missed_target"]
         who = f" ({missed} of {eq['n_models']} missed L* and are left out: seeds {', '.join(map(str, eq['missed_target_seeds']))})" if missed else ""
+        taus = eq["taus"]["test_loss"]
         parts.append(f" Trained to a common epoch loss L* = {summary['target_loss']:g}{who}, the {eq['n_used']} models give τ = "
-                     f"{_ci(eq['taus']['test_loss']['tau'])} with test loss.")
+                     f"{_ci(taus['tau'])} with test loss, and given their training loss a partial τ of {_ci(taus['partial'])} "
+                     f"against a null value of {taus['partial']['null_tau']:+.2f}.")
     return "".join(parts)
 
 
 def tex(text: str) -> str:
-    """A paragraph for LaTeX: Greek letters and L* in math mode, % escaped."""
+    """A paragraph for LaTeX: signed numbers, Greek letters and L* in math mode, % escaped."""
+    text = re.sub(r"(?<![\w$])([+-])(\d+\.\d+)", r"$\1\2$", text)
     for plain, math_mode in (("τ", "$\\tau$"), ("L*", "$L^*$")):
         text = text.replace(plain, math_mode)
-    return text.replace("%", "\\,\\%")
+    return re.sub(r" ?%", lambda _: "\\,\\%", text)
 
 
 def settings(summaries: Mapping[str, Mapping[str, Any]]) -> str:
@@ -147,14 +151,19 @@ def provenance_note(results_dir: Path, archs: list[str]) -> str:
     origins: dict[str, list[str]] = {}
     for arch in archs:
         lock = Path(results_dir) / arch / "progress.lock"
-        computed = json.loads(lock.read_text())["computed"] if lock.exists() else {"commit": "?", "device": "an unrecorded device"}
-        origins.setdefault(f"on {computed['device']} at commit {computed['commit'][:7]}", []).append(spec(arch).model_name)
+        if lock.exists():
+            computed = json.loads(lock.read_text())["computed"]
+            origin = f"on {computed['device']} at commit {computed['commit'][:7]}"
+        else:
+            origin = "outside make (no lock records where)"
+        origins.setdefault(origin, []).append(spec(arch).model_name)
     note = " ".join(f"The {' and '.join(names)} equalized and along-training pools were trained and measured {origin}." for origin, names in origins.items())
     note += (" The protocol's pool is the study's, read from its results; the other pools retrain the study's seeds, so where training"
              " draws random numbers on the device (the GAT's dropout) they are pools of their own, not continuations of the study's models.")
     missing = [spec(a).model_name for a in ARCHS if a not in archs]
     if missing:
-        note += f" {' and '.join(missing)}: not run at this profile yet (make progress-{' , make progress-'.join(a for a in ARCHS if a not in archs)})."
+        commands = ", ".join(f"make progress-{a}" for a in ARCHS if a not in archs)
+        note += f" {' and '.join(missing)}: not run at this profile yet ({commands})."
     return note
 
 
