@@ -122,8 +122,8 @@ def paragraph(arch: str, summary: Mapping[str, Any]) -> str:
         who = f" ({missed} of {eq['n_models']} missed L* and are left out: seeds {', '.join(map(str, eq['missed_target_seeds']))})" if missed else ""
         taus = eq["taus"]["test_loss"]
         parts.append(f" Trained to a common epoch loss L* = {summary['target_loss']:g}{who}, the {eq['n_used']} models give τ = "
-                     f"{_ci(taus['tau'])} with test loss, and given their training loss a partial τ of {_ci(taus['partial'])} "
-                     f"against a null value of {taus['partial']['null_tau']:+.2f}.")
+                     f"{_ci(taus['tau'])} with test loss" + (f", and given their training loss a partial τ of {_ci(taus['partial'])} "
+                     f"against a null value of {taus['partial']['null_tau']:+.2f}." if _finite(taus["partial"]["tau"]) else "."))
     return "".join(parts)
 
 
