@@ -102,29 +102,59 @@ def beyond_progress(taus: Mapping[str, Any]) -> str:
     return "yes" if partial and strata else "no" if not partial and not strata else "mixed"
 
 
+READINGS = {
+    "yes": "both readings leave sharpness away from what the training loss alone explains",
+    "no": "the partial τ is within reach of its null value and the stratified τ of zero",
+    "mixed": "the two readings disagree (one interval excludes its reference, the other does not)",
+}
+CONCLUSIONS = {
+    "yes": "On {pools}, then, adaptive sharpness ranks {name}'s test loss beyond training progress.",
+    "no": "On {pools}, then, adaptive sharpness adds nothing measurable to training progress for {name}.",
+    "mixed": "So whether adaptive sharpness ranks {name}'s test loss beyond training progress is not settled: {why}.",
+}
+
+
+def _given(taus: Mapping[str, Any]) -> str:
+    """The partial τ against its null value and the stratified τ, and how they read (beyond_progress)."""
+    p, s = taus["partial"], taus["stratified"]
+    if not _finite(p["tau"]):
+        return ""
+    return (f" Given the training loss, the partial τ is {_ci(p)}, against a null value of {p['null_tau']:+.2f} for a measure that knows "
+            f"nothing beyond it; within {len(s['stratum_size'])} strata of training loss, τ = {_ci(s)}: {READINGS[beyond_progress(taus)]}.")
+
+
+def _conclusion(name: str, verdicts: Mapping[str, str]) -> str:
+    """One sentence over the pools' verdicts: all agree (yes or no), or which pool says what."""
+    values = set(verdicts.values())
+    if len(values) == 1 and values != {"mixed"}:
+        pools = "both pools" if len(verdicts) == 2 else "the protocol's pool"
+        return " " + CONCLUSIONS[values.pop()].format(pools=pools, name=name)
+    why = "; ".join(f"the {POOL_LABELS[pool]} says {'beyond' if v == 'yes' else 'nothing beyond' if v == 'no' else 'neither'}"
+                    for pool, v in verdicts.items())
+    return " " + CONCLUSIONS["mixed"].format(name=name, why=why)
+
+
 def paragraph(arch: str, summary: Mapping[str, Any]) -> str:
     """Per architecture, in sentences chosen by the numbers: τ on each pool, τ given the training loss, and the verdict."""
     name, pools = spec(arch).model_name, summary["pools"]
     proto = pools["protocol"]["taus"]["test_loss"]
     parts = [f"For {name}, on the protocol's pool adaptive sharpness has τ = {_ci(proto['tau'])} with test loss, and the training loss alone "
-             f"τ = {_ci(proto['tau_target_train_loss'])}."]
-    p, s = proto["partial"], proto["stratified"]
-    if _finite(p["tau"]):
-        parts.append(f" Given the training loss, the partial τ is {_ci(p)}, against a null value of {p['null_tau']:+.2f} for a measure that "
-                     f"knows nothing beyond it; within {len(s['stratum_size'])} strata of training loss, τ = {_ci(s)}.")
-    verdict = beyond_progress(proto)
-    parts.append({"yes": " So sharpness ranks test loss beyond training progress: both readings leave it away from what the training loss alone explains.",
-                  "no": " So sharpness adds nothing measurable beyond training progress: the partial τ is within reach of its null value and the stratified τ of zero.",
-                  "mixed": " The two readings disagree (one interval excludes its reference, the other does not), so whether sharpness adds to training progress is not settled by this pool."}[verdict])
+             f"τ = {_ci(proto['tau_target_train_loss'])}.", _given(proto)]
+    verdicts = {"protocol": beyond_progress(proto)}
     if "equalized" in pools:
         eq = pools["equalized"]
         missed = eq["n_missed_target"]
         who = f" ({missed} of {eq['n_models']} missed L* and are left out: seeds {', '.join(map(str, eq['missed_target_seeds']))})" if missed else ""
+        spread = ""
+        if eq["train_loss"] and pools["protocol"]["train_loss"]:
+            a, b = eq["train_loss"], pools["protocol"]["train_loss"]
+            spread = f" (training loss {a['min']:.3f} to {a['max']:.3f}, against {b['min']:.3f} to {b['max']:.3f} on the protocol's pool)"
         taus = eq["taus"]["test_loss"]
-        parts.append(f" Trained to a common epoch loss L* = {summary['target_loss']:g}{who}, the {eq['n_used']} models give τ = "
-                     f"{_ci(taus['tau'])} with test loss" + (f", and given their training loss a partial τ of {_ci(taus['partial'])} "
-                     f"against a null value of {taus['partial']['null_tau']:+.2f}." if _finite(taus["partial"]["tau"]) else "."))
-    return "".join(parts)
+        parts += [f" Trained to a common epoch loss L* = {summary['target_loss']:g}{who}, the {eq['n_used']} models{spread} give τ = "
+                  f"{_ci(taus['tau'])} with test loss.", _given(taus)]
+        if _finite(taus["partial"]["tau"]):
+            verdicts["equalized"] = beyond_progress(taus)
+    return "".join(parts) + _conclusion(name, verdicts)
 
 
 def tex(text: str) -> str:

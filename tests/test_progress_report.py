@@ -33,9 +33,12 @@ def test_verdict_follows_the_conditional_taus() -> None:
     assert progress_report.beyond_progress(summary(beyond=False)["pools"]["protocol"]["taus"]["test_loss"]) == "no"
     assert progress_report.beyond_progress(summary(beyond=True)["pools"]["protocol"]["taus"]["test_loss"]) == "yes"
     text = progress_report.paragraph("fcnn", summary(beyond=False))
-    assert text.startswith("For FCNN") and "adds nothing measurable beyond training progress" in text
-    assert "null value" in text and "18 models" in text and "seeds 3, 4" in text
-    assert "beyond training progress: both readings" in progress_report.paragraph("gat", summary(beyond=True))
+    assert text.startswith("For FCNN") and "On both pools, then, adaptive sharpness adds nothing measurable to training progress for FCNN." in text
+    assert "null value" in text and "18 models (training loss" in text and "seeds 3, 4" in text
+    assert "On both pools, then, adaptive sharpness ranks GAT's test loss beyond training progress." in progress_report.paragraph("gat", summary(beyond=True))
+    mixed = summary(beyond=True)
+    mixed["pools"]["equalized"] = summary(beyond=False)["pools"]["equalized"]
+    assert "is not settled: the protocol's pool says beyond; the equalized pool (L*) says nothing beyond" in progress_report.paragraph("gat", mixed)
 
 
 def test_build_writes_macros_and_two_figures(tmp_path: Path) -> None:
