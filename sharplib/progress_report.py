@@ -59,7 +59,7 @@ def interval_plot(ax: plt.Axes, summaries: Mapping[str, Mapping[str, Any]], arch
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=7)
     ax.set(ylim=(-1, 1), ylabel="Kendall τ with the target", title=spec(arch).model_name)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
 
 
 def trajectory_plot(ax: plt.Axes, summary: Mapping[str, Any], arch: str) -> None:
@@ -79,7 +79,7 @@ def trajectory_plot(ax: plt.Axes, summary: Mapping[str, Any], arch: str) -> None
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.set(ylim=(-1, 1), xlabel="epoch", ylabel="Kendall τ with test loss",
            title=spec(arch).model_name)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="best")
 
 
 def _finite(*values: Any) -> bool:
