@@ -9,6 +9,8 @@
 #   make accept REASON="..."   accept stale steps whose numbers the new code provably leaves unchanged
 #   make measures              beyond the report: a panel of flatness measures on the study's pool and a
 #                              learning-rate x batch-size grid (make paper runs it too)
+#   make progress              is sharpness more than training progress? the study's pool given its training loss,
+#                              a pool trained to a common loss L*, and tau along training (make paper runs it too)
 #   make lab                   JupyterLab on the notebooks
 #   make browser               installs Chromium (apt-get, only when missing) for the browser test
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
@@ -38,12 +40,13 @@ ARCHS := fcnn lenet5 gat
 DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
-	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.$$$$.tmp \
+	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py \
+	  PROGRESS_REPORT_MODULES=sharplib/progress_report.py > $@.$$$$.tmp \
 	  && mv -f $@.$$$$.tmp $@
 include $(DEPS)
 
 # Results are reused by content, not by file time (a fresh clone's file times say nothing): each step
-# (study, ablation, measures) of each architecture has a lock, results/<arch>/<step>.lock, that make writes
+# (study, ablation, measures, progress) of each architecture has a lock, results/<arch>/<step>.lock, that make writes
 # after the notebook ran: the hash of the code that computes its numbers, its parameters and the data's
 # checksums (sharplib/stephash.py), and a hash of every file it wrote. The notebook runs again only when
 # that no longer holds (`make status` says why). RERUN=1 reruns every step; 0, no or empty reruns nothing.
@@ -54,16 +57,21 @@ endif
 FINGERPRINT = $(PYTHON) -m sharplib.fingerprint
 STEP_ARGS = --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
 RERUN_FLAG := $(if $(filter 1 yes true,$(RERUN)),--rerun)
-STEPS := study ablation measures
+STEPS := study ablation measures progress
 # The measures panel of LeNet-5 at the full profile has no tracked results yet (about 2 h on 2 CPU cores; it waits
 # for a GPU run): make paper leaves it out until it has run (`make measures-lenet5`), and its section says so.
 MEASURES_ARCHS ?= $(if $(filter quick,$(PROFILE)),$(ARCHS),fcnn gat $(if $(wildcard $(RESULTS)/lenet5/measures.lock),lenet5))
-IN_PAPER := $(foreach a,$(ARCHS),study:$(a) ablation:$(a)) $(foreach a,$(MEASURES_ARCHS),measures:$(a))
+# The progress step likewise: LeNet-5's full pools (50 models trained to L*, a trajectory) wait for a GPU run; in the
+# quick profile its 2-epoch cap leaves every LeNet-5 model short of L*, so the quick chain leaves it out too.
+PROGRESS_ARCHS ?= fcnn gat $(if $(wildcard $(RESULTS)/lenet5/progress.lock),lenet5)
+IN_PAPER := $(foreach a,$(ARCHS),study:$(a) ablation:$(a)) $(foreach a,$(MEASURES_ARCHS),measures:$(a)) $(foreach a,$(PROGRESS_ARCHS),progress:$(a))
 UPSTREAM_ablation := study
 UPSTREAM_measures := study
+UPSTREAM_progress := study
 EXECUTED_study := notebook.ipynb
 EXECUTED_ablation := ablation.ipynb
 EXECUTED_measures := measures.ipynb
+EXECUTED_progress := progress.ipynb
 
 # ---------------------------------------------------------------- notebooks -> results/<arch>/, one rule for every step
 # jupytext turns the percent-format source into a notebook and papermill runs it with the parameters that
@@ -84,12 +92,19 @@ LOCKS = $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/$(1).lock)
 STUDIES := $(call LOCKS,study)
 ABLATIONS := $(call LOCKS,ablation)
 MEASURES := $(foreach arch,$(MEASURES_ARCHS),$(RESULTS)/$(arch)/measures.lock)
-.PRECIOUS: $(STUDIES) $(ABLATIONS) $(call LOCKS,measures)  # tracked: never deleted by an interrupted or failed recipe
+PROGRESS := $(foreach arch,$(PROGRESS_ARCHS),$(RESULTS)/$(arch)/progress.lock)
+.PRECIOUS: $(STUDIES) $(ABLATIONS) $(call LOCKS,measures) $(call LOCKS,progress)  # tracked: never deleted by an interrupted or failed recipe
 $(foreach arch,$(ARCHS),$(eval measures-$(arch): $(RESULTS)/$(arch)/measures.lock))
+$(foreach arch,$(ARCHS),$(eval progress-$(arch): $(RESULTS)/$(arch)/progress.lock))
 
 # Beyond the report: the panel of measures on the study's pool and on a learning-rate x batch-size grid.
 $(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES) $(MEASURES_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
 	$(PY) -m sharplib.measures_report $(RESULTS) $(GENERATED)
+
+# Is sharpness more than training progress? τ given the training loss, a pool trained to L*, τ along training.
+$(GENERATED)/progress.tex $(GENERATED)/progress_tau.pdf $(GENERATED)/progress_trajectory.pdf &: \
+    $(PROGRESS) $(PROGRESS_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
+	$(PY) -m sharplib.progress_report $(RESULTS) $(GENERATED)
 
 # What make paper would run and why, from the locks; runs nothing.
 status:
@@ -112,13 +127,15 @@ $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
 	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
 
 paper/main.pdf: paper/main.tex paper/references.bib $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
-    $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/measures.tex $(GENERATED)/measures.pdf | tex
+    $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/measures.tex $(GENERATED)/measures.pdf \
+    $(GENERATED)/progress.tex $(GENERATED)/progress_tau.pdf $(GENERATED)/progress_trajectory.pdf | tex
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
 
-.PHONY: paper results measures status accept test lab clean clean-results venv FORCE $(foreach arch,$(ARCHS),measures-$(arch))
+.PHONY: paper results measures progress status accept test lab clean clean-results venv FORCE $(foreach arch,$(ARCHS),measures-$(arch) progress-$(arch))
 paper: paper/main.pdf
-results: $(STUDIES) $(ABLATIONS) $(MEASURES)
+results: $(STUDIES) $(ABLATIONS) $(MEASURES) $(PROGRESS)
 measures: $(MEASURES)
+progress: $(PROGRESS)
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.cluster
@@ -141,7 +158,7 @@ clean:
 # The tracked results (results/<arch>/: results.json, models.csv, ablation.*, rho.csv, the executed
 # notebooks) stay; trained models, caches and the quick profile's folder go.
 TRACKED_RESULTS := results.json models.csv ablation.json ablation.csv rho.csv notebook.ipynb ablation.ipynb \
-  measures.json measures.csv measures.ipynb study.lock ablation.lock measures.lock
+  measures.json measures.csv measures.ipynb progress.json progress.csv progress.ipynb study.lock ablation.lock measures.lock progress.lock
 clean-results: clean
 	rm -rf results-quick
 	find results -mindepth 2 -maxdepth 2 $(foreach name,$(TRACKED_RESULTS),! -name $(name)) -exec rm -rf {} +

@@ -28,6 +28,7 @@ EVIDENCE: dict[str, dict[str, Any]] = {
     "study": {"n_models": 3, "device": "cpu", "n_resamples": 99},
     "ablation": {"n_models": 3, "device": "cpu", "n_resamples": 99},
     "measures": {"n_seed_models": 3, "device": "cpu", "n_resamples": 99},
+    "progress": {"n_models": 3, "device": "cpu", "n_resamples": 99},
 }
 # LeNet-5 on 60000 images: 3 models to the protocol's stop take about 10 min a side on 2 busy cores; 2 epochs
 # (the ablation's pools follow the study's) keep every code path but the later epochs' stopping test,
@@ -43,6 +44,7 @@ COMPARED: dict[str, tuple[str, ...]] = {
     "study": ("models.csv",),
     "ablation": ("ablation.csv", "rho.csv", "ablation_cache/*.json"),
     "measures": ("measures.csv",),
+    "progress": ("progress.csv",),
 }
 RESULTS = "evidence-results"  # relative to each worktree, so both sides write the same paths into their tables
 UNTIMED = ("seconds", "provenance", "made_from", "params")  # keys and columns that are not computed numbers

@@ -1,6 +1,6 @@
 """What computes a step's numbers, as one hash H (the pipeline's command line is `python -m sharplib.fingerprint`).
 
-For a step (study, ablation or measures) of one architecture,
+For a step (study, ablation, measures or progress) of one architecture,
 
     H = SHA-256( the step's notebook, the source of every sharplib module it runs that computes numbers,
                  the parameters make passes it, the checksums of the data its task reads, the upstream step's H )
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 ARCHS: tuple[str, ...] = ("fcnn", "lenet5", "gat")  # tests/test_fingerprint.py checks them against protocol.TABLE1
 # arch -> the folder of the data root its task reads
 DATA_FOLDERS: dict[str, str] = {"fcnn": "abalone/", "lenet5": "fashion-mnist/", "gat": "cora/"}
-RENDERING = frozenset({"sharplib.report", "sharplib.measures_report"})
+RENDERING = frozenset({"sharplib.report", "sharplib.measures_report", "sharplib.progress_report"})
 TOOLING = frozenset({"sharplib.fingerprint", "sharplib.stephash", "sharplib.lockfile", "sharplib.evidence", "sharplib.deps"})
 # Notebook parameters that say where files go, not what is computed: left out of H and of the lock's check.
 PLACEMENT = frozenset({"results_dir", "data_root", "n_workers"})
@@ -49,6 +49,7 @@ STEPS: dict[str, Step] = {
     "study": Step("study", "notebooks/study.py", ("results.json", "models.csv", "notebook.ipynb")),
     "ablation": Step("ablation", "notebooks/ablation.py", ("ablation.json", "ablation.csv", "rho.csv", "ablation.ipynb"), "study"),
     "measures": Step("measures", "notebooks/measures.py", ("measures.json", "measures.csv", "measures.ipynb"), "study"),
+    "progress": Step("progress", "notebooks/progress.py", ("progress.json", "progress.csv", "progress.ipynb"), "study"),
 }
 
 

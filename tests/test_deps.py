@@ -90,7 +90,7 @@ def test_makefile_rules_depend_on_the_derived_lists(tmp_path: Path) -> None:
 
     for arch in ("fcnn", "lenet5", "gat"):  # the notebooks' own inputs are checked by content (tests/test_fingerprint.py)
         assert prerequisites(f"results-quick/{arch}/study.lock") == {"FORCE"}
-        for step in ("ablation", "measures"):
+        for step in ("ablation", "measures", "progress"):
             assert prerequisites(f"results-quick/{arch}/{step}.lock") == {f"results-quick/{arch}/study.lock", "FORCE"}
     assert prerequisites("paper/generated/results.tex") >= derived("sharplib/report.py")
     assert "sharplib/study.py" in derived("notebooks/study.py")

@@ -50,6 +50,23 @@ def repo(tmp_path: Path) -> Path:
     return root
 
 
+def make_runs_no_notebook(repo: Path) -> bool:
+    """`make results/fcnn/study.lock` in `repo`, with a jupytext and papermill that leave a trace if called."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(REPO / name, repo / name)
+    venv = repo.parent / "venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    (venv / ".installed").touch()
+    for tool in ("jupytext", "papermill"):
+        (venv / "bin" / tool).write_text("#!/bin/sh\necho ran >> ran.log\nexit 1\n")
+        (venv / "bin" / tool).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+    done = subprocess.run(["make", "results/fcnn/study.lock", f"VENV={venv}", f"PYTHON={sys.executable}"], cwd=repo,
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "study accepted" in done.stdout, done.stdout + done.stderr
+    return not (repo / "ran.log").exists()
+
+
 def accept(root: Path) -> int:
     return evidence.accept("a test", root / "results", "full", "auto", archs=("fcnn",), steps=("study",), root=root, work=root.parent / "work")
 
@@ -71,6 +88,7 @@ def test_a_refactor_is_accepted_and_a_changed_number_refused(repo: Path, capsys:
     assert entry["compared"] == ["models.csv", "results.json"]
     assert (repo / "results" / "fcnn" / "models.csv").read_text() == "the canonical run's file\n", "an accept touches no result"
     assert not list((repo.parent / "work").glob("*")), "the worktrees are removed"
+    assert make_runs_no_notebook(repo), "make ran a notebook for accepted results"
 
     edit(sharpness, "shifted = delta + cfg.lr * grad", "shifted = delta + 1.5 * cfg.lr * grad")  # a constant of the ascent
     commit_all(repo, "a longer ascent step")
@@ -81,28 +99,6 @@ def test_a_refactor_is_accepted_and_a_changed_number_refused(repo: Path, capsys:
     assert "refused: the numbers differ" in out and "models.csv row 0, sharpness:" in out, out
     assert (repo / "results" / "fcnn" / "study.lock").read_text() == before
     assert state().state == "stale"
-
-
-@pytest.mark.slow
-def test_after_an_accept_make_runs_no_notebook(repo: Path, tmp_path: Path) -> None:
-    if shutil.which("make") is None:
-        pytest.skip("make is not installed")
-    (repo / "sharplib" / "train.py").write_text((repo / "sharplib" / "train.py").read_text() + "\nUNUSED_CONSTANT = 1\n")
-    commit_all(repo, "a statement in train.py")
-    assert accept(repo) == 0
-    for name in ("Makefile", "pyproject.toml"):
-        shutil.copy2(REPO / name, repo / name)
-    venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
-    (venv / ".installed").touch()
-    for tool in ("jupytext", "papermill"):
-        (venv / "bin" / tool).write_text("#!/bin/sh\necho ran >> ran.log\nexit 1\n")
-        (venv / "bin" / tool).chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
-    done = subprocess.run(["make", "results/fcnn/study.lock", f"VENV={venv}", f"PYTHON={sys.executable}"], cwd=repo,
-                          capture_output=True, text=True, env=env)
-    assert done.returncode == 0 and "study accepted" in done.stdout, done.stdout + done.stderr
-    assert not (repo / "ran.log").exists()
 
 
 def _write_step(results: Path, summary: dict, rows: str, cache: dict[str, dict]) -> Path:

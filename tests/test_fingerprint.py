@@ -25,7 +25,7 @@ values = {{args[i + 1]: args[i + 2] for i in flags}}
 source, executed = [a for i, a in enumerate(args) if a.endswith(".ipynb")][:2]
 step = Path(source).name.split("-")[0]
 outputs = {{"study": ["results.json", "models.csv"], "ablation": ["ablation.json", "ablation.csv", "rho.csv"],
-           "measures": ["measures.json", "measures.csv"]}}[step]
+           "measures": ["measures.json", "measures.csv"], "progress": ["progress.json", "progress.csv"]}}[step]
 folder = Path(values["results_dir"]) / values["arch"]
 folder.mkdir(parents=True, exist_ok=True)
 time.sleep(0.3)
@@ -106,7 +106,7 @@ def test_status_names_every_step_and_what_would_run_and_runs_nothing(checkout: P
     (checkout / "results-quick" / "gat" / "models.csv").write_text("edited\n")
     out = make(checkout, "-s", "status").stdout
     lines = out.splitlines()
-    assert len(lines) == 10, out
+    assert len(lines) == len(stephash.STEPS) * len(ARCHS) + 1, out
     assert all(" stale " in line and "sharplib/sharpness.py" in line for line in lines if line.startswith("study") and " gat " not in line)
     assert any(line.startswith("study     gat     modified") and "models.csv" in line for line in lines), out
     assert lines[-1] == "make paper PROFILE=quick would run: " + ", ".join(f"{s} {a}" for a in ARCHS for s in stephash.STEPS)
@@ -121,7 +121,7 @@ def test_a_hand_run_into_results_is_rerun_by_make(checkout: Path) -> None:
                     "-p", "arch", "gat", "-p", "n_models", "10", "-p", "results_dir", "results-quick"], cwd=checkout, check=True)
     out = make(checkout, "-s", "status").stdout
     assert "study     gat     modified" in out
-    assert runs(checkout) == ["ablation gat", "measures gat", "study gat"]
+    assert runs(checkout) == ["ablation gat", "measures gat", "progress gat", "study gat"]
 
 
 def test_two_makes_at_once_both_finish_and_run_each_step_once(checkout: Path) -> None:
