@@ -372,11 +372,11 @@ def _train_one_in_worker(arch, variant, cfg, out_dir) -> TrainResult:
 
 
 @contextlib.contextmanager
-def _worker_threads() -> Iterator[None]:
-    """Train here with a worker's intra-op thread count, restored afterwards: CPU results depend on the thread
-    count in the last bits, so a model is the same whichever process trains it (a resumed pool's last model)."""
+def intra_op_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to `n`, restored afterwards. Training here uses a worker's count: CPU
+    results depend on it in the last bits, so a model is the same whichever process trains it."""
     before = torch.get_num_threads()
-    torch.set_num_threads(WORKER_THREADS)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
@@ -405,7 +405,7 @@ def _train_in_processes(arch, variant, task, cfg, seeds, out_dir, n_workers, rec
                       f"`if __name__ == \"__main__\":` guard) to train with {n_workers} workers", stacklevel=3)
         n_workers = 1
     if n_workers == 1:
-        with _worker_threads():
+        with intra_op_threads(WORKER_THREADS):
             for c in cfgs:
                 record(c.seed, _train_one(arch, variant, task, c, out_dir))
         return

@@ -20,7 +20,7 @@ import torch
 
 from sharplib.data import load_abalone
 from sharplib.functional import evaluate
-from sharplib.pool import CheckpointError, checkpoint_path, init_model, load_model, read_checkpoint, train_pool
+from sharplib.pool import CheckpointError, checkpoint_path, init_model, intra_op_threads, load_model, read_checkpoint, train_pool
 from sharplib.protocol import train_config
 from sharplib.task import Task
 from sharplib.train import TrainConfig, train_model
@@ -360,16 +360,6 @@ def _numbers(entry) -> dict:
     return {**{k: v for k, v in entry.result.as_dict().items() if k != "seconds"}, **{k: v.tolist() for k, v in model.state_dict().items()}}
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(cora_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Row 3: the one model left of a GAT pool was retrained in the calling process with its 2 threads, where the
     workers use 1: its test loss differed in the 7th digit. Now it trains with the workers' thread count."""
@@ -379,7 +369,7 @@ def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(cora_ta
     threads_used = []
     real_train_model = pool.train_model
     monkeypatch.setattr(pool, "train_model", lambda *a: (threads_used.append(torch.get_num_threads()), real_train_model(*a))[1])
-    with _threads(2):  # the calling process, as a notebook or script runs it
+    with intra_op_threads(2):  # the calling process, as a notebook or script runs it
         whole = train_pool("gat", cora_task, cfg, [0, 1], tmp_path / "whole", backend="processes", n_workers=2, progress=False)
         shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
         checkpoint_path(tmp_path / "resumed", 1).write_bytes(b"damaged")  # as the issue did: the one model left is retrained
