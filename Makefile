@@ -45,6 +45,32 @@ $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	  && mv -f $@.$$$$.tmp $@
 include $(DEPS)
 
+# ---------------------------------------------------------------- setup
+# The venv is rebuilt only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# Ray, the optional cluster back end: the tests use it, and the notebooks with BACKEND=ray.
+$(VENV)/.cluster: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[cluster]"
+	touch $@
+CLUSTER := $(if $(filter ray,$(BACKEND)),$(VENV)/.cluster)
+
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+.PHONY: tex
+tex:
+	@command -v latexmk >/dev/null || { echo "latexmk not found: installing TeX with apt-get"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q latexmk texlive-latex-recommended texlive-publishers; }
+
+# The browser test drives Debian's Chromium with Playwright (the venv's test extra; no browser download).
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null || { echo "chromium not found: installing it with apt-get"; \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
 # Results are reused by content, not by file time (a fresh clone's file times say nothing): each step
 # (study, ablation, measures, progress) of each architecture has a lock, results/<arch>/<step>.lock, that make writes
 # after the notebook ran: the hash of the code that computes its numbers, its parameters and the data's

@@ -141,3 +141,10 @@ def test_two_makes_at_once_both_finish_and_run_each_step_once(checkout: Path) ->
 def test_args_are_the_parameters_the_hash_covers(capsys: pytest.CaptureFixture) -> None:
     fingerprint.main(["args", "ablation", "lenet5", "--results", "results"])
     assert capsys.readouterr().out.split() == "-p arch lenet5 -p profile full -p backend auto -p results_dir results".split()
+
+
+def test_the_setup_targets_exist(checkout: Path) -> None:
+    """What .ci/run and the README call before anything else: a dry run of each must find its rule."""
+    for target in ("venv", "tex", "browser", "test", "status"):
+        done = make(checkout, "-n", target, check=False)
+        assert done.returncode == 0 and "No rule to make target" not in done.stderr, f"make {target}: {done.stderr}"
