@@ -202,7 +202,8 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     refused += 1
                     continue
                 current = fingerprint(step, arch, profile, backend, tree)
-                n_models = len(new.get(COMPARED[step][0], [])) if step != "ablation" else EVIDENCE["ablation"]["n_models"]
+                settings = evidence_settings(step, arch)
+                n_models = settings.get("n_models", settings.get("n_seed_models"))  # the seed pool's; a grid stays whole
                 entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],
                          "compared": sorted(new), "settings": {s: evidence_settings(s, arch) for s in (STEPS[step].upstream, step) if s},
                          "n_models": n_models, "device": "cpu",

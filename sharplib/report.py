@@ -163,7 +163,7 @@ def _macro(name: str, value: str) -> str:
     return f"\\newcommand{{\\{name}}}{{{value}}}"
 
 
-STEP_WORDS = {"study": "studies", "ablation": "ablations", "measures": "measures panels"}
+STEP_WORDS = {"study": "studies", "ablation": "ablations", "measures": "measures panels", "progress": "progress pools"}
 
 
 def provenance_sentence(results_dir: str | Path) -> str:
@@ -181,12 +181,13 @@ def provenance_sentence(results_dir: str | Path) -> str:
     accepts = [a for lock in locks for a in lock["accepted"]]
     if accepts:
         through = sorted({lock["commit"][:7] for lock in locks if lock["accepted"]})
-        models = sorted({a["n_models"] for a in accepts})
+        own = [a.get("settings", {}).get(lock["step"], {}) for lock in locks for a in lock["accepted"]]
+        models = sorted({o.get("n_models", o.get("n_seed_models")) for o in own} - {None})  # the seed pool's size
         capped = {TABLE1[lock["arch"]].model_name: a["settings"]["study"]["max_epochs"] for lock in locks for a in lock["accepted"]
                   if isinstance(a.get("settings", {}).get("study"), dict) and "max_epochs" in a["settings"]["study"]}
         cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
         sentence += (f"; accepted unchanged through commit {', '.join(through)}, the old and new code checked on the CPU "
-                     f"with {' or '.join(map(str, models))} models per pool{cap}")
+                     f"with {' or '.join(map(str, models))} models per seed pool{cap}")
     return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
 
 
