@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,14 @@ class Side:
         with self.log.open("a") as log:
             for command in ([tools / "jupytext", "--quiet", "--to", "ipynb", "--output", source, self.folder / STEPS[step].notebook],
                             [tools / "papermill", "--kernel", "python3", "--cwd", self.folder, source, source.with_suffix(".out.ipynb"), *flags]):
-                if subprocess.run([str(c) for c in command], cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
+                process = subprocess.Popen([str(c) for c in command], cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+                try:
+                    returncode = process.wait()
+                finally:  # stopped (Ctrl-C, SIGTERM): the notebook stops too
+                    if process.poll() is None:
+                        process.terminate()
+                        process.wait()
+                if returncode != 0:
                     raise EvidenceError(f"{step} {arch} failed at {self.commit[:10]}; its log: {self.log}")
 
     def close(self) -> None:
@@ -166,6 +174,8 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
               "the accept records the commit whose code it checked")
         return 1
     work = Path(work or tempfile.mkdtemp(prefix="sharplib-evidence-"))
+    # SIGTERM as Ctrl-C: the worktrees are removed on the way out, whichever ends the run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sides: dict[str, Side] = {}
     refused = 0
 

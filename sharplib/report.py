@@ -171,13 +171,22 @@ def provenance_sentence(results_dir: str | Path) -> str:
     that carried them to later code unchanged (the paper's byline and the README both print it)."""
     locks = [json.loads(path.read_text()) for arch in ARCHS for step in STEP_WORDS
              if (path := Path(results_dir) / arch / f"{step}.lock").exists()]
-    origins: dict[str, list[str]] = {}
+    devices: dict[str, dict[str, list[str]]] = {}  # device -> step's words -> the commits that computed them
     for lock in locks:
         c = lock["computed"]
-        origin = f"commit {c['commit'][:7]}{'+dirty' if c.get('dirty') else ''} on {c['device']}"
-        if STEP_WORDS[lock["step"]] not in origins.setdefault(origin, []):
-            origins[origin].append(STEP_WORDS[lock["step"]])
-    sentence = "; ".join(f"{' and '.join(steps)} computed at {origin}" for origin, steps in origins.items())
+        commits = devices.setdefault(c["device"], {}).setdefault(STEP_WORDS[lock["step"]], [])
+        commit = f"{c['commit'][:7]}{'+dirty' if c.get('dirty') else ''}"
+        if commit not in commits:
+            commits.append(commit)
+    parts = []
+    for device, steps in devices.items():
+        every = {commit for commits in steps.values() for commit in commits}
+        if len(every) == 1:
+            parts.append(f"{' and '.join(steps)} computed at commit {every.pop()} on {device}")
+        else:
+            listed = [f"{words} ({'commits' if len(c) > 1 else 'commit'} {', '.join(c)})" for words, c in steps.items()]
+            parts.append(f"{' and '.join(listed)} computed on {device}")
+    sentence = "; ".join(parts)
     accepts = [a for lock in locks for a in lock["accepted"]]
     if accepts:
         through = sorted({lock["commit"][:7] for lock in locks if lock["accepted"]})
