@@ -15,15 +15,31 @@ from __future__ import annotations
 
 import ast
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
+
+with warnings.catch_warnings():  # tqdm.auto warns "IProgress not found" at import in a kernel without ipywidgets
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    from tqdm.auto import tqdm as _auto_tqdm
 
 KNOWN_WARNINGS = (  # (message regex, why it is harmless)
     ("IProgress not found", "tqdm falls back to a text bar when ipywidgets is missing"),
     (r".*torch\.jit\.script.*", "torch_geometric still decorates a few functions with it at import"),
     (r".*torch\.jit\.script_method.*", "as above"),
 )
+
+
+class tqdm(_auto_tqdm):  # noqa: N801 (a drop-in for tqdm.auto.tqdm)
+    """tqdm.auto's progress bar; where it falls back to text (a kernel without ipywidgets) it writes to stdout,
+    not to stderr, which JupyterLab shows as red error output."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        widgets = any(c.__module__ == "tqdm.notebook" for c in _auto_tqdm.__mro__)
+        if _shell() is not None and "file" not in kwargs and not widgets:
+            kwargs["file"] = sys.stdout
+        super().__init__(*args, **kwargs)
 
 
 class RunEarlierCell(Exception):

@@ -28,6 +28,7 @@ class Shown:
     stdout: str = ""
     stderr: str = ""
     error: list[str] = field(default_factory=list)
+    images: int = 0  # figures displayed (image/png)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,8 @@ class Session:
             kind, content = msg["msg_type"], msg["content"]
             if kind == "stream":
                 setattr(shown, content["name"], getattr(shown, content["name"]) + content["text"])
+            elif kind in ("display_data", "execute_result") and "image/png" in content.get("data", {}):
+                shown.images += 1
             elif kind == "error":
                 shown.error = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in content["traceback"]] or [f"{content['ename']}: {content['evalue']}"]
 
