@@ -24,6 +24,8 @@ from typing import Any
 import jupytext
 import nbformat
 
+from .notebook import scratch_dir
+
 SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 STUBS = {"code": "# YOUR CODE HERE", "markdown": "YOUR ANSWER HERE"}
@@ -107,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--no-execute", action="store_true", help="write the instructor's version without running it")
     args = parser.parse_args(argv)
-    # The instructor's run writes its results next to the handouts, not into the repository.
-    results = {"results_dir": str((args.out_dir / "instructor-results").resolve())}
+    # The instructor's run writes its invariance.csv to the git-ignored scratch folder, not among the handouts.
+    results = {"results_dir": str(scratch_dir() / "handout")}
     for path in build(args.source, args.out_dir, execute=not args.no_execute, **results):
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
 
