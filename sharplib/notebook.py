@@ -85,7 +85,8 @@ def missing_name_message(name: str, notebook: str | os.PathLike | None) -> str:
     for heading, source in cells:
         if name in bound_names(source):
             first = next((line.strip() for line in source.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
-            where = f' under "{heading}"' if heading else ""
+            short = heading if len(heading) <= 50 else heading[:49] + "…"  # one line, even under a long title
+            where = f' under "{short}"' if heading else ""
             return f"`{name}` is not defined yet: run the cell{where} that starts `{first[:60]}` first (or Run → Run All Cells)"
     if cells:
         return f"`{name}` is not defined and no cell of this notebook defines it: a typo?"
