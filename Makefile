@@ -3,10 +3,12 @@
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
 #   make -j3 paper             the three studies side by side (then their three ablations)
 #   make paper BACKEND=ray     models and sharpness on Ray: the cluster at $RAY_ADDRESS, else a local one
-#   make paper RERUN=1         recompute every study and ablation (by default a results file is reused while the
-#                              hash of the code, data and parameters that made it is unchanged)
+#   make paper RERUN=1         recompute every step (by default a step's results are reused while its lock holds:
+#                              the hash of the code, data and parameters that computed them, and of its files)
+#   make status                every step: current, accepted, stale, modified or missing, and what paper would run
+#   make accept REASON="..."   accept stale steps whose numbers the new code provably leaves unchanged
 #   make measures              beyond the report: a panel of flatness measures on the study's pool and a
-#                              learning-rate x batch-size grid (then `make paper` adds its section)
+#                              learning-rate x batch-size grid (make paper runs it too)
 #   make lab                   JupyterLab on the notebooks
 #   make handout               the teaching notebook's student and instructor versions, and the wheel (build/handout/)
 #   make browser               installs Chromium (apt-get, only when missing) for the browser test
@@ -33,96 +35,72 @@ ARCHS := fcnn lenet5 gat
 
 # The report's prerequisites are the sharplib modules it imports, transitively, read from the code by
 # sharplib/deps.py (stdlib only: no venv needed) into an included file that make rewrites, and then
-# rereads, whenever a module changes. Nothing is listed by hand.
+# rereads, whenever a module changes. Nothing is listed by hand. Each make writes its own temporary file
+# (two makes at once both succeed) and renames it into place.
 DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
-	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.tmp
-	mv $@.tmp $@
+	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py > $@.$$$$.tmp \
+	  && mv -f $@.$$$$.tmp $@
 include $(DEPS)
 
-# Results are reused by content, not by file time (a fresh clone's file times say nothing): a notebook
-# runs only when the hash of its inputs (its source, the modules it imports, its parameters, the data's
-# checksums: sharplib/fingerprint.py) differs from the one its results file records. RERUN=1 reruns all.
+# Results are reused by content, not by file time (a fresh clone's file times say nothing): each step
+# (study, ablation, measures) of each architecture has a lock, results/<arch>/<step>.lock, that make writes
+# after the notebook ran: the hash of the code that computes its numbers, its parameters and the data's
+# checksums (sharplib/stephash.py), and a hash of every file it wrote. The notebook runs again only when
+# that no longer holds (`make status` says why). RERUN=1 reruns every step; 0, no or empty reruns nothing.
 RERUN ?=
-CHECK = $(PYTHON) -m sharplib.fingerprint check --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
-FRESH = $(CHECK) $(if $(RERUN),--rerun)
+ifneq ($(filter-out 1 0 yes no true false,$(RERUN)),)
+$(error RERUN must be 1 (rerun every step) or 0 / empty (reuse what is current), got '$(RERUN)')
+endif
+FINGERPRINT = $(PYTHON) -m sharplib.fingerprint
+STEP_ARGS = --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
+RERUN_FLAG := $(if $(filter 1 yes true,$(RERUN)),--rerun)
+STEPS := study ablation measures
+# The measures panel of LeNet-5 at the full profile has no tracked results yet (about 2 h on 2 CPU cores; it waits
+# for a GPU run): make paper leaves it out until it has run (`make measures-lenet5`), and its section says so.
+MEASURES_ARCHS ?= $(if $(filter quick,$(PROFILE)),$(ARCHS),fcnn gat $(if $(wildcard $(RESULTS)/lenet5/measures.lock),lenet5))
+IN_PAPER := $(foreach a,$(ARCHS),study:$(a) ablation:$(a)) $(foreach a,$(MEASURES_ARCHS),measures:$(a))
+UPSTREAM_ablation := study
+UPSTREAM_measures := study
+EXECUTED_study := notebook.ipynb
+EXECUTED_ablation := ablation.ipynb
+EXECUTED_measures := measures.ipynb
 
-# ---------------------------------------------------------------- setup
-# The venv is rebuilt only when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
-	touch $@
-
-# Ray, the optional cluster back end: the tests use it, and the notebooks with BACKEND=ray.
-$(VENV)/.cluster: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[cluster]"
-	touch $@
-CLUSTER := $(if $(filter ray,$(BACKEND)),$(VENV)/.cluster)
-
-SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-.PHONY: tex
-tex:
-	@command -v latexmk >/dev/null || { echo "latexmk not found: installing TeX with apt-get"; \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q latexmk texlive-latex-recommended texlive-publishers; }
-
-# The browser test drives Debian's Chromium with Playwright (the venv's test extra; no browser download).
-.PHONY: browser
-browser:
-	@command -v chromium >/dev/null || { echo "chromium not found: installing it with apt-get"; \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
-
-# ---------------------------------------------------------------- notebooks/study.py -> results/<arch>/
-# One notebook for the three architectures: jupytext turns the percent-format source into a notebook,
-# papermill runs it with the architecture and the profile, unless $(FRESH) finds its results current.
-# After a run $(CHECK) must pass: a notebook that wrote no results, or results of other inputs, fails the build.
-define study
-$(RESULTS)/$(1)/results.json: FORCE | $(VENV)/.installed $(CLUSTER)
-	@$(FRESH) study $(1) || { set -ex; mkdir -p $(RESULTS)/$(1); \
-	  $(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/source.ipynb notebooks/study.py; \
-	  $(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/source.ipynb $(RESULTS)/$(1)/notebook.ipynb \
-	    -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND); \
-	  $(CHECK) study $(1); }
+# ---------------------------------------------------------------- notebooks -> results/<arch>/, one rule for every step
+# jupytext turns the percent-format source into a notebook and papermill runs it with the parameters that
+# `fingerprint args` prints (the ones the hash covers), unless `fingerprint check` finds the step reusable;
+# then `fingerprint lock` checks what the notebook wrote and writes the lock. flock makes a second make
+# that wants the same step wait for the first, then find it current.
+define step
+$(RESULTS)/$(2)/$(1).lock: $(if $(UPSTREAM_$(1)),$(RESULTS)/$(2)/$(UPSTREAM_$(1)).lock) FORCE | $(VENV)/.installed $(CLUSTER)
+	@mkdir -p $(RESULTS)/$(2); exec 9> $(RESULTS)/$(2)/.$(1).busy; flock 9; \
+	$(FINGERPRINT) check $(1) $(2) $(STEP_ARGS) $(RERUN_FLAG) || { set -ex; \
+	  $(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(2)/$(1)-source.ipynb notebooks/$(1).py; \
+	  $(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(2)/$(1)-source.ipynb $(RESULTS)/$(2)/$(EXECUTED_$(1)) \
+	    $$$$($(FINGERPRINT) args $(1) $(2) $(STEP_ARGS)); \
+	  $(FINGERPRINT) lock $(1) $(2) $(STEP_ARGS); }
 endef
-$(foreach arch,$(ARCHS),$(eval $(call study,$(arch))))
-STUDIES := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/results.json)
+$(foreach s,$(STEPS),$(foreach arch,$(ARCHS),$(eval $(call step,$(s),$(arch)))))
+LOCKS = $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/$(1).lock)
+STUDIES := $(call LOCKS,study)
+ABLATIONS := $(call LOCKS,ablation)
+MEASURES := $(foreach arch,$(MEASURES_ARCHS),$(RESULTS)/$(arch)/measures.lock)
+.PRECIOUS: $(STUDIES) $(ABLATIONS) $(call LOCKS,measures)  # tracked: never deleted by an interrupted or failed recipe
+$(foreach arch,$(ARCHS),$(eval measures-$(arch): $(RESULTS)/$(arch)/measures.lock))
 
-# ---------------------------------------------------------------- the ablation -> results/<arch>/ablation.json
-# Why our τ differs from the report's: the reference notebooks' choices one at a time, and τ across ρ.
-# It reuses the study's pool (hence the results.json prerequisite; its hash includes the study's); its size
-# per profile is set in sharplib/ablation.py (ABLATION_PROFILES), and cached sharpness values make a rerun cheap.
-define ablation
-$(RESULTS)/$(1)/ablation.json: $(RESULTS)/$(1)/results.json FORCE | $(VENV)/.installed $(CLUSTER)
-	@$(FRESH) ablation $(1) || { set -ex; \
-	  $(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/ablation-source.ipynb notebooks/ablation.py; \
-	  $(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/ablation-source.ipynb $(RESULTS)/$(1)/ablation.ipynb \
-	    -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND); \
-	  $(CHECK) ablation $(1); }
-endef
-$(foreach arch,$(ARCHS),$(eval $(call ablation,$(arch))))
-ABLATIONS := $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/ablation.json)
-
-# ---------------------------------------------------------------- beyond the report: notebooks/measures.py -> results/<arch>/measures.json
-# The panel of measures on the study's pool and on a grid that varies the learning rate and batch size.
-# `make measures` runs it for the three architectures, every time it is asked (it is not yet under the content
-# hash, and file times would rerun it after any edit of a module it imports: 25 minutes for the GAT on 2 cores);
-# `make paper` never runs it, but shows its section whenever measures.json files are there.
-define measures
-.PHONY: measures-$(1)
-measures-$(1): $(RESULTS)/$(1)/results.json | $(VENV)/.installed $(CLUSTER)
-	$(VENV)/bin/jupytext --quiet --to ipynb --output $(RESULTS)/$(1)/measures-source.ipynb notebooks/measures.py
-	$(VENV)/bin/papermill --kernel python3 --cwd . $(RESULTS)/$(1)/measures-source.ipynb $(RESULTS)/$(1)/measures.ipynb \
-	  -p arch $(1) -p profile $(PROFILE) -p results_dir $(RESULTS) -p backend $(BACKEND)
-	test -f $(RESULTS)/$(1)/measures.json
-endef
-$(foreach arch,$(ARCHS),$(eval $(call measures,$(arch))))
-MEASURES_DONE := $(wildcard $(foreach arch,$(ARCHS),$(RESULTS)/$(arch)/measures.json))
-MEASURES_GENERATED := $(if $(MEASURES_DONE),$(GENERATED)/measures.tex $(GENERATED)/measures.pdf)
-
-$(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES_DONE) $(MEASURES_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
+# Beyond the report: the panel of measures on the study's pool and on a learning-rate x batch-size grid.
+$(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES) $(MEASURES_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
 	$(PY) -m sharplib.measures_report $(RESULTS) $(GENERATED)
+
+# What make paper would run and why, from the locks; runs nothing.
+status:
+	@$(FINGERPRINT) status $(STEP_ARGS) --in-paper $(IN_PAPER)
+
+# Stale steps accepted on evidence: the old and the new code run each on a few models on the CPU, and
+# every per-model number must agree (sharplib/evidence.py). Commit first; say why in REASON.
+accept: $(VENV)/.installed
+	$(FINGERPRINT) accept --reason "$(REASON)" $(STEP_ARGS)
 
 # ---------------------------------------------------------------- results -> paper
 # A stamp that changes only when the profile does, so switching profiles rebuilds the paper.
@@ -136,13 +114,13 @@ $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
 	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
 
 paper/main.pdf: paper/main.tex paper/references.bib $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
-    $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(MEASURES_GENERATED) | tex
+    $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/measures.tex $(GENERATED)/measures.pdf | tex
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
 
-.PHONY: paper results measures test lab clean clean-results venv FORCE
+.PHONY: paper results measures status accept test lab clean clean-results venv FORCE $(foreach arch,$(ARCHS),measures-$(arch))
 paper: paper/main.pdf
-results: $(STUDIES) $(ABLATIONS)
-measures: $(foreach arch,$(ARCHS),measures-$(arch))
+results: $(STUDIES) $(ABLATIONS) $(MEASURES)
+measures: $(MEASURES)
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.cluster
@@ -183,7 +161,8 @@ clean:
 
 # The tracked results (results/<arch>/: results.json, models.csv, ablation.*, rho.csv, the executed
 # notebooks) stay; trained models, caches and the quick profile's folder go.
-TRACKED_RESULTS := results.json models.csv ablation.json ablation.csv rho.csv notebook.ipynb ablation.ipynb
+TRACKED_RESULTS := results.json models.csv ablation.json ablation.csv rho.csv notebook.ipynb ablation.ipynb \
+  measures.json measures.csv measures.ipynb study.lock ablation.lock measures.lock
 clean-results: clean
 	rm -rf results-quick
 	find results -mindepth 2 -maxdepth 2 $(foreach name,$(TRACKED_RESULTS),! -name $(name)) -exec rm -rf {} +

@@ -46,7 +46,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import ablation, cluster, fingerprint, report, study
+from sharplib import ablation, cluster, report, study
 from sharplib.data import load_task
 from sharplib.protocol import spec
 from sharplib.reference import DEVIATIONS, applicable, setup
@@ -70,7 +70,6 @@ device = "auto"
 
 # %%
 params = ablation.AblationParams.from_namespace(globals())
-made_from = fingerprint.fingerprint("ablation", params.arch, params.profile, params.backend)  # the code and data this run starts from
 torch.set_num_threads(1)  # small tensors: a second thread only contends with the workers (and a parallel make)
 inputs = params.inputs()  # the study's pool and configs; an error if the study has not run with this profile
 n_used = params.models_used(inputs)
@@ -125,12 +124,12 @@ display(pd.DataFrame(rows))
 
 # %%
 seconds = {}
-task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device))
+task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(inputs.train_rows)
 start = time.perf_counter()
 table = ablation.run_ablation(params.arch, task, seeds, params.out_dir, variants=params.variant_list(), n_restarts=params.restarts(inputs),
                               sharpness_overrides=inputs.sharpness_overrides, train_overrides=inputs.train_overrides,
                               n_resamples=params.resolved("n_resamples"), n_workers=params.resolved("n_workers"), backend=params.backend,
-                              data_root=params.data_root)
+                              data_root=params.data_root, train_rows=inputs.train_rows)
 seconds["ablation"] = time.perf_counter() - start
 display(table[["variant", "n_models", "n_diverged", "tau", "ci_low", "ci_high", "p_value", "frac_below", "seconds", "pool"]].round(3))
 
@@ -164,9 +163,9 @@ display(Markdown(report.rho_sentence({params.arch: rho_tau})))
 summary = {
     "arch": params.arch, "profile": params.profile, "n_models": n_used, "n_models_pool": len(inputs.seeds), "seeds": seeds,
     "n_restarts": params.restarts(inputs), "rho": inputs.sharpness_overrides["rho"], "rho_grid": list(params.rho_grid(inputs)),
-    "variants": list(table["variant"]), "params": dataclasses.asdict(params),
+    "variants": list(table["variant"]), "params": dataclasses.asdict(params), "train_rows": inputs.train_rows,
     "seconds": seconds, "work_seconds": float(table["seconds"].sum() + sweep["seconds"].sum()),
-    "provenance": provenance(params.device), "made_from": made_from,
+    "provenance": provenance(params.device),
 }
 study.write_ablation(params.out_dir, table, rho_tau, summary)
 if params.backend == "ray":

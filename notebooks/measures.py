@@ -40,6 +40,7 @@ from sharplib.data import load_task
 from sharplib.measures import MEASURES, compute_panel
 from sharplib.pool import load_model, train_pool
 from sharplib.protocol import spec, train_config
+from sharplib.study import provenance
 from sharplib.task import resolve_device
 
 sns.set_theme(style="whitegrid")
@@ -67,7 +68,7 @@ print(params, measures_cfg, params.grid, sep="\n")
 
 # %%
 seconds = {}
-task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device))
+task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(inputs.train_rows)
 seeds = list(inputs.seeds[: params.resolved("n_seed_models") or len(inputs.seeds)])
 start = time.perf_counter()
 study_cfg = train_config(params.arch, **inputs.train_overrides)
@@ -104,4 +105,5 @@ plt.show()
 display(Markdown(measures_report.paragraph(params.arch, summary)))
 
 # %%
-measures_study.write_measures(params.out_dir, table, summary, {**measures_study.params_record(params), "seconds": seconds})
+measures_study.write_measures(params.out_dir, table, summary, {**measures_study.params_record(params), "seconds": seconds,
+                                                                  "provenance": provenance(params.device)})

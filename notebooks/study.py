@@ -29,7 +29,7 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import cluster, fingerprint, report, study
+from sharplib import cluster, report, study
 from sharplib.data import load_task
 from sharplib.pool import load_model, train_pool
 from sharplib.protocol import spec
@@ -52,7 +52,6 @@ results_dir = None  # None: <repository root>/build/scratch (git-ignored); make 
 
 # %%
 params = study.StudyParams.from_namespace(globals())
-made_from = fingerprint.fingerprint("study", params.arch, params.profile, params.backend)  # the code and data this run starts from
 train_cfg, sharp_cfg, arch_spec = params.train_config(), params.sharpness_config(), spec(params.arch)
 
 # %%
@@ -68,7 +67,7 @@ print(params, train_cfg, sharp_cfg, sep="\n")
 
 # %%
 seconds = {}
-task = load_task(arch_spec.dataset, root=params.data_root, device=resolve_device(params.device))
+task = load_task(arch_spec.dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(params.resolved("train_rows"))
 print(study.describe_task(params.arch, task))
 start = time.perf_counter()
 entries = train_pool(params.arch, task, train_cfg, params.seeds, params.out_dir / "pool", backend=params.backend, n_workers=params.n_workers)
@@ -116,6 +115,6 @@ print(f"τ = {tau.tau:.3f}, 95 % CI [{tau.ci_low:.3f}, {tau.ci_high:.3f}] ({tau.
 print("In words:", report.finding(summary))
 
 # %%
-study.write_results(params, table, tau, seconds, made_from)
+study.write_results(params, table, tau, seconds)
 if params.backend == "ray":
     cluster.disconnect()  # ends the local Ray instance this run started (a cluster stays up)

@@ -4,7 +4,7 @@
 # papermill, jupytext, ipykernel and pooch as wheels (.whl/), the data as .device-data/ (a copy of
 # ../shared/data) and, optionally, a copy of .git as .gitcopy/ so the results name their commit.
 #   OUT=/some/folder bash scripts/gpu-canonical-run.sh
-# It writes results.tgz (the files git tracks under results/, and paper/generated/), the make log,
+# It writes results.tgz (the files git tracks under results/, the steps' locks among them, and paper/generated/), the make log,
 # the CUDA tests' log and the CUDA-graph benchmark into $OUT.
 set -uo pipefail
 OUT=${OUT:-build/canonical-run}
@@ -34,10 +34,10 @@ if [ "${PIPESTATUS[0]}" != 0 ]; then echo "graph check failed: no canonical run"
 if [ "$GATE" = ok ]; then
   stamp "make results + report, full profile"
   start=$(date +%s)
-  timeout 420 make results paper/generated/results.tex PROFILE=full RERUN=1 > "$OUT/make-full.log" 2>&1
+  timeout 420 make -j4 results paper/generated/results.tex PROFILE=full RERUN=1 MEASURES_ARCHS="fcnn lenet5 gat" > "$OUT/make-full.log" 2>&1
   echo "make exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/make-full.log"
   tail -5 "$OUT/make-full.log"
-  tar czf "$OUT/results.tgz" $(ls results/*/{results.json,models.csv,ablation.json,ablation.csv,rho.csv,notebook.ipynb,ablation.ipynb} 2>/dev/null) paper/generated
+  tar czf "$OUT/results.tgz" $(git ls-files -co --exclude-standard results) paper/generated  # results, measures, locks
 fi
 
 stamp "benchmark: LeNet-5 pool, eager vs CUDA graph"

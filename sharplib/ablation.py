@@ -4,7 +4,7 @@
 `reference.DEVIATIONS` that the notebook used, on) and for each switch alone. Variants that change
 only the sharpness estimate reuse the study's pool `<pool_root>/pool`; variants that retrain get
 `<pool_root>/pool_<switches>`, trained by `pool.train_pool` like the study's. Every per-model
-sharpness lands in a small JSON file keyed by the checkpoint's bytes, the config and the estimator,
+sharpness lands in a small JSON file keyed by the checkpoint's bytes, the data, the config and the estimator,
 so a rerun recomputes nothing; what is missing runs as one `estimate_pool_sharpness` call.
 
 `rho_sweep` measures the study's estimator over a grid of ρ (adaptive and standard), and
@@ -67,7 +67,8 @@ def cached_sharpness(checkpoints: Mapping[int, Path], task: Task, cfg: Sharpness
     """One sharpness record per model (seed -> checkpoint), in order; the missing ones run as one pool call
     (on Ray tasks when backend is "ray", else here)."""
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}  # the device does not change the estimate's meaning
-    keys = [config_hash(CACHE_VERSION, file_digest(path), settings, estimator.__name__) for path in checkpoints.values()]
+    # the task's fingerprint: the same weights measured on another training set (a cut of it) are another estimate
+    keys = [config_hash(CACHE_VERSION, file_digest(path), task.fingerprint, settings, estimator.__name__) for path in checkpoints.values()]
     paths = [None if cache_dir is None else Path(cache_dir) / f"{key}.json" for key in keys]
     records = [json.loads(p.read_text()) if p is not None and p.exists() else None for p in paths]
     missing = [i for i, r in enumerate(records) if r is None]
@@ -105,14 +106,16 @@ def _tau_row(sharpness: list[float], entries: Sequence[PoolEntry], n_resamples: 
 def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | Path, *, variants: Sequence[Variant] | None = None,
                  n_restarts: int | None = None, sharpness_overrides: Mapping[str, Any] | None = None,
                  train_overrides: Mapping[str, Any] | None = None, cache_dir: str | Path | None = None, n_resamples: int = 9999,
-                 n_workers: int | None = None, backend: str = "auto", data_root: str | None = None, progress: bool = True) -> pd.DataFrame:
+                 n_workers: int | None = None, backend: str = "auto", data_root: str | None = None, train_rows: int | None = None,
+                 progress: bool = True) -> pd.DataFrame:
     """τ for each variant (default: `default_variants(arch)`), one row each, on the models of `seeds`.
 
     n_restarts overrides the study's restarts (GAT's five_restarts still means 5). cache_dir defaults
     to `<pool_root>/ablation_cache`; n_workers and backend go to `train_pool` (and "ray" runs the
-    sharpness on Ray too). seconds = train_seconds (the
-    variant's own pool only) + sharpness_seconds, read from the checkpoints and the cache, so a rerun
-    reports what the work cost.
+    sharpness on Ray too). A variant that loads its own data (a loader option) keeps only the first
+    `train_rows` training rows, like `task` (the study's cut, `StudyInputs.train_rows`; None: all).
+    seconds = train_seconds (the variant's own pool only) + sharpness_seconds, read from the
+    checkpoints and the cache, so a rerun reports what the work cost.
     """
     pool_root = Path(pool_root)
     cache_dir = Path(cache_dir) if cache_dir is not None else pool_root / "ablation_cache"
@@ -123,7 +126,7 @@ def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | P
         plan = setup(arch, variant.switches)
         options = tuple(sorted(plan.data.items()))
         if options not in tasks:
-            tasks[options] = load_task(protocol.spec(arch).dataset, root=data_root, device=task.device, **plan.data)
+            tasks[options] = load_task(protocol.spec(arch).dataset, root=data_root, device=task.device, **plan.data).first_train_rows(train_rows)
         where = pool_root / ("pool_" + "+".join(plan.retrains) if plan.retrains else "pool")
         if where not in pools:
             cfg = protocol.train_config(arch, **{**plan.train, **(train_overrides or {})})
@@ -221,6 +224,7 @@ class StudyInputs:
     train_overrides: dict[str, Any]  # what the study changed in Table I's training config (so its pool is reused)
     sharpness_overrides: dict[str, Any]  # the study's ρ, batch seed and device
     n_restarts: int
+    train_rows: int | None = None  # the study trained on the first that many training rows (None: all): load the task with the same cut
 
 
 def study_inputs(results_dir: str | Path, arch: str) -> StudyInputs:
@@ -234,6 +238,7 @@ def study_inputs(results_dir: str | Path, arch: str) -> StudyInputs:
         # StudyParams changes only these training fields; lr and init stay out so a switch can set them
         train_overrides={k: train[k] for k in ("max_epochs", "min_epochs", "device")},
         sharpness_overrides={k: sharp[k] for k in ("rho", "seed", "device")}, n_restarts=int(sharp["n_restarts"]),
+        train_rows=summary.get("train_rows"),  # absent from results written before the cut existed: those used every row
     )
 
 

@@ -27,7 +27,9 @@ import dataclasses
 import importlib.util
 import math
 import os
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,6 +43,8 @@ from .task import Task, resolve_device
 from .train import TrainConfig, TrainResult, train_batched, train_model
 
 INSTALL_HINT = 'pip install -e ".[cluster]"'
+CONNECT_TIMEOUT_S = 30.0  # how long `connect` waits for a named cluster's head to answer (Ray itself retries for 10 min and more)
+CONNECT_TIMEOUT_VAR = "SHARPLIB_RAY_CONNECT_TIMEOUT_S"  # the environment's say on it, for a notebook or make
 TASK_RETRIES = 3  # Ray's default for a task whose worker died; the tests set 0 to see a failure through
 
 
@@ -53,19 +57,23 @@ def import_ray() -> Any:
     return ray
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None) -> Any:
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None, timeout_s: float | None = None) -> Any:
     """Ray, connected: as initialized in this process, else to `address` or $RAY_ADDRESS, else to a new local instance.
 
     num_cpus, num_gpus: the local instance's resources (default: Ray counts them); a running cluster
     brings its own. A local instance started here lives until `disconnect()` or the end of this
     process, so the next pool reuses it (and its warm workers).
+    timeout_s: how long a named cluster's head may take to accept a connection before a ConnectionError
+    names the address (default: $SHARPLIB_RAY_CONNECT_TIMEOUT_S, else 30 s).
     """
     global _CONNECTED_HERE
+    timeout_s = _connect_timeout(timeout_s)
     ray = import_ray()
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
+        _wait_for_head(address, timeout_s)
         try:
             ray.init(address=address)
         except ConnectionError as err:
@@ -77,6 +85,63 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
             ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
     _CONNECTED_HERE = True
     return ray
+
+
+def _connect_timeout(timeout_s: float | None) -> float:
+    """timeout_s, else $SHARPLIB_RAY_CONNECT_TIMEOUT_S, else CONNECT_TIMEOUT_S: a finite number of seconds > 0."""
+    name, value = "connect.timeout_s", timeout_s
+    if value is None and os.environ.get(CONNECT_TIMEOUT_VAR):
+        name, value = f"${CONNECT_TIMEOUT_VAR}", os.environ[CONNECT_TIMEOUT_VAR]
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if value is None:
+        return CONNECT_TIMEOUT_S
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _head_endpoint(address: str) -> tuple[str, int] | None:
+    """The (host, port) that ray.init(address=...) dials: Ray Client's 'ray://host[:port]', else Ray's own reading of
+    the address ('auto': the cluster `ray start` recorded; 127.0.0.1: this node's IP). None where Ray finds no
+    address ('local', 'auto' with no cluster, a malformed one): then ray.init says so itself, at once."""
+    if address.startswith("ray://"):
+        host, colon, port = address.removeprefix("ray://").rpartition(":")
+        return (host.strip("[]"), int(port)) if colon and port.isdigit() else (address.removeprefix("ray://"), 10001)
+    from ray._private.services import canonicalize_bootstrap_address  # pinned Ray (2.60): the parsing ray.init does
+
+    try:
+        resolved = canonicalize_bootstrap_address(address)
+    except Exception:  # Ray's own error, from ray.init, names the problem
+        return None
+    if resolved is None:
+        return None
+    host, _, port = resolved.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _wait_for_head(address: str, timeout_s: float) -> None:
+    """Return once something at `address` accepts a TCP connection; a ConnectionError naming it after `timeout_s`.
+
+    ray.init(address=...) on an address where nothing listens retries for 10 minutes and more, saying
+    nothing; a head that is still starting gets the whole timeout (a refused connection is tried again).
+    """
+    endpoint = _head_endpoint(address)
+    if endpoint is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(endpoint, timeout=max(0.1, deadline - time.monotonic())):
+                return
+        except OSError as err:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ConnectionError(f"no Ray cluster reachable at {address}: nothing accepted a connection at {endpoint[0]}:{endpoint[1]} "
+                                      f"within {timeout_s:g} s "
+                                      f"({err.strerror or err}). Is the head up (`ray start --head`)? The wait is {CONNECT_TIMEOUT_VAR} "
+                                      "or connect(timeout_s=...)") from None
+        time.sleep(min(0.5, left))
 
 
 def disconnect() -> None:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence, TypeVar
 
@@ -121,17 +122,39 @@ def check_device(owner: str, name: str, value: Any) -> None:
 
 
 def check_writable_dir(owner: str, name: str, path: str | os.PathLike) -> Path:
-    """`path` as a Path if it is a folder this process may write, or one it may create; else a ValueError naming
-    `owner.name`. Nothing is created: the check runs before any work, so a bad folder never costs a training run."""
+    """`path` as a Path if it is a folder this process can write, or one it can create; else a ValueError naming
+    `owner.name`. The check runs before any work, so a bad folder never costs a training run. It writes for real
+    (os.access says yes to root everywhere, /proc included): it creates the missing folders and a file, then removes
+    them, so nothing is left behind."""
     path = Path(path)
     existing = path
-    while not existing.exists() and existing != existing.parent:
+    while not os.path.exists(existing) and existing != existing.parent:  # os.path: a name too long is missing, not an error
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"{owner}.{name} = {str(path)!r} cannot be created: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{owner}.{name} = {str(path)!r} cannot be written: no write permission on {existing}")
+    try:
+        _try_writing(existing, path)
+    except OSError as err:
+        raise ValueError(f"{owner}.{name} = {str(path)!r} cannot be written: {err.strerror or err} ({err.filename or existing})") from None
     return path
+
+
+def _try_writing(existing: Path, path: Path) -> None:
+    """Create the folders from `existing` down to `path` and a file in `path`, then remove what was created."""
+    below = path.relative_to(existing)
+    missing = [existing / part for part in reversed(below.parents[:-1])] + ([path] if below.parts else [])
+    created = []
+    try:
+        for folder in missing:
+            os.mkdir(folder)
+            created.append(folder)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    finally:
+        for folder in reversed(created):
+            os.rmdir(folder)
 
 
 def check_text(owner: str, name: str, value: Any) -> None:

@@ -64,8 +64,10 @@ def imported_names(path: Path, root: Path = ROOT) -> set[str]:
     return {n for n in names if module_file(n, root) is not None}
 
 
-def module_files(paths: list[Path], root: Path = ROOT) -> list[Path]:
-    """The files of every sharplib module that running `paths` imports, transitively, `paths`' own package files included."""
+def module_files(paths: list[Path], root: Path = ROOT, skip: frozenset[str] = frozenset()) -> list[Path]:
+    """The files of every sharplib module that running `paths` imports, transitively, `paths`' own package files included.
+
+    Modules named in `skip` ("sharplib.report") are left out, and so is what only they import."""
     seen: set[Path] = set()
     todo = [Path(p).resolve() for p in paths]
     while todo:
@@ -73,7 +75,7 @@ def module_files(paths: list[Path], root: Path = ROOT) -> list[Path]:
         if path in seen:
             continue
         seen.add(path)
-        names = imported_names(path, root)
+        names = imported_names(path, root) - skip
         for name in names:
             # importing sharplib.a.b runs sharplib/__init__.py and sharplib/a/__init__.py first
             parts = name.split(".")

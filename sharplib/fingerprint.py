@@ -1,108 +1,131 @@
-"""What produced a results file, as one hash: `make paper` reuses results by content, never by file time.
+"""The pipeline's command line: which steps make reruns, their locks, and accepts on evidence.
 
-For a step (the study or the ablation notebook) of one architecture,
+    python -m sharplib.fingerprint status                 every step: current, accepted, stale, modified, missing
+    python -m sharplib.fingerprint check STEP ARCH        exit 0 when make may reuse the step's results
+    python -m sharplib.fingerprint args STEP ARCH         the notebook's papermill parameters, as make passes them
+    python -m sharplib.fingerprint lock STEP ARCH         after a run: write the step's lock
+    python -m sharplib.fingerprint accept --reason "..."  accept stale steps whose evidence agrees (evidence.py)
 
-    H = SHA-256( the notebook's source, the source of every sharplib module it imports (transitively),
-                 its parameters (arch, profile, backend), the checksums of the data files its task reads,
-                 and for the ablation the study's H, whose pool it reuses )
-
-The notebook records H, with what went into it, under "made_from" in the file it writes last
-(results.json, ablation.json). `python -m sharplib.fingerprint check STEP ARCH ...` compares that
-record with the checkout as it is now, so make reruns a notebook exactly when its H changed: a fresh
-clone (whose file times say nothing) with unchanged code reruns none, and an edit of sharpness.py
-reruns every study and ablation, as all of them import it. Standard library only: make asks this
-before any virtual environment exists.
+Make calls it for every step; notebooks never do. Standard library only.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from . import checksums, deps
-
-REPO = Path(__file__).resolve().parents[1]
-# step -> (its notebook, the results file it writes last)
-STEPS: dict[str, tuple[str, str]] = {"study": ("notebooks/study.py", "results.json"), "ablation": ("notebooks/ablation.py", "ablation.json")}
-# arch -> the folder of the data root its task reads (protocol.TABLE1's dataset; tests/test_fingerprint.py checks they agree)
-DATA_FOLDERS: dict[str, str] = {"fcnn": "abalone/", "lenet5": "fashion-mnist/", "gat": "cora/"}
+from . import evidence, lockfile
+from .stephash import ARCHS, PLACEMENT, REPO, STEPS, fingerprint, make_parameters, notebook_defaults
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:
-    """Everything H covers, each part named: {"files": {path: sha256}, "parameters": ..., "data": ..., ["study": H]}."""
-    if step not in STEPS:
-        raise ValueError(f"step must be one of {sorted(STEPS)}, got {step!r}")
-    if arch not in DATA_FOLDERS:
-        raise ValueError(f"arch must be one of {sorted(DATA_FOLDERS)}, got {arch!r}")
-    notebook = root / STEPS[step][0]
-    sources = [notebook, *deps.module_files([notebook], root / "sharplib")]
-    record: dict[str, Any] = {
-        "files": {str(p.relative_to(root)): _sha256(p) for p in sorted(set(sources))},
-        "parameters": {"arch": arch, "profile": profile, "backend": backend},
-        "data": {name: sha for table in (checksums.RAW, checksums.IDX) for name, sha in sorted(table.items()) if name.startswith(DATA_FOLDERS[arch])},
-    }
-    if step == "ablation":
-        record["study"] = fingerprint("study", arch, profile, backend, root)["hash"]
-    return record
-
-
-def fingerprint(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:
-    """{"hash": H, **inputs}: what a notebook stores under "made_from" in the file it writes last."""
-    record = inputs(step, arch, profile, backend, root)
-    # H = SHA-256 of the inputs, serialized canonically (sorted keys)
-    return {"hash": hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), **record}
-
-
-def stale_reason(results_file: Path, current: dict[str, Any]) -> str | None:
-    """None when `results_file` records the hash `current` has; else why it does not, in words."""
-    if not results_file.exists():
-        return f"{results_file} does not exist"
-    try:
-        recorded = json.loads(results_file.read_text()).get("made_from") or {}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
-        return f"{results_file} is not a readable results file ({err})"
-    if recorded.get("hash") == current["hash"]:
-        return None
-    if "hash" not in recorded:
-        return f"{results_file} records no input hash (made before content-hash reuse)"
-    changed = [name for part in ("files", "parameters", "data") for name in _changed(recorded.get(part, {}), current[part])]
-    if recorded.get("study") != current.get("study"):
-        changed.append("the study's inputs")
-    return f"{results_file} was made from other inputs: {', '.join(changed) or 'the hash itself'} changed"
-
-
-def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
-
-
-def main(argv: list[str]) -> int:
-    """`check STEP ARCH`: exit 0 when the step's results file is up to date, 1 (saying why) when it must be remade."""
-    parser = argparse.ArgumentParser(prog=f"python -m {__package__}.fingerprint", description="Is a results file up to date with the code and data?")
-    parser.add_argument("command", choices=["check", "show"])
-    parser.add_argument("step", choices=sorted(STEPS))
-    parser.add_argument("arch", choices=sorted(DATA_FOLDERS))
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {__package__}.fingerprint", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["status", "check", "args", "lock", "accept", "show"])
+    parser.add_argument("step", nargs="?", choices=sorted(STEPS))
+    parser.add_argument("arch", nargs="?", choices=ARCHS)
     parser.add_argument("--profile", default="full")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--results", default="results", help="the results folder (results/<arch>/ holds the files)")
-    parser.add_argument("--rerun", action="store_true", help="report the file as stale whatever it records (make paper RERUN=1)")
-    args = parser.parse_args(argv)
-    current = fingerprint(args.step, args.arch, args.profile, args.backend)
+    parser.add_argument("--in-paper", nargs="*", default=None, metavar="STEP:ARCH",
+                        help="status: the steps make paper runs (default: all); the others are only listed")
+    parser.add_argument("--rerun", action="store_true", help="check: report the step as to be rerun whatever its lock says")
+    parser.add_argument("--reason", default="", help="accept: why the change leaves the numbers alone")
+    parser.add_argument("--only", nargs="*", default=[], help="accept: only these steps or architectures (study, gat, ...)")
+    parser.add_argument("--root", type=Path, default=REPO, help="lock: the source tree that computed the results")
+    parser.add_argument("--commit", help="lock: the commit that computed them (default: the results' provenance)")
+    parser.add_argument("--device", help="lock: the device that computed them (default: the results' provenance)")
+    return parser
+
+
+def recorded_parameters_problem(step: str, arch: str, profile: str, backend: str, results_dir: str, root: Path) -> str | None:
+    """None when the step's summary records the parameters make passes (the rest at the notebook's defaults)."""
+    summary_path = Path(results_dir) / arch / STEPS[step].summary
+    try:
+        summary = json.loads(summary_path.read_text())
+        recorded = summary["params"]
+        assert isinstance(recorded, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
+        return f"{summary_path} is not a readable results file ({type(err).__name__}: {err})"
+    expected = {**notebook_defaults(step, root), **make_parameters(step, arch, profile, backend)}
+    wrong = [f"{name}={recorded[name]!r} (make passes {expected[name]!r})" for name in sorted(set(expected) & set(recorded))
+             if name not in PLACEMENT and json.dumps(recorded[name]) != json.dumps(expected[name])]
+    return f"{summary_path} was made with other parameters: {', '.join(wrong)}" if wrong else None
+
+
+def _computed(args: argparse.Namespace) -> dict[str, Any]:
+    """Who computed the results: the summary's provenance, else the checkout; --commit and --device override."""
+    summary = json.loads((Path(args.results) / args.arch / STEPS[args.step].summary).read_text())
+    origin = summary.get("provenance") or {}
+    commit, dirty = lockfile.git_commit(args.root)
+    computed = {"commit": origin.get("git_commit") or commit, "dirty": bool(origin.get("git_dirty", dirty)),
+                "device": origin.get("device_name") or "unknown", "torch": origin.get("torch"), "date": lockfile.now()}
+    if args.commit:
+        computed.update(commit=args.commit, dirty=False)
+    if args.device:
+        computed["device"] = args.device
+    if computed["commit"] is None:
+        computed.update(commit="unknown", dirty=True)
+    return computed
+
+
+def status_lines(profile: str, backend: str, results_dir: str, in_paper: list[str] | None = None,
+                 root: Path = REPO) -> tuple[list[str], list[str]]:
+    """(one line per step, the steps `make paper` would run); a rerun study takes its ablation and measures along."""
+    lines, reruns = [], []
+    for arch in ARCHS:
+        for step in STEPS:
+            found = lockfile.state(step, arch, profile, backend, results_dir, root)
+            upstream = STEPS[step].upstream
+            outside = in_paper is not None and f"{step}:{arch}" not in in_paper
+            rerun = not found.reusable or (upstream is not None and f"{upstream} {arch}" in reruns)
+            if rerun and not outside:
+                reruns.append(f"{step} {arch}")
+            note = f" (not part of make paper: make {step}-{arch} runs it)" if outside and not found.reusable else ""
+            lines.append(f"{step:<9} {arch:<7} {found.state:<9} {found.detail}{note}")
+    return lines, reruns
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in ("check", "args", "lock", "show") and not (args.step and args.arch):
+        _parser().error(f"{args.command} needs STEP and ARCH")
+    if args.command == "status":
+        lines, reruns = status_lines(args.profile, args.backend, args.results, args.in_paper)
+        print("\n".join(lines))
+        print(f"make paper{' PROFILE=' + args.profile if args.profile != 'full' else ''} would run: {', '.join(reruns) or 'no notebook'}")
+        return 0
+    if args.command == "accept":
+        archs = tuple(a for a in ARCHS if a in args.only) or ARCHS
+        steps = tuple(s for s in STEPS if s in args.only) or tuple(STEPS)
+        return evidence.accept(args.reason, args.results, args.profile, args.backend, archs, steps)
     if args.command == "show":
-        print(json.dumps(current, indent=1))
+        print(json.dumps(fingerprint(args.step, args.arch, args.profile, args.backend), indent=1))
         return 0
-    results_file = Path(args.results) / args.arch / STEPS[args.step][1]
-    reason = "RERUN was asked for" if args.rerun else stale_reason(results_file, current)
-    if reason is None:
-        print(f"{results_file}: up to date (inputs {current['hash'][:12]}), not rerun")
+    if args.command == "args":
+        parameters = {**make_parameters(args.step, args.arch, args.profile, args.backend), "results_dir": args.results}
+        print(" ".join(f"-p {name} {value}" for name, value in parameters.items()))
         return 0
-    print(f"{results_file}: rerunning notebooks/{args.step}.py for {args.arch}: {reason}")
+    if args.command == "lock":
+        problem = recorded_parameters_problem(args.step, args.arch, args.profile, args.backend, args.results, args.root)
+        if problem:
+            print(f"no lock written: {problem}", file=sys.stderr)
+            return 1
+        record = lockfile.new_lock(args.step, args.arch, args.profile, args.backend, args.results, _computed(args), args.root)
+        missing = [name for name, sha in record["outputs"].items() if sha is None]
+        if missing:
+            print(f"no lock written: {args.step} {args.arch} did not write {', '.join(missing)}", file=sys.stderr)
+            return 1
+        lockfile.write_lock(lockfile.lock_path(args.results, args.arch, args.step), record)
+        print(f"{lockfile.lock_path(args.results, args.arch, args.step)}: written (inputs {record['hash'][:12]})")
+        return 0
+    found = lockfile.state(args.step, args.arch, args.profile, args.backend, args.results)
+    where = Path(args.results) / args.arch
+    if found.reusable and not args.rerun:
+        print(f"{where}: {args.step} {found.state} ({found.detail}), not rerun")
+        return 0
+    print(f"{where}: running {STEPS[args.step].notebook} for {args.arch}: {'RERUN was asked for' if args.rerun else found.state + ': ' + found.detail}")
     return 1
 
 

@@ -29,7 +29,7 @@ from .grid import GRIDS, HYPERPARAMETERS, Grid
 from .measures import MEASURES, MeasuresConfig
 from .pool import BACKENDS
 from .protocol import spec
-from .stats import KendallResult, conditional_kendall, granulated_kendall, kendall
+from .subpools import conditional_kendall, granulated_kendall, kendall_where_defined
 from .study import write_json_atomic
 
 # Per profile: how many of the study's models form the seed-only pool, the worst-case restarts, the bootstrap.
@@ -112,7 +112,7 @@ def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str,
     summary = {}
     for measure in MEASURES:
         seed_pool, varied = (_finite(table[table["pool"] == name], measure) for name in ("seed", "varied"))
-        # A measure constant within a sub-pool ranks nothing there: τ = 0, Jiang et al.'s convention (stats' undefined="zero")
+        # A measure constant within a sub-pool ranks nothing there: τ = 0, Jiang et al.'s convention (subpools' undefined="zero")
         granulated = granulated_kendall(varied, measure, "test_loss", list(HYPERPARAMETERS), n_resamples=n_resamples, seed=seed, undefined="zero")
         by_lr = conditional_kendall(varied, measure, "test_loss", "lr", n_resamples=n_resamples, seed=seed)
         summary[measure] = {
@@ -131,10 +131,8 @@ def _finite(pool: pd.DataFrame, measure: str) -> pd.DataFrame:
 
 
 def _kendall(measure: pd.Series, test_loss: pd.Series, n_resamples: int) -> dict[str, Any]:
-    if len(measure) < 3 or measure.nunique() < 2:  # τ undefined: a constant measure (epochs of a pool that all stopped together)
-        nan = float("nan")
-        return KendallResult(nan, nan, nan, nan, int(len(measure)), ci_method="undefined").as_dict()  # as stats.conditional_kendall's
-    return kendall(measure.to_numpy(), test_loss.to_numpy(), n_resamples=n_resamples).as_dict()
+    # τ may be undefined: a constant measure (epochs of a pool that all stopped together)
+    return kendall_where_defined(measure.to_numpy(), test_loss.to_numpy(), n_resamples=n_resamples).as_dict()
 
 
 def write_measures(out_dir: str | Path, table: pd.DataFrame, summary: dict[str, Any], record: dict[str, Any]) -> Path:

@@ -21,15 +21,25 @@ machine where "auto" picks the other path, GPU vs CPU, would be retrained from s
 Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
 "processes" runs one single-threaded worker per core (CPU convolutions use threads poorly);
 "ray" sends them to Ray tasks on a cluster (cluster.py) and writes their checkpoints here.
-Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard,
+Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard
+(code read from standard input, which they cannot import, trains in the calling process, with a warning),
 and they die with the process that started them, however it ends (`_die_with_parent`).
+
+On the CPU a resumed pool is the uninterrupted one bit for bit, whichever process trains a model: one
+trained in the calling process uses the workers' thread count, and a batched model never trains in a stack of
+one (`train.train_batched`). Batched models with dropout are the exception: a stack's dropout draws depend on
+which seeds train together.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import errno
 import hashlib
+import io
 import json
+import multiprocessing.process
 import os
 import signal
 import sys
@@ -39,7 +49,7 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -51,6 +61,7 @@ from .models import build_model, check_variant
 from .task import Task, hash_tensors, resolve_device
 from .train import TrainConfig, TrainResult, train_batched, train_model
 
+WORKER_THREADS = 1  # torch's intra-op threads in a worker process, and for a model the calling process trains
 FORMAT = "sharplib-checkpoint-2"  # a checkpoint's marker: a file without it is not one of this package's (or an older one)
 BACKENDS = ("auto", "batched", "processes", "ray")
 
@@ -67,9 +78,13 @@ def checkpoint_path(out_dir: Path, seed: int) -> Path:
     return Path(out_dir) / f"seed{seed:04d}.pt"
 
 
+# TrainConfig fields added after pools were checkpointed: left out of the key while unset, so existing keys still match.
+KEY_OMITS_WHEN_NONE = ("target_loss",)
+
+
 def pool_hash(arch: str, task: Task, cfg: TrainConfig, variant: str = "standard") -> str:
     """What makes two trained models interchangeable: arch, network variant, data and config (not the device)."""
-    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device"}
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device" and not (k in KEY_OMITS_WHEN_NONE and v is None)}
     return config_hash(arch, variant, task.name, task.fingerprint, values)
 
 
@@ -101,16 +116,30 @@ def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: 
         "device": trained_on or str(resolve_device(cfg.device)),
     }
     payload["digest"] = _digest(payload)
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)  # in memory first: torch's file writer reports a full disk as "unexpected pos 5056 vs 4944"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(payload, tmp)
+        _write(tmp, buffer.getbuffer(), path)
         if _orphaned():  # a worker whose pool is gone must not add a model to it
             tmp.unlink()
             os._exit(1)
         os.replace(tmp, path)  # atomic: a reader sees the old file or the whole new one
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _write(tmp: Path, data: memoryview, path: Path) -> None:
+    """Write `data` to the file `tmp`; a full disk is an OSError that says so and names the checkpoint `path`."""
+    try:
+        with open(tmp, "wb") as file:
+            file.write(data)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        raise OSError(errno.ENOSPC, f"no space left on device for the checkpoint {path} (the checkpoints already in "
+                                    f"{path.parent} are intact: free some space and rerun to train the rest)", str(path)) from err
 
 
 def _verified(path: Path) -> dict[str, Any]:
@@ -184,6 +213,14 @@ def _check_seeds(seeds: Any) -> list[int]:
     return seeds
 
 
+def _check_checkpoint_slots(out_dir: Path, seeds: list[int]) -> None:
+    """Refuse a folder (or a device file) where a seed's checkpoint goes: it could not be replaced after training."""
+    for seed in seeds:
+        path = checkpoint_path(out_dir, seed)
+        if path.exists() and not path.is_file():
+            raise ValueError(f"train_pool: {path} is not a file, and seed {seed}'s checkpoint goes there: move it out of {out_dir}")
+
+
 def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_dir: str | Path, *, variant: str = "standard",
                backend: str = "auto", n_workers: int | None = None, batch_models: int = 50, progress: bool = True) -> list[PoolEntry]:
     """Train one model per seed (cfg with its seed replaced) and checkpoint each in `out_dir`.
@@ -204,6 +241,7 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
     out_dir = check_writable_dir("train_pool", "out_dir", out_dir)
     check_fits(init_model(arch, cfg, variant), task)  # a GAT on a table fails here, not in a worker after the others trained
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_checkpoint_slots(out_dir, seeds)
     _remove_stale_tmp(out_dir)
 
     members = _members(arch, variant, task, cfg, out_dir)
@@ -233,7 +271,7 @@ def _members(arch: str, variant: str, task: Task, cfg: TrainConfig, out_dir: Pat
     members = {}
     for path in sorted(out_dir.glob("seed*.pt")):
         seed = path.name[4:-3]
-        if not seed.isdigit() or path != checkpoint_path(out_dir, int(seed)):
+        if not seed.isdigit() or path != checkpoint_path(out_dir, int(seed)) or not path.is_file():
             continue
         payload = read_checkpoint(path)
         if payload is not None and payload["config_hash"] == pool_hash(arch, task, dataclasses.replace(cfg, seed=int(seed)), variant):
@@ -291,7 +329,7 @@ def _init_worker(task: Task, parent_pid: int) -> None:
     global _WORKER_TASK, _PARENT_PID
     _WORKER_TASK, _PARENT_PID = task, parent_pid
     _die_with_parent(parent_pid)
-    torch.set_num_threads(1)
+    torch.set_num_threads(WORKER_THREADS)
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -323,12 +361,43 @@ def _train_one_in_worker(arch, variant, cfg, out_dir) -> TrainResult:
     return _train_one(arch, variant, _WORKER_TASK, cfg, out_dir)
 
 
+@contextlib.contextmanager
+def _worker_threads() -> Iterator[None]:
+    """Train here with a worker's intra-op thread count, restored afterwards: CPU results depend on the thread
+    count in the last bits, so a model is the same whichever process trains it (a resumed pool's last model)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(WORKER_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _main_file_workers_cannot_import() -> str | None:
+    """The main module's file when it is not a file (code read from standard input: '<stdin>'), else None.
+
+    A spawned worker first runs the main module from its file, as multiprocessing.spawn does: by name
+    for `python -m`, not at all where there is no file (a REPL, `python -c`, a notebook kernel)."""
+    main = sys.modules.get("__main__")
+    file = getattr(main, "__file__", None)
+    if getattr(getattr(main, "__spec__", None), "name", None) or file is None:
+        return None
+    return None if os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", file)) else file
+
+
 def _train_in_processes(arch, variant, task, cfg, seeds, out_dir, n_workers, record) -> None:
     n_workers = min(n_workers or os.cpu_count() or 1, len(seeds))
     cfgs = [dataclasses.replace(cfg, seed=s) for s in seeds]
+    main_file = _main_file_workers_cannot_import()
+    if n_workers > 1 and main_file is not None:
+        warnings.warn(f"train_pool: backend='processes' trains in this process only, as its worker processes start by running the "
+                      f"main module, and {main_file!r} is not a file: run the code from a script file (with an "
+                      f"`if __name__ == \"__main__\":` guard) to train with {n_workers} workers", stacklevel=3)
+        n_workers = 1
     if n_workers == 1:
-        for c in cfgs:
-            record(c.seed, _train_one(arch, variant, task, c, out_dir))
+        with _worker_threads():
+            for c in cfgs:
+                record(c.seed, _train_one(arch, variant, task, c, out_dir))
         return
     _ = task.fingerprint  # hashed once here; the workers' copies carry it
     context = torch.multiprocessing.get_context("spawn")  # fork after torch threads start can deadlock

@@ -11,6 +11,7 @@ the measured τ, its CI and p, so the text cannot claim more than the data.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -151,29 +152,50 @@ def comparison_tex(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
     return "\n".join(lines) + "\n\\hline\n"
 
 
+def _tex_text(text: str) -> str:
+    """Plain text as TeX: the characters TeX reserves, escaped."""
+    return "".join("\\" + ch if ch in "_%&#$" else ch for ch in text)
+
+
 def _macro(name: str, value: str) -> str:
     return f"\\newcommand{{\\{name}}}{{{value}}}"
 
 
-def provenance_line(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
-    """Per architecture, the commit, PyTorch and machine its numbers came from (architectures that share them grouped)."""
-    groups: dict[str, list[str]] = {}
-    for arch, (summary, _) in results.items():
-        p = summary["provenance"]
-        origin = (f"commit \\texttt{{{p['git_commit'][:10]}{'+dirty' if p['git_dirty'] else ''}}}, PyTorch {p['torch']}, "
-                  f"{p['device_name']} ({p['machine']})").replace("_", "\\_")
-        groups.setdefault(origin, []).append(TABLE1[arch].model_name)
-    return "; ".join(f"{', '.join(names)}: {origin}" for origin, names in groups.items())
+STEP_WORDS = {"study": "studies", "ablation": "ablations", "measures": "measures panels"}
 
 
-def results_tex(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
+def provenance_sentence(results_dir: str | Path) -> str:
+    """What computed the numbers, in one line read from the steps' locks: commits, devices, and the accepts
+    that carried them to later code unchanged (the paper's byline and the README both print it)."""
+    locks = [json.loads(path.read_text()) for arch in ARCHS for step in STEP_WORDS
+             if (path := Path(results_dir) / arch / f"{step}.lock").exists()]
+    origins: dict[str, list[str]] = {}
+    for lock in locks:
+        c = lock["computed"]
+        origin = f"commit {c['commit'][:7]}{'+dirty' if c.get('dirty') else ''} on {c['device']}"
+        if STEP_WORDS[lock["step"]] not in origins.setdefault(origin, []):
+            origins[origin].append(STEP_WORDS[lock["step"]])
+    sentence = "; ".join(f"{' and '.join(steps)} computed at {origin}" for origin, steps in origins.items())
+    accepts = [a for lock in locks for a in lock["accepted"]]
+    if accepts:
+        through = sorted({lock["commit"][:7] for lock in locks if lock["accepted"]})
+        models = sorted({a["n_models"] for a in accepts})
+        capped = {TABLE1[lock["arch"]].model_name: a["settings"]["study"]["max_epochs"] for lock in locks for a in lock["accepted"]
+                  if isinstance(a.get("settings", {}).get("study"), dict) and "max_epochs" in a["settings"]["study"]}
+        cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
+        sentence += (f"; accepted unchanged through commit {', '.join(through)}, the old and new code checked on the CPU "
+                     f"with {' or '.join(map(str, models))} models per pool{cap}")
+    return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
+
+
+def results_tex(results: dict[str, tuple[dict, pd.DataFrame]], results_dir: str | Path) -> str:
     """One macro per number or generated sentence the paper uses."""
     first = next(iter(results.values()))[0]
     profile = first["profile"]
     macros = [
         _macro("Profile", profile),
         _macro("ProfileMark", "" if profile == "full" else "quick profile: not the study's numbers"),
-        _macro("Provenance", provenance_line(results)),
+        _macro("Provenance", _tex_text(provenance_sentence(results_dir))),
         _macro("OverallFinding", overall(results)),
         _macro("CriticalM", str(first["n_used"])), _macro("TauCritical", f"{critical_tau(first['n_used']):.2f}"),
         _macro("CIHalfWidth", f"{sum(s['tau_ci'][1] - s['tau_ci'][0] for s, _ in results.values()) / (2 * len(results)):.2f}"),
@@ -217,7 +239,7 @@ def build(results_dir: Path, out_dir: Path) -> list[Path]:
     results = load_all(results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure1(results, out_dir / "figure1.pdf", out_dir / "figure1.png")
-    files = {"table1.tex": table1_tex(results), "comparison.tex": comparison_tex(results), "results.tex": results_tex(results)}
+    files = {"table1.tex": table1_tex(results), "comparison.tex": comparison_tex(results), "results.tex": results_tex(results, results_dir)}
     for name, text in files.items():
         (out_dir / name).write_text(text)
     written = [out_dir / n for n in ("figure1.pdf", "figure1.png", *files)]

@@ -33,21 +33,24 @@ from .stats import KendallResult
 from .task import Task, resolve_device
 from .train import TrainConfig
 
-# Per profile: how many models, restarts and bootstrap resamples; quick also caps LeNet-5's epochs.
+# Per profile: how many models, restarts and bootstrap resamples; quick also caps LeNet-5's epochs and
+# trains it on the first 6000 of its 60000 training images (train_rows; None: the whole training set).
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "full": {arch: dict(n_models=50, n_restarts=50, max_epochs=None, n_resamples=9999) for arch in TABLE1},
+    "full": {arch: dict(n_models=50, n_restarts=50, max_epochs=None, n_resamples=9999, train_rows=None) for arch in TABLE1},
     "quick": {
-        "fcnn": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999),
-        "lenet5": dict(n_models=4, n_restarts=10, max_epochs=1, n_resamples=999),  # 4: the fewest that still leave models to resume after an interrupt
-        "gat": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999),
+        "fcnn": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999, train_rows=None),
+        # 4: the fewest that still leave models to resume after an interrupt
+        "lenet5": dict(n_models=4, n_restarts=10, max_epochs=1, n_resamples=999, train_rows=6000),
+        "gat": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999, train_rows=None),
     },
 }
 
 
 @dataclass(frozen=True)
 class StudyParams:
-    """A notebook's parameters. None means: the profile's value (n_models, n_restarts, max_epochs, n_resamples)
-    or the report's (rho, from Table I)."""
+    """A notebook's parameters. None means: the profile's value (n_models, n_restarts, max_epochs, n_resamples,
+    train_rows) or the report's (rho, from Table I). train_rows: train on the first that many training rows
+    (`Task.first_train_rows`, which checks it against the data)."""
 
     arch: str
     profile: str = "full"
@@ -63,13 +66,15 @@ class StudyParams:
     n_workers: int | None = None
     results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
     data_root: str | None = None
+    train_rows: int | None = None
 
     def __post_init__(self) -> None:
         name = "parameter"
         check_choice(name, "arch", self.arch, tuple(TABLE1))
         check_choice(name, "profile", self.profile, tuple(PROFILES))
         check_choice(name, "backend", self.backend, BACKENDS)
-        for field, minimum in (("n_models", 3), ("n_restarts", 1), ("max_epochs", 1), ("n_resamples", 1), ("n_workers", 1)):
+        for field, minimum in (("n_models", 3), ("n_restarts", 1), ("max_epochs", 1), ("n_resamples", 1), ("n_workers", 1),
+                               ("train_rows", 1)):
             if getattr(self, field) is not None:
                 check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
         check_number(name, "first_seed", self.first_seed, minimum=0, integer=True)
@@ -146,7 +151,12 @@ with ρ = {sharp.rho:g}, and ask, with Kendall's τ over the pool, whether sharp
 **The sharpness.** Projected gradient ascent, {sharp.n_steps} steps of size η = the training learning rate,
 {sharp.n_restarts} restarts on fresh batches of m = {sharp.batch_size} training {s.unit}, in {sharp.mode} mode: {s.eval_prose}.
 
-Profile `{params.profile}`; the results go to `{params.out_dir.as_posix()}/`."""
+Profile `{params.profile}`{_cut(params)}; the results go to `{params.out_dir.as_posix()}/`."""
+
+
+def _cut(params: StudyParams) -> str:
+    rows = params.resolved("train_rows")
+    return "" if rows is None else f", training on the first {rows} training {spec(params.arch).unit} only"
 
 
 def describe_task(arch: str, task: Task) -> str:
@@ -196,11 +206,10 @@ def provenance(device: str) -> dict[str, Any]:
     }
 
 
-def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResult, seconds: dict[str, float], made_from: dict[str, Any] | None = None) -> Path:
+def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResult, seconds: dict[str, float]) -> Path:
     """Write models.csv and results.json (last, atomically: its presence means the study finished).
 
-    `made_from` is `fingerprint.fingerprint("study", ...)` taken when the run began: the hash by which
-    make decides whether these results still belong to the checkout (None: make will always rerun them)."""
+    What computed them is recorded by make, in the step's lock (sharplib/lockfile.py), not here."""
     out = params.out_dir
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "models.csv", index=False)
@@ -210,9 +219,10 @@ def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResu
         "ci_method": kendall.ci_method, "confidence": kendall.confidence,
         "n_models": int(len(table)), "n_used": kendall.n, "n_diverged": int(table["diverged"].sum()),
         "frac_below_mean": float(table["frac_below"].mean()),
+        "train_rows": params.resolved("train_rows"),  # the training set's cut (None: all of it), as the pool was trained
         "params": dataclasses.asdict(params), "train_config": dataclasses.asdict(params.train_config()),
         "sharpness_config": dataclasses.asdict(params.sharpness_config()),
-        "seconds": seconds, "provenance": provenance(params.device), "made_from": made_from,
+        "seconds": seconds, "provenance": provenance(params.device),
     }
     write_json_atomic(out / "results.json", summary)
     return out / "results.json"

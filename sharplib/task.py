@@ -82,6 +82,18 @@ class Task:
             copy.__dict__["fingerprint"] = self.fingerprint
         return copy
 
+    def first_train_rows(self, n: int | None) -> "Task":
+        """A task holding only the first `n` training rows (the test split whole); None: this task itself.
+
+        A new Task, so its fingerprint is that of the rows it holds and a pool trained on the cut is
+        keyed by them. For a graph task the rows are node ids: the graph stays whole.
+        """
+        if n is None:
+            return self
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.n_train:
+            raise ValueError(f"Task {self.name!r}: train_rows must be an integer from 1 to its {self.n_train} training rows, got {n!r}")
+        return replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
+
     def predict(self, call: Callable[..., Tensor], x: Tensor) -> Tensor:
         """Outputs of the network `call` for the samples `x` (rows, or node ids of the graph)."""
         if self.is_graph:
@@ -121,6 +133,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
     if resolved.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if resolved.type == "cpu" and resolved.index not in (None, 0):  # torch accepts 'cpu:3' and runs on the one CPU device
+        raise ValueError(f"device {device!r} does not exist: the CPU is one device, 'cpu'")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but this machine has no usable CUDA device (torch.cuda.is_available() is False)")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():

@@ -3,6 +3,9 @@
 Stopping rule (PROTOCOL.md): after epoch e >= max(2, min_epochs), stop when
 |L_e - L_{e-1}| / L_{e-1} < tol, or after max_epochs; L_e is the mean of the minibatch
 losses seen during epoch e. A model whose epoch loss is NaN/inf is marked diverged and stops.
+With `TrainConfig.target_loss` = L* set (issue #21: models at equal training progress), the rule is
+instead: stop at the first epoch e >= min_epochs with L_e <= L*, or after max_epochs; the
+TrainResult's `reached_target` says which (a pool counts and leaves out the models that did not).
 
 One SGD step function serves one model and, under `vmap`, a stack of models that train
 together, each with its own data order and its own stopping epoch. Two fields of TrainConfig
@@ -48,6 +51,7 @@ class TrainConfig:
     train_mode_epochs: int | None = None  # epochs in train mode, eval mode after them; None: all (the report)
     seed: int = 0
     device: str = "auto"
+    target_loss: float | None = None  # L*: stop at the first epoch with L_e <= L* (max_epochs caps); None: the report's rule
 
     def __post_init__(self) -> None:
         check_number("TrainConfig", "lr", self.lr, minimum=0, strict=True)
@@ -61,6 +65,8 @@ class TrainConfig:
         check_choice("TrainConfig", "step_rows", self.step_rows, ("batch", "train_set"))
         if self.train_mode_epochs is not None:
             check_number("TrainConfig", "train_mode_epochs", self.train_mode_epochs, minimum=1, integer=True)
+        if self.target_loss is not None:
+            check_number("TrainConfig", "target_loss", self.target_loss, minimum=0, strict=True)
         if self.min_epochs > self.max_epochs:
             raise ValueError(f"TrainConfig.min_epochs ({self.min_epochs}) must not exceed max_epochs ({self.max_epochs})")
         check_device("TrainConfig", "device", self.device)
@@ -84,21 +90,32 @@ class TrainResult:
     diverged: bool
     seconds: float
     trained_by: str  # "sequential" or "batched": which code path trained it (dropout draws differ)
+    reached_target: bool | None = None  # L_e <= cfg.target_loss at the last epoch; None: no target was set
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def should_stop(epoch_losses: list[float], cfg: TrainConfig) -> bool:
-    """The report's rule: relative change of the epoch loss below tol, or max epochs, or diverged."""
+    """The report's rule: relative change of the epoch loss below tol, or max epochs, or diverged (with a target L*: L_e <= L*)."""
     epoch = len(epoch_losses)
     if not math.isfinite(epoch_losses[-1]) or epoch >= cfg.max_epochs:
         return True
+    if cfg.target_loss is not None:  # the target rule replaces the relative-change rule
+        return epoch >= cfg.min_epochs and reached_target(epoch_losses, cfg)
     if epoch < max(2, cfg.min_epochs):
         return False
     previous, current = epoch_losses[-2], epoch_losses[-1]
     # |L_e - L_{e-1}| / L_{e-1} < tol
     return abs(current - previous) / abs(previous) < cfg.tol
+
+
+# L_e <= L*
+def reached_target(epoch_losses: list[float], cfg: TrainConfig) -> bool | None:
+    """Whether the last epoch's loss L_e is at most cfg.target_loss (L*); None when no target is set."""
+    if cfg.target_loss is None:
+        return None
+    return bool(epoch_losses) and math.isfinite(epoch_losses[-1]) and epoch_losses[-1] <= cfg.target_loss
 
 
 def sgd_step(model: nn.Module, task: Task, lr: float, weight_decay: float, params: Params, buffers: Params, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
@@ -111,7 +128,7 @@ def sgd_step(model: nn.Module, task: Task, lr: float, weight_decay: float, param
 def train_model(model: nn.Module, task: Task, cfg: TrainConfig) -> tuple[nn.Module, TrainResult]:
     """Train `model` (already initialized) one epoch at a time until the stopping rule fires.
 
-    Returns the trained model (a new object, on cfg.device, in eval mode) and its TrainResult.
+    Returns `model` itself, moved to cfg.device, trained and in eval mode, and its TrainResult.
     The same seed gives bit-identical weights on CPU.
     """
     return train_batched([model], task, [cfg], trained_by="sequential")[0]
@@ -130,13 +147,15 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
     task = task.to(device)
+    # The callers' models get the trained weights and are evaluated on `task` (`_finish`): they must live on its device.
+    models = [m.to(device) for m in models]
     template = copy.deepcopy(models[0]).to(device)  # runs the stack; its mode is set per epoch, the callers' models keep theirs
     order_generators = [torch.Generator().manual_seed(c.seed + ORDER_STREAM) for c in cfgs]
     batched = len(models) > 1 or trained_by == "batched"
     step = partial(sgd_step, template, task, cfg.lr, cfg.weight_decay)
     if batched:
         step = vmap(step, randomness="different")
-        params, buffers = (dict(d) for d in stack_module_state([m.to(device) for m in models]))
+        params, buffers = (dict(d) for d in stack_module_state(models))
         params = {k: v.detach() for k, v in params.items()}
     else:
         params, buffers = split_state(template)
@@ -288,6 +307,7 @@ def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch
         seed=cfg.seed, epochs=len(epoch_losses), epoch_losses=epoch_losses,
         train_loss=train_loss, test_loss=test_loss, train_accuracy=train_accuracy, test_accuracy=test_accuracy,
         diverged=diverged or not math.isfinite(test_loss), seconds=seconds, trained_by=trained_by,
+        reached_target=reached_target(epoch_losses, cfg),
     )
     return model, result
 

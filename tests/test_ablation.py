@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -105,11 +106,53 @@ def test_cache_follows_config_and_subset(ablation_run: tuple[Path, pd.DataFrame]
     assert calls == [5]  # another config: recomputed, the five models in one call
 
 
+def test_cache_follows_the_data(ablation_run: tuple[Path, pd.DataFrame], abalone: Task, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same checkpoints measured on a cut of the training set (the quick profile's train_rows) are new estimates.
+    root, _ = ablation_run
+    calls = []
+    monkeypatch.setattr(A, "estimate_pool_sharpness", lambda models, *a, **k: calls.append(len(models)) or estimate_pool_sharpness(models, *a, **k))
+    checkpoints = {s: root / "pool" / f"seed{s:04d}.pt" for s in range(3)}
+    cfg = sharpness_config("fcnn", n_restarts=QUICK["n_restarts"])
+    A.cached_sharpness(checkpoints, abalone, cfg, root / "ablation_cache")
+    assert calls == []  # the end-to-end run's report row
+    A.cached_sharpness(checkpoints, abalone.first_train_rows(300), cfg, root / "ablation_cache")
+    assert calls == [3]
+
+
+def test_a_variant_that_loads_its_own_data_keeps_the_studys_cut(abalone: Task, data_root: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A loader option (GAT's row-normalized features) loads the dataset again: it must hold the rows the study's pool trained on.
+    full = load_abalone(data_root)
+    monkeypatch.setattr(A, "load_task", lambda dataset, root, device, **options: full)
+    monkeypatch.setattr(A, "setup", lambda arch, switches: dataclasses.replace(R.setup(arch, switches), data={"option": True} if switches else {}))
+    seen = []
+    monkeypatch.setattr(A, "cached_sharpness", lambda checkpoints, task, *a: seen.append(task.n_train) or
+                        [{"sharpness": float(s), "frac_below": 0.0, "seconds": 0.0} for s in checkpoints])
+    variants = [A.Variant("report", ()), A.Variant("swapped_bounds", ("swapped_bounds",))]
+    A.run_ablation("fcnn", abalone.first_train_rows(200), range(3), tmp_path, variants=variants, train_rows=200, **QUICK)
+    assert seen == [200, 200]
+
+
 def test_bad_arguments_name_the_parameter(abalone: Task, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="train_mode"):
         A.run_ablation("fcnn", abalone, range(5), tmp_path, variants=[A.Variant("x", ("train_mode",))])
     with pytest.raises(ValueError, match="rhos"):
         A.rho_sweep({}, abalone, sharpness_config("fcnn"), [0.1, -1.0])
+
+
+def test_study_inputs_carry_the_studys_cut(tmp_path: Path) -> None:
+    from sharplib.stats import KendallResult
+    from sharplib.study import StudyParams, write_results
+    from tests.test_report import fake_table
+
+    for arch, rows in (("lenet5", 6000), ("fcnn", None)):
+        write_results(StudyParams(arch, profile="quick", results_dir=str(tmp_path)), fake_table(6, slope=1.0), KendallResult(0.5, 0.1, 0.1, 0.9, 6), {})
+        assert A.study_inputs(tmp_path, arch).train_rows == rows
+    path = tmp_path / "lenet5" / "results.json"
+    summary = json.loads(path.read_text())
+    del summary["train_rows"]  # results written before the cut existed trained on every row
+    path.write_text(json.dumps(summary))
+    assert A.study_inputs(tmp_path, "lenet5").train_rows is None
 
 
 @pytest.mark.parametrize("arch", sorted(TABLE1))

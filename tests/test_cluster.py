@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import psutil
 import pytest
 import torch
 
-from sharplib import cluster, fingerprint, study
+from sharplib import cluster, study
 from sharplib.ablation import AblationParams
 from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, train_pool
 from sharplib.protocol import sharpness_config, spec, train_config
@@ -36,13 +37,63 @@ def test_without_ray_the_error_says_how_to_install(abalone_task: Task, tmp_path:
 
 
 def test_the_notebooks_take_the_backend_as_a_parameter() -> None:
-    setup = {"study": study, "spec": spec, "fingerprint": fingerprint}  # what the imports cell gives the check cell
+    setup = {"study": study, "spec": spec}  # what the imports cell gives the check cell
     namespace = check_parameters("study", setup, arch="gat", backend="ray")
     assert namespace["params"] == StudyParams("gat", profile="quick", backend="ray")  # the notebook's interactive profile
     assert AblationParams("gat", backend="ray").backend == "ray"
     for params in (StudyParams, AblationParams):
         with pytest.raises(ValueError, match="backend"):
             params("gat", backend="threads")
+
+
+UNREACHABLE = """
+import time
+from sharplib import cluster
+from sharplib.data import load_abalone
+from sharplib.pool import train_pool
+from sharplib.protocol import train_config
+task = load_abalone({root!r})
+for call in (cluster.connect, lambda: train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0], {out!r}, backend="ray", progress=False)):
+    start = time.monotonic()
+    try:
+        call()
+    except ConnectionError as err:
+        print(f"{{time.monotonic() - start:.2f}} s:", err, flush=True)
+"""
+
+
+def _closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_cluster_is_named_within_the_timeout(data_root: Path, tmp_path: Path) -> None:
+    """Issue #24 row 2: RAY_ADDRESS=127.0.0.1:1 made connect() and backend="ray" retry for 600 s and more, silently.
+    Now a ConnectionError names the address once the timeout ($SHARPLIB_RAY_CONNECT_TIMEOUT_S, here 3 s) is up."""
+    pytest.importorskip("ray", reason=NO_RAY)
+    address = f"127.0.0.1:{_closed_port()}"
+    env = {**os.environ, "RAY_ADDRESS": address, "SHARPLIB_RAY_CONNECT_TIMEOUT_S": "3", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    code = UNREACHABLE.format(root=str(data_root), out=str(tmp_path / "pool"))
+    try:  # in a process of its own: a connect that hangs must not leave a Ray driver in this one
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"connect() to {address}, where nothing listens, was still going after 300 s")
+    errors = run.stdout.splitlines()
+    assert run.returncode == 0 and len(errors) == 2, run.stdout + run.stderr[-3000:]
+    for line in errors:
+        seconds, message = line.split(" s: ", 1)
+        assert message.startswith(f"no Ray cluster reachable at {address}: nothing accepted a connection at ") and "within 3 s" in message
+        assert 3 <= float(seconds) < 60, line  # generous: a loaded machine; Ray's own retries took 600 s and more
+    assert not (tmp_path / "pool").exists() or not any((tmp_path / "pool").iterdir())
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1, float("inf"), "30", True])
+def test_a_bad_connect_timeout_is_refused_by_name(timeout_s: object) -> None:
+    pytest.importorskip("ray", reason=NO_RAY)
+    with pytest.raises(ValueError, match=r"connect\.timeout_s must be a number of seconds > 0"):
+        cluster.connect(address=f"127.0.0.1:{_closed_port()}", timeout_s=timeout_s)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,18 @@ def test_fcnn_trains_on_cuda_as_on_cpu(cpu_tasks: dict[str, Task]) -> None:
     assert on_cuda.test_loss == pytest.approx(on_cpu.test_loss, rel=1e-3)
     for p_cpu, p_cuda in zip(model_cpu.parameters(), model_cuda.parameters()):
         assert torch.allclose(p_cuda.cpu(), p_cpu, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_cpu_built_model_trains_and_evaluates_on_cuda(arch: str, cpu_tasks: dict[str, Task]) -> None:
+    """train_model once left a lone CPU-built model on the CPU and failed in its final evaluation
+    ("Expected all tensors to be on the same device"); the model must follow cfg.device."""
+    cfg = protocol.train_config(arch, max_epochs=1, min_epochs=1, device="cuda")
+    model = init_model(arch, cfg)
+    assert not next(model.parameters()).is_cuda
+    trained, result = train_model(model, cpu_tasks[arch], cfg)
+    assert trained is model and all(p.is_cuda for p in trained.parameters())
+    assert math.isfinite(result.train_loss) and math.isfinite(result.test_loss)
 
 
 def test_gat_trains_on_cuda(cpu_tasks: dict[str, Task]) -> None:

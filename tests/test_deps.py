@@ -89,7 +89,8 @@ def test_makefile_rules_depend_on_the_derived_lists(tmp_path: Path) -> None:
         return {p.relative_to(REPO).as_posix() for p in module_files([REPO / source])}
 
     for arch in ("fcnn", "lenet5", "gat"):  # the notebooks' own inputs are checked by content (tests/test_fingerprint.py)
-        assert prerequisites(f"results-quick/{arch}/results.json") == {"FORCE"}
-        assert prerequisites(f"results-quick/{arch}/ablation.json") == {f"results-quick/{arch}/results.json", "FORCE"}
+        assert prerequisites(f"results-quick/{arch}/study.lock") == {"FORCE"}
+        for step in ("ablation", "measures"):
+            assert prerequisites(f"results-quick/{arch}/{step}.lock") == {f"results-quick/{arch}/study.lock", "FORCE"}
     assert prerequisites("paper/generated/results.tex") >= derived("sharplib/report.py")
     assert "sharplib/study.py" in derived("notebooks/study.py")

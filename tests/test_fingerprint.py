@@ -1,7 +1,6 @@
-"""Results are reused by content: the hash changes with the code on a notebook's path, its parameters and data, never with file times."""
+"""make reruns a step exactly when its lock no longer holds; `make status` says so without running anything."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,129 +9,135 @@ from pathlib import Path
 
 import pytest
 
-from sharplib import fingerprint
-from sharplib.protocol import spec
+from sharplib import fingerprint, stephash
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHS = ("fcnn", "lenet5", "gat")
+ARCHS = stephash.ARCHS
+EVERYTHING = sorted(f"{step} {arch}" for step in stephash.STEPS for arch in ARCHS)
 
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    """A copy of what the hash reads (and what make needs), so that tests can edit it."""
-    for name in ("Makefile", "pyproject.toml"):
-        shutil.copy2(REPO / name, tmp_path / name)
-    for folder in ("sharplib", "notebooks"):
-        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
-    return tmp_path
-
-
-def _hashes(root: Path, profile: str = "full", backend: str = "auto") -> dict[tuple[str, str], str]:
-    return {(step, arch): fingerprint.fingerprint(step, arch, profile, backend, root)["hash"] for step in fingerprint.STEPS for arch in ARCHS}
-
-
-def _edit(path: Path) -> None:
-    path.write_text(path.read_text() + "\n# an edit\n")
-
-
-def test_data_folders_follow_the_protocol() -> None:
-    assert {arch: spec(arch).dataset.replace("_", "-") + "/" for arch in ARCHS} == fingerprint.DATA_FOLDERS
-
-
-def test_hash_covers_the_notebooks_modules_and_nothing_else(checkout: Path) -> None:
-    before = _hashes(checkout)
-    assert len(set(before.values())) == 6, "each step of each arch has its own hash"
-    for path in [*checkout.glob("sharplib/*.py"), *checkout.glob("notebooks/*.py")]:
-        os.utime(path, (1, 1))  # file times alone
-    assert _hashes(checkout) == before
-    _edit(checkout / "sharplib" / "teaching.py")  # on no study's path
-    assert _hashes(checkout) == before
-    _edit(checkout / "notebooks" / "ablation.py")
-    after = _hashes(checkout)
-    assert [key for key in before if after[key] != before[key]] == [("ablation", a) for a in ARCHS]
-    _edit(checkout / "sharplib" / "sharpness.py")
-    assert all(a != b for a, b in zip(_hashes(checkout).values(), after.values()))
-
-
-def test_parameters_and_data_are_covered(checkout: Path) -> None:
-    base = fingerprint.fingerprint("study", "gat", "full", "auto", checkout)
-    assert fingerprint.fingerprint("study", "gat", "quick", "auto", checkout)["hash"] != base["hash"]
-    assert fingerprint.fingerprint("study", "gat", "full", "ray", checkout)["hash"] != base["hash"]
-    assert sorted(base["data"]) == sorted(k for k in fingerprint.checksums.RAW if k.startswith("cora/"))
-    ablation = fingerprint.fingerprint("ablation", "gat", "full", "auto", checkout)
-    assert ablation["study"] == base["hash"]
-
-
-def test_stale_reason_names_what_changed(checkout: Path, tmp_path: Path) -> None:
-    current = fingerprint.fingerprint("study", "fcnn", "full", "auto", checkout)
-    results = tmp_path / "results.json"
-    assert "does not exist" in fingerprint.stale_reason(results, current)
-    results.write_text(json.dumps({"tau": 0.1}))
-    assert "records no input hash" in fingerprint.stale_reason(results, current)
-    results.write_text(json.dumps({"made_from": current}))
-    assert fingerprint.stale_reason(results, current) is None
-    _edit(checkout / "sharplib" / "train.py")
-    reason = fingerprint.stale_reason(results, fingerprint.fingerprint("study", "fcnn", "full", "auto", checkout))
-    assert reason is not None and "sharplib/train.py" in reason and "sharplib/stats.py" not in reason
-    results.write_text("{not json")
-    assert "not a readable results file" in fingerprint.stale_reason(results, current)
-    with pytest.raises(ValueError, match="arch"):
-        fingerprint.fingerprint("study", "resnet", "full", "auto", checkout)
-
-
-# Stands in for papermill: records the run and writes the results file a notebook would, with the hash of its inputs.
+# Stands in for papermill: records the run, waits a little (so that two makes overlap), writes the step's files.
 FAKE_PAPERMILL = """#!{python}
-import json, sys
+import json, sys, time
 from pathlib import Path
-sys.path.insert(0, str(Path.cwd()))
-from sharplib import fingerprint
 args = sys.argv[1:]
-values = dict(zip(args[args.index("-p") + 1::3], args[args.index("-p") + 2::3]))
-step = "ablation" if "ablation" in Path(args[args.index("--cwd") + 2]).name else "study"
-made_from = fingerprint.fingerprint(step, values["arch"], values["profile"], values["backend"], Path.cwd())
-out = Path(values["results_dir"]) / values["arch"] / fingerprint.STEPS[step][1]
-out.parent.mkdir(parents=True, exist_ok=True)
-out.write_text(json.dumps({{"made_from": made_from}}))
+flags = [i for i, a in enumerate(args) if a == "-p"]
+values = {{args[i + 1]: args[i + 2] for i in flags}}
+source, executed = [a for i, a in enumerate(args) if a.endswith(".ipynb")][:2]
+step = Path(source).name.split("-")[0]
+outputs = {{"study": ["results.json", "models.csv"], "ablation": ["ablation.json", "ablation.csv", "rho.csv"],
+           "measures": ["measures.json", "measures.csv"]}}[step]
+folder = Path(values["results_dir"]) / values["arch"]
+folder.mkdir(parents=True, exist_ok=True)
+time.sleep(0.3)
+for name in outputs[1:]:
+    (folder / name).write_text(f"{{step}} {{values['arch']}} {{time.time()}}\\n")
+(folder / outputs[0]).write_text(json.dumps({{"params": values}}))
+Path(executed).write_text("{{}}")
 with open("runs.log", "a") as log:
     log.write(f"{{step}} {{values['arch']}}\\n")
 """
 
 
-@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_make_reruns_exactly_the_notebooks_whose_inputs_changed(checkout: Path) -> None:
-    venv = checkout / "fake-venv"
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A copy of what make and the hash read, with a venv whose papermill is the fake above."""
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy2(REPO / name, tmp_path / name)
+    for folder in ("sharplib", "notebooks"):
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
+    venv = tmp_path / "fake-venv"
     (venv / "bin").mkdir(parents=True)
     (venv / ".installed").touch()
     (venv / "bin" / "jupytext").write_text("#!/bin/sh\nexit 0\n")
     (venv / "bin" / "papermill").write_text(FAKE_PAPERMILL.format(python=sys.executable))
     for tool in ("jupytext", "papermill"):
         (venv / "bin" / tool).chmod(0o755)
+    return tmp_path
 
-    def make_results(*extra: str) -> list[str]:
-        log = checkout / "runs.log"
-        log.unlink(missing_ok=True)
-        done = subprocess.run(["make", "results", "PROFILE=quick", f"VENV={venv}", f"PYTHON={sys.executable}", *extra],
-                              cwd=checkout, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout + done.stderr
-        return sorted(log.read_text().split("\n")[:-1]) if log.exists() else []
 
-    everything = sorted(f"{step} {arch}" for step in ("study", "ablation") for arch in ARCHS)
-    assert make_results() == everything
-    assert make_results() == []
+def make(checkout: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+    done = subprocess.run(["make", *args, "PROFILE=quick", f"VENV={checkout / 'fake-venv'}", f"PYTHON={sys.executable}"],
+                          cwd=checkout, capture_output=True, text=True, env=env)
+    assert not check or done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def runs(checkout: Path, *args: str) -> list[str]:
+    """The steps `make results` ran."""
+    log = checkout / "runs.log"
+    log.unlink(missing_ok=True)
+    make(checkout, "results", *args)
+    return sorted(log.read_text().split("\n")[:-1]) if log.exists() else []
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("flock") is None, reason="needs make and flock")
+
+
+def test_make_reruns_exactly_the_steps_whose_inputs_changed(checkout: Path) -> None:
+    assert runs(checkout) == EVERYTHING
+    assert runs(checkout) == []
     for path in checkout.rglob("*"):
         os.utime(path)  # a fresh clone's file times: everything newer than the results
-    assert make_results() == []
-    _edit(checkout / "notebooks" / "ablation.py")
-    assert make_results() == sorted(f"ablation {arch}" for arch in ARCHS)
-    _edit(checkout / "sharplib" / "sharpness.py")
-    assert make_results() == everything
-    assert make_results("RERUN=1") == everything
+    assert runs(checkout) == []
+    append(checkout / "sharplib" / "report.py", "\n# a comment on the wording\n")
+    assert runs(checkout) == []
+    append(checkout / "notebooks" / "ablation.py", "\n# an edit\n")
+    assert runs(checkout) == sorted(f"ablation {arch}" for arch in ARCHS)
+    append(checkout / "sharplib" / "train.py", "\nUNUSED = 1\n")
+    assert runs(checkout) == EVERYTHING
+    assert runs(checkout, "RERUN=0") == [] and runs(checkout, "RERUN=no") == []
+    assert runs(checkout, "RERUN=1") == EVERYTHING
 
 
-@pytest.mark.parametrize("step", sorted(fingerprint.STEPS))
-@pytest.mark.parametrize("arch", ARCHS)
-def test_tracked_results_belong_to_this_checkout(step: str, arch: str) -> None:
-    """The tracked results/ are the full profile's at the code as it is: a change on a notebook's path ships with its rerun."""
-    current = fingerprint.fingerprint(step, arch, "full", "auto")
-    reason = fingerprint.stale_reason(REPO / "results" / arch / fingerprint.STEPS[step][1], current)
-    assert reason is None, f"{reason}: rerun it (make paper; on a GPU scripts/gpu-canonical-run.sh) and commit results/"
+def test_rerun_takes_only_one_and_zero(checkout: Path) -> None:
+    done = make(checkout, "status", "RERUN=maybe", check=False)
+    assert done.returncode != 0 and "RERUN must be 1" in done.stderr
+
+
+def test_status_names_every_step_and_what_would_run_and_runs_nothing(checkout: Path) -> None:
+    runs(checkout)
+    (checkout / "runs.log").unlink()
+    append(checkout / "sharplib" / "sharpness.py", "\nUNUSED = 1\n")
+    (checkout / "results-quick" / "gat" / "models.csv").write_text("edited\n")
+    out = make(checkout, "-s", "status").stdout
+    lines = out.splitlines()
+    assert len(lines) == 10, out
+    assert all(" stale " in line and "sharplib/sharpness.py" in line for line in lines if line.startswith("study") and " gat " not in line)
+    assert any(line.startswith("study     gat     modified") and "models.csv" in line for line in lines), out
+    assert lines[-1] == "make paper PROFILE=quick would run: " + ", ".join(f"{s} {a}" for a in ARCHS for s in stephash.STEPS)
+    assert not (checkout / "runs.log").exists(), "make status ran a notebook"
+
+
+def test_a_hand_run_into_results_is_rerun_by_make(checkout: Path) -> None:
+    """The README's papermill command with -p n_models 10 -p results_dir results-quick, as a new user might."""
+    runs(checkout)
+    papermill = checkout / "fake-venv" / "bin" / "papermill"
+    subprocess.run([str(papermill), "results-quick/gat/study-source.ipynb", "results-quick/gat/notebook.ipynb",
+                    "-p", "arch", "gat", "-p", "n_models", "10", "-p", "results_dir", "results-quick"], cwd=checkout, check=True)
+    out = make(checkout, "-s", "status").stdout
+    assert "study     gat     modified" in out
+    assert runs(checkout) == ["ablation gat", "measures gat", "study gat"]
+
+
+def test_two_makes_at_once_both_finish_and_run_each_step_once(checkout: Path) -> None:
+    """Issue #24, row 1: no shared temporary file, no deleted build file; the second make waits for the first."""
+    make(checkout, "-s", "build/deps.mk")
+    append(checkout / "sharplib" / "task.py", "\n# an edit\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
+    command = ["make", "-s", "results", "PROFILE=quick", f"VENV={checkout / 'fake-venv'}", f"PYTHON={sys.executable}"]
+    both = [subprocess.Popen(command, cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in both]
+    assert [p.returncode for p in both] == [0, 0], "\n".join(outs)
+    assert (checkout / "build" / "deps.mk").is_file()
+    assert sorted((checkout / "runs.log").read_text().split("\n")[:-1]) == EVERYTHING
+    assert not list((checkout / "build").glob("*.tmp")), "a temporary file was left behind"
+
+
+def test_args_are_the_parameters_the_hash_covers(capsys: pytest.CaptureFixture) -> None:
+    fingerprint.main(["args", "ablation", "lenet5", "--results", "results"])
+    assert capsys.readouterr().out.split() == "-p arch lenet5 -p profile full -p backend auto -p results_dir results".split()

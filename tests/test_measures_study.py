@@ -13,7 +13,7 @@ from scipy import stats
 from sharplib import measures_report
 from sharplib.measures import MEASURES
 from sharplib.measures_study import MeasuresParams, summarize
-from sharplib.stats import granulated_kendall
+from sharplib.subpools import granulated_kendall
 from tests.notebook_runner import run_notebook
 from tests.test_notebooks import TINY, markdown_shown
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -328,3 +331,166 @@ def test_workers_die_with_a_killed_parent(runner: str, data_root: Path, tmp_path
             for pid, start in started:  # never leave training processes behind on the test machine
                 if _running(pid, start):
                     os.kill(pid, signal.SIGKILL)
+
+
+# Keys computed on main (03cd4b6) before TrainConfig.target_loss existed: a field added unset must not
+# change them, or every existing pool would retrain. The task only lends its name and data digest to the key.
+KEYS_BEFORE_TARGET_LOSS = {"fcnn": "cf4811dd7a321400", "lenet5": "1ecc97935df11e15", "gat": "d8b77310a017bf70"}
+
+
+def test_existing_resume_keys_are_unchanged() -> None:
+    from types import SimpleNamespace
+
+    from sharplib.pool import pool_hash
+
+    task = SimpleNamespace(name="abalone", fingerprint="0" * 64)
+    for arch, key in KEYS_BEFORE_TARGET_LOSS.items():
+        assert pool_hash(arch, task, train_config(arch, seed=7)) == key, arch
+    assert pool_hash("fcnn", task, TrainConfig(lr=0.1)) == "3b04ea480ce1ae81"
+    targeted = train_config("fcnn", seed=7, target_loss=0.5)
+    assert pool_hash("fcnn", task, targeted) not in KEYS_BEFORE_TARGET_LOSS.values()  # another pool
+    assert pool_hash("fcnn", task, targeted) != pool_hash("fcnn", task, train_config("fcnn", seed=7, target_loss=0.4))
+
+
+# ---------------------------------------------------------------- issue #24: reliability, second round
+
+def _numbers(entry) -> dict:
+    """Every number of a pool's model: its TrainResult (the time aside) and its weights."""
+    model, _ = load_model(entry.checkpoint)
+    return {**{k: v for k, v in entry.result.as_dict().items() if k != "seconds"}, **{k: v.tolist() for k, v in model.state_dict().items()}}
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(cora_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 3: the one model left of a GAT pool was retrained in the calling process with its 2 threads, where the
+    workers use 1: its test loss differed in the 7th digit. Now it trains with the workers' thread count."""
+    import sharplib.pool as pool
+
+    cfg = train_config("gat", max_epochs=5, min_epochs=5, device="cpu")
+    threads_used = []
+    real_train_model = pool.train_model
+    monkeypatch.setattr(pool, "train_model", lambda *a: (threads_used.append(torch.get_num_threads()), real_train_model(*a))[1])
+    with _threads(2):  # the calling process, as a notebook or script runs it
+        whole = train_pool("gat", cora_task, cfg, [0, 1], tmp_path / "whole", backend="processes", n_workers=2, progress=False)
+        shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+        checkpoint_path(tmp_path / "resumed", 1).write_bytes(b"damaged")  # as the issue did: the one model left is retrained
+        with pytest.warns(UserWarning, match="seed0001.pt"):
+            resumed = train_pool("gat", cora_task, cfg, [0, 1], tmp_path / "resumed", backend="processes", n_workers=2, progress=False)
+        assert torch.get_num_threads() == 2, "the calling process's thread count was not restored"
+    assert [e.reused for e in resumed] == [True, False] and threads_used == [1], f"trained here with {threads_used} thread(s)"
+    for a, b in zip(whole, resumed):
+        assert _numbers(a) == _numbers(b), f"seed {a.seed}"
+
+
+def test_a_folder_where_a_checkpoint_goes_is_refused_before_training(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 5: a folder named seed0002.pt crashed the pool after training (IsADirectoryError)."""
+    _no_training(monkeypatch)
+    (tmp_path / "seed0002.pt").mkdir()
+    with pytest.raises(ValueError, match=r"train_pool: .*seed0002\.pt is not a file, and seed 2's checkpoint goes there"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", max_epochs=1, device="cpu"), [1, 2], tmp_path, progress=False)
+
+
+class _FullDisk:
+    """The folder `folder` on a disk with `free` bytes left: a write past them fails as on a real full disk, both
+    through Python's open (OSError ENOSPC) and through torch's own file writer (its RuntimeError, as seen in issue #24)."""
+
+    def __init__(self, folder: Path, free: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        import builtins
+
+        self.folder, self.free, self._open, self._save = folder, free, builtins.open, torch.save
+        monkeypatch.setattr(builtins, "open", self.open)
+        monkeypatch.setattr(torch, "save", self.save)
+
+    def open(self, file, mode="r", *args, **kwargs):
+        handle = self._open(file, mode, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and Path(file).parent == self.folder and "w" in mode:
+            handle.write = self._writer(handle.write)
+        return handle
+
+    def _writer(self, write):
+        def filling(data) -> int:
+            data = bytes(data)
+            if len(data) > self.free:
+                write(data[: self.free])
+                self.free = 0
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.free -= len(data)
+            return write(data)
+
+        return filling
+
+    def save(self, obj, f, *args, **kwargs) -> None:
+        if not (isinstance(f, (str, os.PathLike)) and Path(f).parent == self.folder):
+            return self._save(obj, f, *args, **kwargs)
+        buffer = io.BytesIO()
+        self._save(obj, buffer, *args, **kwargs)
+        try:
+            with self.open(f, "wb") as out:
+                out.write(buffer.getvalue())
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5056 vs 4944") from None
+
+
+def test_a_full_disk_is_named_and_keeps_the_checkpoints_written(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 6: a pool on a 160 KiB filesystem failed with `[enforce fail at inline_container.cc:672] . unexpected pos`."""
+    cfg = train_config("fcnn", max_epochs=1, device="cpu")
+    (first,) = train_pool("fcnn", abalone_task, cfg, [0], tmp_path / "sized", progress=False)
+    out = tmp_path / "pool"
+    out.mkdir()
+    with monkeypatch.context() as patch:
+        _FullDisk(out, free=first.checkpoint.stat().st_size * 3 // 2, monkeypatch=patch)  # room for one checkpoint and a half
+        with pytest.raises(OSError, match=r"no space left on device for the checkpoint .*seed0001\.pt") as err:
+            train_pool("fcnn", abalone_task, cfg, [0, 1, 2], out, progress=False)
+    assert err.value.errno == errno.ENOSPC
+    assert sorted(p.name for p in out.iterdir()) == ["seed0000.pt"], "a temporary file was left, or the intact checkpoint removed"
+    entries = train_pool("fcnn", abalone_task, cfg, [0, 1, 2], out, progress=False)
+    assert [e.reused for e in entries] == [True, False, False]
+
+
+POOL_FROM_STDIN = """
+from sharplib.data import load_abalone
+from sharplib.pool import train_pool
+from sharplib.protocol import train_config
+task = load_abalone({root!r})
+entries = train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0, 1], {out!r}, backend="processes", n_workers=2, progress=False)
+print("trained", [e.seed for e in entries])
+"""
+
+
+def test_processes_backend_from_standard_input_trains_in_one_process(data_root: Path, tmp_path: Path) -> None:
+    """Row 8: the README's pool example run from standard input: the workers failed (FileNotFoundError '<stdin>'),
+    the parent with BrokenProcessPool. Now one warning line says why, and the pool trains in the calling process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    code = POOL_FROM_STDIN.format(root=str(data_root), out=str(tmp_path / "pool"))
+    run = subprocess.run([sys.executable, "-"], input=code, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "trained [0, 1]" in run.stdout
+    assert "trains in this process only" in run.stderr and "'<stdin>' is not a file" in run.stderr and "__main__" in run.stderr
+    assert sorted(p.name for p in (tmp_path / "pool").iterdir()) == ["seed0000.pt", "seed0001.pt"]
+
+
+@pytest.mark.parametrize("out_dir", ["/proc/x", "/proc/x/pool", f"{'x' * 300}/pool"])
+def test_an_out_dir_that_cannot_be_written_is_refused_before_training(out_dir: str, abalone_task: Task, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 9: out_dir="/proc/x" passed the check (os.access says yes to root) and failed with a raw FileNotFoundError."""
+    _no_training(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"train_pool\.out_dir = .* cannot be written"):
+        train_pool("fcnn", abalone_task, train_config("fcnn", device="cpu"), [0], out_dir, progress=False)
+    assert list(tmp_path.iterdir()) == [], "the check left something behind"
+
+
+def test_a_cpu_device_with_an_index_is_refused_by_name() -> None:
+    """Row 9: device="cpu:3" was accepted (torch runs it on the one CPU device)."""
+    with pytest.raises(ValueError, match=r"TrainConfig\.device: device 'cpu:3' does not exist: the CPU is one device, 'cpu'"):
+        train_config("fcnn", device="cpu:3")
+    assert train_config("fcnn", device="cpu:0").device == "cpu:0"

@@ -37,3 +37,11 @@ def test_result_table_is_the_tracked_results() -> None:
         assert (tau.strip(), low.strip(), high.strip()) == (_signed(results["tau"]), *map(_signed, results["tau_ci"])), model
         p = results["p_value"]
         assert p_value.strip() == ("< 0.001" if p < 0.001 else f"{p:.2g}"), model
+
+
+def test_provenance_line_is_the_locks() -> None:
+    """The README says what computed the tracked results in the words the paper's byline uses, from the locks."""
+    from sharplib.report import provenance_sentence
+
+    expected = provenance_sentence(README.parent / "results")
+    assert f"\n> {expected}\n" in README.read_text(), f"README's provenance line should read:\n> {expected}"

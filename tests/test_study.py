@@ -24,6 +24,14 @@ def test_profile_defaults_and_overrides() -> None:
     assert StudyParams("gat", rho=0.5).sharpness_config().rho == 0.5
 
 
+def test_the_quick_profile_trains_lenet5_on_its_first_6000_images() -> None:
+    assert StudyParams("lenet5", profile="quick").resolved("train_rows") == 6000
+    assert StudyParams("lenet5", profile="quick", train_rows=100).resolved("train_rows") == 100
+    assert [StudyParams(arch, profile=p).resolved("train_rows") for arch in TABLE1 for p in ("full", "quick") if (arch, p) != ("lenet5", "quick")] == [None] * 5
+    assert "training on the first 6000 training images only" in introduction(StudyParams("lenet5", profile="quick"))
+    assert "training on the first" not in introduction(StudyParams("lenet5"))
+
+
 def test_namespace_with_an_unknown_parameter_is_refused() -> None:
     # `In`: the kernel's input history, the check cell last, the parameters and papermill's cell before it
     history = ["import x", 'arch = "fcnn"\nprofile = "quick"', "# Parameters\nn_modles = 3\n", "check"]
@@ -87,7 +95,7 @@ def test_check_device_names_the_field(value: object, message: str) -> None:
 
 
 @pytest.mark.parametrize("field, value", [("n_models", 0), ("n_models", "50"), ("rho", -1.0), ("profile", "huge"), ("device", "gpu0"), ("n_restarts", 2.5),
-                                          ("rho", math.inf), ("device", "cuda:99")])
+                                          ("rho", math.inf), ("device", "cuda:99"), ("train_rows", 0), ("train_rows", 60.5)])
 def test_bad_values_name_the_parameter(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field if field != "device" else "device"):
         StudyParams("fcnn", **{field: value})
@@ -117,6 +125,7 @@ def test_results_round_trip(tmp_path: Path) -> None:
     assert path == tmp_path / "fcnn" / "results.json" and json.loads(path.read_text()) == summary
     assert summary["tau"] == 0.5 and summary["tau_ci"] == [0.1, 0.9] and summary["n_models"] == 6
     assert summary["train_config"]["lr"] == 0.014 and summary["provenance"]["torch"]
+    assert summary["train_rows"] is None and summary["params"]["train_rows"] is None  # FCNN trains on every row
     assert list(loaded["seed"]) == list(table["seed"])
 
 

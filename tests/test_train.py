@@ -16,7 +16,7 @@ from sharplib.protocol import train_config
 from sharplib.task import Task
 from torch.func import stack_module_state, vmap
 
-from sharplib.train import GraphedEpoch, TrainConfig, _eager_epoch, sgd_step, should_stop, train_batched, train_model
+from sharplib.train import GraphedEpoch, TrainConfig, TrainResult, _eager_epoch, reached_target, sgd_step, should_stop, train_batched, train_model
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -209,3 +209,94 @@ def test_graphed_epoch_bookkeeping_equals_the_eager_epoch(tasks: dict[str, Task]
         assert torch.equal(graph_params[name], eager_params[name]), name
     for name in eager_buffers:
         assert torch.equal(graph_buffers[name], eager_buffers[name]), name
+
+
+@pytest.mark.parametrize("n_models", [1, 2])
+def test_the_trained_models_are_moved_to_the_configs_device(abalone_task: Task, monkeypatch: pytest.MonkeyPatch, n_models: int) -> None:
+    """A model built on the CPU, trained with device="cuda", was evaluated on the CPU against a task on CUDA
+    ("Expected all tensors to be on the same device"). Here torch's "meta" device stands in for the GPU:
+    it has no numbers, so the epoch's steps are skipped and `_finish` only records where the model and task are."""
+    from sharplib import train
+
+    monkeypatch.setattr(train, "resolve_device", lambda device: torch.device("meta"))
+    monkeypatch.setattr(train, "_eager_epoch", lambda step, params, buffers, task, orders, cfg, batched: (params, [1.0] * len(orders)))
+    seen = []
+
+    def finish(model: torch.nn.Module, state: dict, task: Task, cfg: TrainConfig, *rest: object) -> tuple[torch.nn.Module, None]:
+        seen.append((next(model.parameters()).device.type, task.device.type))
+        return model, None
+
+    monkeypatch.setattr(train, "_finish", finish)
+    cfgs = [train_config("fcnn", seed=s, max_epochs=1, device="cpu") for s in range(n_models)]
+    train_batched([init_model("fcnn", c) for c in cfgs], abalone_task, cfgs, trained_by="batched" if n_models > 1 else "sequential")
+    assert seen == [("meta", "meta")] * n_models
+
+
+# --- the target-loss stopping rule (issue #21: models at equal training progress) ---------------------------
+
+@pytest.mark.parametrize("value", [0, -0.1, math.inf, math.nan, "0.1", True])
+def test_bad_target_loss_names_the_field(value: object) -> None:
+    with pytest.raises(ValueError, match="TrainConfig.target_loss"):
+        TrainConfig.from_dict({"lr": 0.1, "target_loss": value})
+
+
+def test_target_rule_replaces_the_relative_change_rule() -> None:
+    cfg = TrainConfig(lr=0.1, max_epochs=5, target_loss=1.0)
+    assert should_stop([1.0], cfg) and reached_target([1.0], cfg)  # L_e <= L* already at epoch 1
+    assert not should_stop([1.5, 1.49], cfg)  # a 1 % change no longer stops
+    assert should_stop([1.5, 1.2, 0.9], cfg) and reached_target([1.5, 1.2, 0.9], cfg)
+    assert should_stop([2.0] * 5, cfg) and not reached_target([2.0] * 5, cfg)  # capped at max_epochs, flagged
+    assert should_stop([2.0, math.nan], cfg) and not reached_target([2.0, math.nan], cfg)  # diverged
+    floor = TrainConfig(lr=0.1, max_epochs=5, min_epochs=3, target_loss=1.0)
+    assert not should_stop([0.5, 0.4], floor) and should_stop([0.5, 0.4, 0.3], floor)
+    assert reached_target([0.5], TrainConfig(lr=0.1)) is None  # no target
+
+
+def _curve(task: Task, seed: int, epochs: int) -> list[float]:
+    """The epoch losses of `epochs` epochs without a target (min_epochs = max_epochs: no early stop)."""
+    cfg = train_config("fcnn", seed=seed, min_epochs=epochs, max_epochs=epochs, device="cpu")
+    return train_model(init_model("fcnn", cfg).to(task.x_train.dtype), task, cfg)[1].epoch_losses
+
+
+def test_training_stops_at_the_first_epoch_at_or_below_the_target(abalone_task: Task) -> None:
+    curve = _curve(abalone_task, seed=2, epochs=5)
+    target = curve[2]  # reached (with equality) at epoch 3 at the latest
+    first = next(e for e, loss in enumerate(curve, 1) if loss <= target)
+    cfg = train_config("fcnn", seed=2, max_epochs=5, device="cpu", target_loss=target)
+    _, result = train_model(init_model("fcnn", cfg), abalone_task, cfg)
+    assert result.epochs == first and result.epoch_losses == curve[:first]  # the same steps, stopped earlier
+    assert result.reached_target is True
+
+
+def test_a_model_that_cannot_reach_the_target_is_capped_and_flagged(abalone_task: Task) -> None:
+    cfg = train_config("fcnn", seed=0, max_epochs=2, device="cpu", target_loss=1e-6)
+    _, result = train_model(init_model("fcnn", cfg), abalone_task, cfg)
+    assert result.epochs == 2 and result.reached_target is False and not result.diverged
+
+
+def test_without_a_target_nothing_changes(abalone_task: Task) -> None:
+    cfg = train_config("fcnn", seed=1, max_epochs=3, device="cpu")
+    assert cfg.target_loss is None
+    _, result = train_model(init_model("fcnn", cfg), abalone_task, cfg)
+    assert result.reached_target is None
+    old = {k: v for k, v in result.as_dict().items() if k != "reached_target"}  # a checkpoint written before the field
+    assert TrainResult(**old) == result
+
+
+def test_batched_target_training_equals_sequential(abalone_task: Task) -> None:
+    # float64, as test_batched_fcnn_equals_sequential. L* midway between two seeds' second-epoch losses:
+    # some seeds reach it early and leave the stack, others later or never (capped at 3 epochs).
+    task = _double(abalone_task)
+    seeds = range(6)
+    second = sorted(_curve(task, s, 2)[1] for s in seeds)
+    target = (second[2] + second[3]) / 2
+    cfgs = [train_config("fcnn", seed=s, max_epochs=3, device="cpu", target_loss=target) for s in seeds]
+    batched = train_batched([init_model("fcnn", c).double() for c in cfgs], task, cfgs)
+    assert len({result.epochs for _, result in batched}) > 1, "seeds should reach L* at different epochs"
+    assert {result.reached_target for _, result in batched} == {True, False}, "some seeds should miss L* within the cap"
+    for cfg, (model, result) in zip(cfgs, batched):
+        reference, reference_result = train_model(init_model("fcnn", cfg).double(), task, cfg)
+        assert (result.epochs, result.reached_target) == (reference_result.epochs, reference_result.reached_target)
+        assert result.reached_target == (result.epoch_losses[-1] <= target)
+        for name, value in _weights(model).items():
+            torch.testing.assert_close(value, _weights(reference)[name], rtol=0, atol=1e-5)

@@ -1,0 +1,112 @@
+"""What computes a step's numbers, as one hash H (the pipeline's command line is `python -m sharplib.fingerprint`).
+
+For a step (study, ablation or measures) of one architecture,
+
+    H = SHA-256( the step's notebook, the source of every sharplib module it runs that computes numbers,
+                 the parameters make passes it, the checksums of the data its task reads, the upstream step's H )
+
+Modules that only render results (RENDERING: figures, tables, sentences) and the build's own tooling
+(TOOLING) are left out, with whatever only they import: editing the paper's words reruns no notebook.
+Make writes H into a lock file beside the results (`lockfile.py`), never the notebook. Standard library
+only: make asks this before any virtual environment exists.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import checksums, deps
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHS: tuple[str, ...] = ("fcnn", "lenet5", "gat")  # tests/test_fingerprint.py checks them against protocol.TABLE1
+# arch -> the folder of the data root its task reads
+DATA_FOLDERS: dict[str, str] = {"fcnn": "abalone/", "lenet5": "fashion-mnist/", "gat": "cora/"}
+RENDERING = frozenset({"sharplib.report", "sharplib.measures_report"})
+TOOLING = frozenset({"sharplib.fingerprint", "sharplib.stephash", "sharplib.lockfile", "sharplib.evidence", "sharplib.deps"})
+# Notebook parameters that say where files go, not what is computed: left out of H and of the lock's check.
+PLACEMENT = frozenset({"results_dir", "data_root", "n_workers"})
+
+
+@dataclass(frozen=True)
+class Step:
+    """One notebook run per architecture: its source, the files it writes (the summary JSON last), the step it reuses."""
+
+    name: str
+    notebook: str
+    outputs: tuple[str, ...]
+    upstream: str | None = None
+
+    @property
+    def summary(self) -> str:
+        return self.outputs[0]
+
+
+STEPS: dict[str, Step] = {
+    "study": Step("study", "notebooks/study.py", ("results.json", "models.csv", "notebook.ipynb")),
+    "ablation": Step("ablation", "notebooks/ablation.py", ("ablation.json", "ablation.csv", "rho.csv", "ablation.ipynb"), "study"),
+    "measures": Step("measures", "notebooks/measures.py", ("measures.json", "measures.csv", "measures.ipynb"), "study"),
+}
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def compute_files(step: str, root: Path = REPO) -> list[Path]:
+    """The notebook of `step` and the sharplib modules it runs that compute (rendering and tooling left out)."""
+    notebook = root / STEPS[step].notebook
+    return sorted({notebook, *deps.module_files([notebook], root / "sharplib", skip=RENDERING | TOOLING)})
+
+
+def make_parameters(step: str, arch: str, profile: str, backend: str) -> dict[str, Any]:
+    """The parameters make passes the notebook (`-p NAME VALUE`), results_dir aside: the ones H covers."""
+    return {"arch": arch, "profile": profile, "backend": backend}
+
+
+def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:
+    """Everything H covers, each part named: files (path: sha256), parameters, data (file: sha256), upstream H."""
+    if step not in STEPS:
+        raise ValueError(f"step must be one of {sorted(STEPS)}, got {step!r}")
+    if arch not in DATA_FOLDERS:
+        raise ValueError(f"arch must be one of {sorted(DATA_FOLDERS)}, got {arch!r}")
+    record: dict[str, Any] = {
+        "files": {str(p.relative_to(root)): sha256_file(p) for p in compute_files(step, root)},
+        "parameters": make_parameters(step, arch, profile, backend),
+        "data": {name: sha for table in (checksums.RAW, checksums.IDX) for name, sha in sorted(table.items())
+                 if name.startswith(DATA_FOLDERS[arch])},
+    }
+    upstream = STEPS[step].upstream
+    if upstream is not None:
+        record["upstream"] = {upstream: fingerprint(upstream, arch, profile, backend, root)["hash"]}
+    return record
+
+
+def fingerprint(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:
+    """{"hash": H, **inputs}."""
+    record = inputs(step, arch, profile, backend, root)
+    # H = SHA-256 of the inputs, serialized canonically (sorted keys)
+    return {"hash": hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), **record}
+
+
+def changed_inputs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The names of the inputs that differ between two `inputs` records (files, parameters, data, upstream steps)."""
+    changed = []
+    for part in ("files", "parameters", "data", "upstream"):
+        a, b = old.get(part) or {}, new.get(part) or {}
+        changed += [f"{part}:{key}" if part != "files" else key for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+    return changed
+
+
+def notebook_defaults(step: str, root: Path = REPO) -> dict[str, Any]:
+    """The literal values the notebook's `parameters` cell assigns (papermill's defaults)."""
+    source = (root / STEPS[step].notebook).read_text()
+    cell = source.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
+    defaults: dict[str, Any] = {}
+    for node in ast.parse(cell).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    return defaults

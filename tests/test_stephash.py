@@ -1,0 +1,88 @@
+"""A step's hash covers the code that computes its numbers, its parameters and its data: not rendering, tooling or file times."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sharplib import deps, stephash
+from sharplib.protocol import TABLE1, spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A copy of what the hash reads, so that tests can edit it."""
+    for folder in ("sharplib", "notebooks"):
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "*.ipynb"))
+    return tmp_path
+
+
+def hashes(root: Path, profile: str = "full", backend: str = "auto") -> dict[tuple[str, str], str]:
+    return {(step, arch): stephash.fingerprint(step, arch, profile, backend, root)["hash"] for step in stephash.STEPS for arch in stephash.ARCHS}
+
+
+def append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+def test_archs_and_data_folders_follow_the_protocol() -> None:
+    assert stephash.ARCHS == tuple(TABLE1)
+    assert {arch: spec(arch).dataset.replace("_", "-") + "/" for arch in stephash.ARCHS} == stephash.DATA_FOLDERS
+
+
+def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
+    before = hashes(checkout)
+    assert len(set(before.values())) == 9, "each step of each arch has its own hash"
+    for path in [*checkout.glob("sharplib/*.py"), *checkout.glob("notebooks/*.py")]:
+        os.utime(path, (1, 1))  # file times alone
+    for name in ("report", "measures_report", "fingerprint", "lockfile", "evidence", "deps", "teaching"):
+        append(checkout / "sharplib" / f"{name}.py", "\nWORDING = 'a statement, not only a comment'\n")
+    assert hashes(checkout) == before
+
+
+def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout: Path) -> None:
+    before = hashes(checkout)
+    append(checkout / "sharplib" / "measures.py", "\n# an edit\n")  # the panel: the measures step only
+    after = hashes(checkout)
+    assert {key for key in before if after[key] != before[key]} == {("measures", arch) for arch in stephash.ARCHS}
+    append(checkout / "notebooks" / "ablation.py", "\n# an edit\n")
+    again = hashes(checkout)
+    assert {key for key in after if again[key] != after[key]} == {("ablation", arch) for arch in stephash.ARCHS}
+    append(checkout / "sharplib" / "train.py", "\nUNUSED = 1\n")  # training: every step, through the study's hash too
+    assert all(a != b for a, b in zip(hashes(checkout).values(), again.values()))
+
+
+def test_parameters_data_and_the_upstream_step_are_covered(checkout: Path) -> None:
+    base = stephash.fingerprint("study", "gat", "full", "auto", checkout)
+    assert stephash.fingerprint("study", "gat", "quick", "auto", checkout)["hash"] != base["hash"]
+    assert stephash.fingerprint("study", "gat", "full", "ray", checkout)["hash"] != base["hash"]
+    assert sorted(base["data"]) == sorted(k for k in stephash.checksums.RAW if k.startswith("cora/"))
+    assert stephash.fingerprint("ablation", "gat", "full", "auto", checkout)["upstream"] == {"study": base["hash"]}
+    with pytest.raises(ValueError, match="arch"):
+        stephash.fingerprint("study", "resnet", "full", "auto", checkout)
+
+
+def test_changed_inputs_names_them(checkout: Path) -> None:
+    old = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
+    append(checkout / "sharplib" / "sharpness.py", "\n# an edit\n")
+    new = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
+    assert stephash.changed_inputs(old, new) == ["sharplib/sharpness.py", "upstream:study"]
+
+
+def test_no_module_that_computes_imports_one_that_renders() -> None:
+    """Rendering and tooling are left out of the hash with what only they import: a computing module that
+    imported them would hide code that moves numbers from the hash."""
+    left_out = stephash.RENDERING | stephash.TOOLING
+    for step in stephash.STEPS:
+        for path in stephash.compute_files(step):
+            if path.parent.name == "sharplib":
+                assert not deps.imported_names(path) & left_out, f"{path.name} imports {deps.imported_names(path) & left_out}"
+
+
+def test_notebook_defaults_are_the_parameters_cell() -> None:
+    defaults = stephash.notebook_defaults("study")
+    assert defaults["arch"] == "fcnn" and defaults["n_models"] is None and "backend" in defaults
