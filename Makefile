@@ -12,6 +12,7 @@
 #   make progress              is sharpness more than training progress? the study's pool given its training loss,
 #                              a pool trained to a common loss L*, and tau along training (make paper runs it too)
 #   make lab                   JupyterLab on the notebooks
+#   make handout               the teaching notebook's student and instructor versions, and the wheel (build/handout/)
 #   make browser               installs Chromium (apt-get, only when missing) for the browser test
 #   make clean                 removes generated files (results/ keeps trained models: make clean-results)
 SHELL := /bin/bash
@@ -21,7 +22,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export SHARPLIB_DATA ?= $(abspath ../shared/data)
+# The shared offline copies where this checkout has them, else the project's own ./data (sharplib.data's default).
+export SHARPLIB_DATA ?= $(abspath $(if $(wildcard ../shared/data),../shared/data,data))
 
 PROFILE ?= full
 ifeq ($(filter $(PROFILE),full quick),)
@@ -172,10 +174,29 @@ test: $(VENV)/.installed $(VENV)/.cluster
 # the news pop-up. LAB_ARGS adds server options (tests/test_lab.py passes a port and a token).
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d
 LAB_ARGS ?=
+# IPYTHONDIR points the kernels at a profile under build/ holding lab/ipython_kernel_config.py, which loads
+# sharplib.notebook at start-up: a cell run before the cell it needs says, in one line, which cell to run.
+LAB_IPYTHON := build/ipython
 lab: $(VENV)/.installed
-	mkdir -p $(LAB_SETTINGS)
+	mkdir -p $(LAB_SETTINGS) $(LAB_IPYTHON)/profile_default
 	cp lab/overrides.json $(LAB_SETTINGS)/sharplib.json
-	$(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+	cp lab/ipython_kernel_config.py $(LAB_IPYTHON)/profile_default/
+	IPYTHONDIR=$(abspath $(LAB_IPYTHON)) $(VENV)/bin/jupyter lab --ip=127.0.0.1 --no-browser --ServerApp.root_dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
+
+# ---------------------------------------------------------------- teaching: the wheel and the handouts
+# `make wheel`: sharplib as a wheel (build/wheel/), for installing it without the repository.
+# `make handout`: from notebooks/teaching_sharpness.py (sharplib/handout.py, nbgrader's conventions) the
+# student's notebook (no solutions, no hidden tests, no outputs) and the instructor's (executed, with the
+# solutions), with the wheel beside them: build/handout/ is what to hand out.
+WHEEL_DIR := build/wheel
+HANDOUT_DIR := build/handout
+.PHONY: wheel handout
+wheel: $(VENV)/.installed
+	rm -rf $(WHEEL_DIR)
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(WHEEL_DIR) .
+handout: wheel
+	$(PY) -m sharplib.handout notebooks/teaching_sharpness.py $(HANDOUT_DIR)
+	cp $(WHEEL_DIR)/sharplib-*.whl $(HANDOUT_DIR)/
 
 clean:
 	rm -rf $(GENERATED) notebooks/*.ipynb build

@@ -33,6 +33,10 @@
 # `ablation.csv`, `rho.csv` and, last, `ablation.json`.
 
 # %%
+from sharplib import notebook
+
+notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
+
 import dataclasses
 import time
 
@@ -50,12 +54,11 @@ from sharplib.study import provenance
 from sharplib.task import resolve_device
 
 sns.set_theme(style="whitegrid")
-_before = set(globals())
 
 # %% tags=["parameters"]
 arch = "fcnn"  # "fcnn", "lenet5" or "gat": whose study pool to reuse
-profile = "full"  # "full" or "quick"; must be the profile the study ran with
-results_dir = "results"
+profile = "quick"  # make passes its own; "full" or "quick"; must be the profile the study ran with
+results_dir = None  # None: <repository root>/build/scratch (git-ignored); make passes results or results-quick
 n_models = None  # None: the profile's (full: the whole pool; LeNet-5: its first few models, see the profile)
 n_restarts = None  # None: the profile's (full: the study's restarts)
 rho_factors = None  # None: the profile's grid, as multiples of the report's rho (must contain 1)
@@ -66,7 +69,7 @@ backend = "auto"  # where pools train and sharpness runs: "auto", "batched", "pr
 device = "auto"
 
 # %%
-params = ablation.AblationParams.from_namespace(globals(), _before)
+params = ablation.AblationParams.from_namespace(globals())
 torch.set_num_threads(1)  # small tensors: a second thread only contends with the workers (and a parallel make)
 inputs = params.inputs()  # the study's pool and configs; an error if the study has not run with this profile
 n_used = params.models_used(inputs)

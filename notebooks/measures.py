@@ -23,6 +23,10 @@
 # `make` runs this notebook per architecture after the study, whose pool it reuses.
 
 # %%
+from sharplib import notebook
+
+notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
+
 import time
 
 import matplotlib.pyplot as plt
@@ -40,22 +44,21 @@ from sharplib.study import provenance
 from sharplib.task import resolve_device
 
 sns.set_theme(style="whitegrid")
-_before = set(globals())
 
 # %% tags=["parameters"]
 arch = "fcnn"  # "fcnn" (Abalone), "lenet5" (FashionMNIST) or "gat" (Cora)
-profile = "full"  # "full": the 3 × 3 grid, 5 seeds a cell, the study's 50 models; "quick": a 2 × 2 grid
+profile = "quick"  # make passes its own; "full": the 3 × 3 grid, 5 seeds a cell, the study's 50 models; "quick": a 2 × 2 grid
 n_seed_models = None  # None: the profile's number of the study's models (the seed-only pool)
 n_restarts = None  # None: the profile's worst-case restarts
 n_resamples = None  # None: the profile's bootstrap resamples
 device = "auto"
 backend = "auto"  # where the grid's pools train: "auto", "batched", "processes" or "ray"
-results_dir = "results"
+results_dir = None  # None: <repository root>/build/scratch (git-ignored); make passes results or results-quick
 
 # %%
-params = measures_study.MeasuresParams.from_namespace(globals(), _before)
+params = measures_study.MeasuresParams.from_namespace(globals())
 measures_cfg = params.measures_config()
-inputs = study_inputs(params.results_dir, params.arch)  # the study's pool and settings; an error if it has not run
+inputs = study_inputs(params.results_path, params.arch)  # the study's pool and settings; an error if it has not run
 print(params, measures_cfg, params.grid, sep="\n")
 
 # %% [markdown]

@@ -18,6 +18,10 @@
 # and writes `results/<arch>/`.
 
 # %%
+from sharplib import notebook
+
+notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
+
 import time
 
 import matplotlib.pyplot as plt
@@ -34,21 +38,20 @@ from sharplib.stats import finite_pairs, kendall
 from sharplib.task import resolve_device
 
 sns.set_theme(style="whitegrid")
-_before = set(globals())
 
 # %% tags=["parameters"]
 arch = "fcnn"  # "fcnn" (Abalone), "lenet5" (FashionMNIST) or "gat" (Cora)
-profile = "full"  # "full": the study (50 models); "quick": a small pool to check the chain
+profile = "quick"  # make passes its own; "full": the study (50 models); "quick": a small pool to check the chain
 n_models = None  # None: the profile's pool size
 n_restarts = None  # None: the profile's number of PGA restarts (the report: 50)
 rho = None  # None: Table I's value
 device = "auto"
 backend = "auto"  # where models train and sharpness runs: "auto", "batched", "processes" or "ray" (RAY_ADDRESS's cluster, else a local one)
 n_workers = None  # CPU worker processes for training (None: one per core)
-results_dir = "results"
+results_dir = None  # None: <repository root>/build/scratch (git-ignored); make passes results or results-quick
 
 # %%
-params = study.StudyParams.from_namespace(globals(), _before)
+params = study.StudyParams.from_namespace(globals())
 train_cfg, sharp_cfg, arch_spec = params.train_config(), params.sharpness_config(), spec(params.arch)
 
 # %%

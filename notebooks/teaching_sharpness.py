@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     cell_metadata_filter: tags,jupyter,-all
+#     cell_metadata_filter: tags,-all
 #     notebook_metadata_filter: kernelspec,-jupytext.text_representation
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
@@ -14,29 +14,55 @@
 #
 # A popular idea says that networks sitting in *flat* regions of the loss landscape generalize
 # better than networks sitting in *sharp* ones. To test it we need a number that says how sharp
-# a trained network is. This notebook builds the intuition for the one used in this project,
+# a trained network is. This lesson builds the intuition for the one used in this project,
 # **adaptive sharpness**, and shows why the plain version is not good enough.
 #
-# You will:
+# **Learning objectives.** After this lesson you can
 #
-# 1. train a small fully connected network (FCNN) on the Abalone regression data;
-# 2. change its weights *without changing the function it computes*, and watch plain sharpness
-#    jump by orders of magnitude while adaptive sharpness stays put;
-# 3. open the estimator and look at what it does, restart by restart and step by step;
-# 4. see how the measured sharpness grows with the size ρ of the neighbourhood;
-# 5. check your understanding with three short exercises.
+# 1. explain why rescaling the layers of a ReLU network changes its weights but not its function;
+# 2. say why plain (standard) sharpness is therefore not a property of the function, and why
+#    adaptive sharpness ($c = |w|$) is;
+# 3. tell the *measure* from its *estimator*: an invariant box searched by a step rule that may not be;
+# 4. read how sharpness grows with the size ρ of the neighbourhood, and what that says about the minimum.
+#
+# **Prerequisites.** Gradient descent and a loss function; what a ReLU network computes; reading
+# Python and pandas. No PyTorch is needed beyond calling the functions shown.
+#
+# **Time.** About 45 minutes: 5 for Run All (the notebook itself computes in about 20 s on a laptop
+# CPU), 20 to read the explanations and plots, 20 for the five exercises. A discussion section and
+# references close the lesson.
+#
+# **How to work.** Run the cells from top to bottom (*Run → Run All Cells* works too, as often as
+# you like: every cell may be rerun). Change a parameter, then Run All again. Each exercise has an
+# answer cell and a check cell below it that prints one line: *correct*, *not yet* with a hint, or
+# *no answer yet*. A wrong answer never stops the notebook.
 #
 # Everything is computed by the `sharplib` library; the notebook only calls it and plots.
-# With the default parameters the whole notebook runs in well under a minute on a laptop CPU.
-#
-# Run the cells from top to bottom (*Run → Run All Cells* works too).
 
 # %%
-import math
-import warnings
+# Installs sharplib when it is missing (a handout opened outside the project): from $SHARPLIB_WHEEL (a wheel's
+# path or URL, or a pip requirement such as a git URL), else from the sharplib-*.whl handed out with this notebook.
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
 
-warnings.filterwarnings("ignore", message="IProgress not found")  # no progress bars are used here
-warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated")  # raised while torch_geometric loads
+if importlib.util.find_spec("sharplib") is None:
+    wheels = sorted(pathlib.Path.cwd().glob("sharplib-*.whl"))
+    source = os.environ.get("SHARPLIB_WHEEL") or (str(wheels[-1]) if wheels else None)
+    if source is None:
+        raise SystemExit("sharplib is not installed: put the sharplib-*.whl you were given next to this notebook, then rerun")
+    print(f"installing sharplib from {source} (once) ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", source], check=True)
+    importlib.invalidate_caches()
+
+# %%
+from sharplib import notebook
+
+notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
+
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,20 +77,16 @@ from sharplib.protocol import sharpness_config, train_config
 from sharplib.reparam import rescale
 from sharplib.sharpness import estimate_sharpness
 from sharplib.task import resolve_device
-from sharplib.teaching import TeachingParams
+from sharplib.teaching import Exercises, TeachingParams
 from sharplib.train import train_model
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.set_num_threads(1)  # the network is tiny: one thread is the fastest
 
-# Remember which names exist before the parameters are set, so that the check two cells
-# below can tell a misspelt parameter (e.g. injected by papermill) from a real one.
-_names_before_parameters = {name for name in globals() if not name.startswith("_")}
-
 # %% [markdown]
 # ## Parameters
 #
-# Change these to experiment. Papermill (and the tests) override them from outside.
+# Change these to experiment, then Run All. Papermill (and the tests) override them from outside.
 
 # %% tags=["parameters"]
 seed = 0  # drives the initialization, the data order and the sharpness batches
@@ -74,16 +96,16 @@ rho = 0.025  # size of the neighbourhood (the report's value for the FCNN)
 factors = [0.1, 0.3, 1.0, 3.0, 10.0]  # rescaling factors r tried in part 2 (must contain 1)
 rescale_layer = 1  # which hidden layer is rescaled (1 or 2)
 rho_grid = [0.001, 0.003, 0.01, 0.025, 0.05, 0.1]  # neighbourhood sizes for part 4
-show_solutions = False  # True fills in the exercises' answers
+grading = False  # True: an exercise that is not correct stops the run (the instructor's handout build)
 results_dir = "results/teaching"  # where invariance.csv is written (relative: to the repository root)
 device = "cpu"  # "cpu", "cuda", "cuda:N" or "auto"
 
 # %%
 # Check the parameters before spending any time on them: a misspelt name or a wrong value stops here.
-params = TeachingParams.from_namespace(globals(), _names_before_parameters)
-_names_before_parameters = None  # when this cell is rerun after later ones, only the values are checked
+params = TeachingParams.from_namespace(globals())
 factors, rho_grid = params.factors, params.rho_grid  # sorted, without repeats
 RESULTS, DATA_ROOT, DEVICE = params.results_path, params.data_root, str(resolve_device(device))
+exercises = Exercises(grading=params.grading)
 print(f"parameters OK; device {DEVICE}; results go to {RESULTS}")
 
 # %% [markdown]
@@ -97,7 +119,7 @@ print(f"parameters OK; device {DEVICE}; results go to {RESULTS}")
 # predicting the average".
 
 # %%
-task = load_task("abalone", root=DATA_ROOT, device=DEVICE)
+task = load_task("abalone", root=DATA_ROOT, device=DEVICE, download=True)  # fetched and checksummed when missing
 train_cfg = train_config("fcnn", seed=seed, max_epochs=max_epochs, device=DEVICE)
 model, trained = train_model(init_model("fcnn", train_cfg), task, train_cfg)
 print(f"{task.n_train} training rows, {len(task.x_test)} test rows")
@@ -344,24 +366,9 @@ display(sweep.pivot(index="rho", columns="variant", values="sharpness").style.fo
 # %% [markdown]
 # ## 5. Exercises
 #
-# Each exercise has an answer cell holding `None`. Replace `None` with your answer and run the
-# check cell below it: it prints **correct**, or stops with a hint. While an answer is still `None`
-# the check is skipped, so the notebook always runs through. (Rerun with `show_solutions=True`
-# to see worked solutions; their cells are collapsed, click the `...` to open one.)
-
-# %%
-def check(exercise, answer, is_correct, hint):
-    """Skip while `answer` is None; otherwise assert that it is correct, with a hint if not."""
-    if answer is None:
-        print(f"Exercise {exercise}: no answer yet. Replace None above (or rerun with show_solutions=True).")
-        return
-    try:
-        correct = bool(is_correct(answer))
-    except Exception:  # an answer of the wrong shape is just a wrong answer
-        correct = False
-    assert correct, f"Exercise {exercise}: not quite, got {answer!r}. Hint: {hint}"
-    print(f"Exercise {exercise}: correct!")
-
+# Each exercise has an answer cell: replace `None` (or the empty text) with your answer, then run it
+# and the check cell below it. The check prints **correct**, **not yet** with a hint, or **no answer
+# yet**; it never stops the notebook. The last cell sums up which exercises are still open.
 
 # %% [markdown]
 # ### Exercise 1 (pen and paper)
@@ -369,53 +376,55 @@ def check(exercise, answer, is_correct, hint):
 # A weight has the value $w_i = -0.4$ and $\rho = 0.025$. By how much, at most, may the adaptive
 # perturbation move it, i.e. what is the largest allowed $|\delta_i|$?
 
-# %%
+# %% tags=["solution"]
 answer_1 = None  # a number
+### BEGIN SOLUTION
+answer_1 = 0.025 * abs(-0.4)  # |δ_i| <= ρ |w_i|; the standard box would allow 0.025
+### END SOLUTION
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
-if show_solutions and answer_1 is None:
-    answer_1 = 0.025 * abs(-0.4)  # |δ_i| <= ρ |w_i|
-    print(f"Solution: |δ_i| <= ρ |w_i| = 0.025 × 0.4 = {answer_1:g} (the standard box would allow 0.025).")
-
-# %%
-check(1, answer_1, lambda a: math.isclose(a, 0.01, rel_tol=1e-6),
-      "the adaptive box is |δ_i| <= ρ |w_i|; mind the absolute value.")
+# %% tags=["tests"]
+exercises.box_radius(answer_1)
+### BEGIN HIDDEN TESTS
+exercises.require(1)
+### END HIDDEN TESTS
 
 # %% [markdown]
-# ### Exercise 2 (code): one factor per unit
+# ### Exercise 2 (code): a rescaled network of your own
 #
 # The symmetry does not need the same $r$ for every unit: each hidden unit may get its own factor.
 # `rescale(model, r, layer=2)` accepts a tensor `r` with one positive factor per unit (64 of them).
 #
-# 1. Draw `r = torch.exp(torch.randn(64, generator=torch.Generator().manual_seed(1)))`
-#    (factors between about 0.05 and 20) and rescale hidden layer 2 of `model`.
-# 2. Check that the outputs on `task.x_train` do not change.
+# 1. Choose your own factors (for example `torch.exp(torch.randn(64, generator=torch.Generator().manual_seed(1)))`,
+#    between about 0.05 and 20) and rescale one hidden layer of `model`: call the result `my_network`.
+# 2. Check that its outputs on `task.x_train` are those of `model`.
 # 3. Compute the relative change $|S(w \odot r) - S(w)| / S(w)$ of **standard, steepest** and of
-#    **adaptive, steepest** sharpness (use `estimate_sharpness(net, task, sharpness_cfg(**VARIANTS[name]))`).
+#    **adaptive, steepest** sharpness, with `estimate_sharpness(net, task, sharpness_cfg(**VARIANTS[name])).mean`.
 #
-# Set `answer_2 = (standard_change, adaptive_change)`.
+# Set `answer_2 = (standard_change, adaptive_change)`. The check measures your network itself.
 
-# %%
+# %% tags=["solution"]
+my_network = None  # your rescaled copy of `model`
 answer_2 = None  # (relative change of standard sharpness, relative change of adaptive sharpness)
+### BEGIN SOLUTION
+r = torch.exp(torch.randn(64, generator=torch.Generator().manual_seed(1)))
+my_network = rescale(model, r.to(DEVICE), layer=2)
+with torch.no_grad():
+    print("largest output change:", (my_network(task.x_train) - model(task.x_train)).abs().max().item())
+changes = []
+for name in ("standard, steepest", "adaptive, steepest"):
+    before = estimate_sharpness(model, task, sharpness_cfg(**VARIANTS[name])).mean
+    after = estimate_sharpness(my_network, task, sharpness_cfg(**VARIANTS[name])).mean
+    changes.append(abs(after - before) / before)
+    print(f"{name}: {before:.4g} -> {after:.4g}")
+answer_2 = tuple(changes)
+### END SOLUTION
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
-if show_solutions and answer_2 is None:
-    r = torch.exp(torch.randn(64, generator=torch.Generator().manual_seed(1)))
-    per_unit = rescale(model, r.to(DEVICE), layer=2)
-    with torch.no_grad():
-        print("largest output change:", (per_unit(task.x_train) - model(task.x_train)).abs().max().item())
-    changes = []
-    for name in ("standard, steepest", "adaptive, steepest"):
-        before = estimate_sharpness(model, task, sharpness_cfg(**VARIANTS[name])).mean
-        after = estimate_sharpness(per_unit, task, sharpness_cfg(**VARIANTS[name])).mean
-        changes.append(abs(after - before) / before)
-        print(f"{name}: {before:.4g} -> {after:.4g}")
-    answer_2 = tuple(changes)
-
-# %%
-check(2, answer_2, lambda a: len(a) == 2 and a[0] > 0.01 and 0 <= a[1] < 1e-4,
-      "the standard change should be large (more than a few %) and the adaptive one tiny (below 1e-4). "
-      "Did you use the rescaled network for the second estimate, and the steepest rule for both?")
+# %% tags=["tests"]
+exercises.rescaled(answer_2, my_network, model, task.x_train,
+                   lambda net, name: estimate_sharpness(net, task, sharpness_cfg(**VARIANTS[name])).mean)
+### BEGIN HIDDEN TESTS
+exercises.require(2)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ### Exercise 3 (code): read the slope
@@ -423,25 +432,74 @@ check(2, answer_2, lambda a: len(a) == 2 and a[0] > 0.01 and 0 <= a[1] < 1e-4,
 # From the ρ sweep of part 4 (the DataFrame `sweep`), compute the log-log slope of
 # **adaptive, steepest** sharpness between the two smallest values of ρ in `rho_grid`:
 # $\log(S_2/S_1) / \log(\rho_2/\rho_1)$. Is it closer to 1 or to 2, and what does that tell you
-# about where SGD stopped?
+# about where SGD stopped? (The second half is for the discussion.)
 
-# %%
+# %% tags=["solution"]
 answer_3 = None  # the slope, a number
+### BEGIN SOLUTION
+small = sweep[sweep.variant == "adaptive, steepest"].sort_values("rho").head(2)
+(rho_1, rho_2), (s_1, s_2) = small.rho.to_numpy(), small.sharpness.to_numpy()
+answer_3 = math.log(s_2 / s_1) / math.log(rho_2 / rho_1)
+print(f"slope {answer_3:.2f}: close to 1, the first-order term ρ‖c ⊙ ∇L‖₁ dominates; the batch gradient is not zero,"
+      " SGD stopped near, not at, a minimum.")
+### END SOLUTION
 
-# %% jupyter={"source_hidden": true} tags=["solution"]
-if show_solutions and answer_3 is None:
-    small = sweep[sweep.variant == "adaptive, steepest"].sort_values("rho").head(2)
-    (rho_1, rho_2), (s_1, s_2) = small.rho.to_numpy(), small.sharpness.to_numpy()
-    answer_3 = math.log(s_2 / s_1) / math.log(rho_2 / rho_1)
-    print(f"Solution: slope {answer_3:.2f}. Close to 1 means the first-order term ρ‖c ⊙ ∇L‖₁ dominates: "
-          "the gradient on a batch is not zero, SGD stopped near, not at, a minimum.")
+# %% tags=["tests"]
+exercises.slope(answer_3, sweep)
+### BEGIN HIDDEN TESTS
+exercises.require(3)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Exercise 4 (in words): why invariance matters for prediction
+#
+# A study trains 50 networks, measures a flatness number for each and asks whether the number ranks
+# them by test loss (Kendall's τ). Explain, in two or three sentences, why a measure that changes
+# under the rescaling of part 2 can make such a ranking meaningless, even if every network was trained
+# the same way.
+
+# %% tags=["solution"]
+answer_4 = ""  # write your answer between the quotes
+### BEGIN SOLUTION
+answer_4 = """Model answer: rescaling gives the same function, hence the same test loss, with any standard sharpness
+we like (part 2: orders of magnitude). So standard sharpness can be made to rank the 50 networks in any order
+without changing one prediction: its τ with test loss then reflects how the training happened to scale the
+layers (initialization, learning rate, weight decay), not a property of the functions. An invariant measure
+cannot be moved this way; that is necessary for it to say something about generalization, not sufficient."""
+### END SOLUTION
+
+# %% tags=["tests"]
+exercises.written(4, answer_4)
+### BEGIN HIDDEN TESTS
+exercises.require(4)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Exercise 5 (in words): the measure and its estimator
+#
+# Adaptive sharpness is invariant by construction, yet the report's estimate ("adaptive, gradient") moved
+# when the layer was rescaled. Say why, and name one change to the estimator that restores the invariance
+# and what it costs.
+
+# %% tags=["solution"]
+answer_5 = ""  # write your answer between the quotes
+### BEGIN SOLUTION
+answer_5 = """Model answer: the box |δ_i| <= ρ|w_i| is invariant, but the search inside it is not: a gradient step
+η∇L shrinks by r for weights that grew by r (∇L(w ⊙ r) = ∇L(w) ⊘ r), so in units of the box it is r² smaller,
+and 5 such steps stop at a different place. Steps of fixed size in the rescaled coordinates, αρ c ⊙ sign(∇L)
+(the steepest rule), map onto each other exactly. The cost: the step no longer follows the training learning
+rate, and with α = 0.2 five steps run to the corner of the box, so it estimates the box's height, a larger
+and more ρ-sensitive number than the report's."""
+### END SOLUTION
+
+# %% tags=["tests"]
+exercises.written(5, answer_5)
+### BEGIN HIDDEN TESTS
+exercises.require(5)
+### END HIDDEN TESTS
 
 # %%
-_ref = sweep[sweep.variant == "adaptive, steepest"].sort_values("rho").head(2)
-check(3, answer_3,
-      lambda a: math.isclose(a, math.log(_ref.sharpness.iloc[1] / _ref.sharpness.iloc[0]) / math.log(_ref.rho.iloc[1] / _ref.rho.iloc[0]), abs_tol=0.02),
-      "take the two rows of `sweep` with variant 'adaptive, steepest' and the smallest rho, "
-      "then np.log(S2 / S1) / np.log(rho2 / rho1).")
+exercises.summary()
 
 # %% [markdown]
 # ## Summary
@@ -456,3 +514,23 @@ check(3, answer_3,
 #
 # Whether adaptive sharpness *predicts* the test loss of a pool of trained networks is the question
 # the rest of the project answers.
+#
+# ## Discussion questions
+#
+# 1. Adaptive sharpness removes one symmetry (per-unit rescaling). Which other changes of the weights leave a
+#    ReLU network's function unchanged, and does $c = |w|$ remove them too? (Think of permuting hidden units.)
+# 2. If a measure is invariant, is it then a good predictor of generalization? What else would you need to see?
+# 3. The report uses one ρ per architecture. How would you choose ρ, and how would you check that a conclusion
+#    does not hang on that choice?
+# 4. Sharpness is measured on training batches. What would change if it were measured on test data?
+#
+# ## References
+#
+# * L. Dinh, R. Pascanu, S. Bengio, Y. Bengio. *Sharp Minima Can Generalize For Deep Nets.* ICML 2017.
+#   The rescaling argument of part 2.
+# * J. Kwon, J. Kim, H. Park, I. K. Choi. *ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
+#   Learning of Deep Neural Networks.* ICML 2021. Adaptive sharpness, $c = |w|$.
+# * M. Andriushchenko, F. Croce, M. Müller, M. Hein, N. Flammarion. *A Modern Look at the Relationship between
+#   Sharpness and Generalization.* ICML 2023. Adaptive worst-case sharpness and how well it predicts.
+# * H. Hammoud, O. Liossatos, L. Nicollier. *Adaptive Sharpness and Generalization.* Student project report,
+#   CS-439, EPFL, 2023. The study this project repeats (see `paper/` for ours).

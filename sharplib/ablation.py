@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import protocol
+from .notebook import results_path
 from .config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
 from .data import load_task
 from . import cluster
@@ -248,7 +249,7 @@ class AblationParams:
 
     arch: str
     profile: str = "full"
-    results_dir: str = "results"
+    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
     n_models: int | None = None
     n_restarts: int | None = None
     rho_factors: tuple[float, ...] | None = None
@@ -271,15 +272,16 @@ class AblationParams:
             object.__setattr__(self, "rho_factors", _check_factors(self.rho_factors))
         if self.variants is not None:
             object.__setattr__(self, "variants", _check_variants(self.arch, self.variants))
-        check_text(name, "results_dir", self.results_dir)
+        if self.results_dir is not None:
+            check_text(name, "results_dir", self.results_dir)
         if self.data_root is not None:
             check_text(name, "data_root", self.data_root)
         check_device(name, "device", self.device)
 
     @classmethod
-    def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "AblationParams":
+    def from_namespace(cls, namespace: dict[str, Any]) -> "AblationParams":
         """The parameters a notebook defined after `before` was taken; a misspelt one is an error naming it."""
-        return params_from_namespace(cls, namespace, before)
+        return params_from_namespace(cls, namespace)
 
     def resolved(self, field: str) -> Any:
         value = getattr(self, field)
@@ -287,13 +289,18 @@ class AblationParams:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.results_dir) / self.arch
+        return self.results_path / self.arch
+
+    @property
+    def results_path(self) -> Path:
+        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
+        return results_path(self.results_dir)
 
     def inputs(self) -> StudyInputs:
         """The main study's inputs, checked against these parameters (same profile, enough models)."""
-        found = study_inputs(self.results_dir, self.arch)
+        found = study_inputs(self.results_path, self.arch)
         if found.profile != self.profile:
-            raise ValueError(f"parameter.profile = {self.profile!r}, but the {self.arch} study in {self.results_dir} ran with "
+            raise ValueError(f"parameter.profile = {self.profile!r}, but the {self.arch} study in {self.results_path} ran with "
                              f"profile {found.profile!r}: rerun one of them")
         if self.n_models is not None and self.n_models > len(found.seeds):
             raise ValueError(f"parameter.n_models = {self.n_models} exceeds the {len(found.seeds)} models of the study's pool")

@@ -12,6 +12,7 @@ Numbers must be finite: an infinite ρ or learning rate only ever gives NaN.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
@@ -19,7 +20,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Mapping, Sequence, TypeVar
 
 from .task import resolve_device
 
@@ -35,19 +36,61 @@ def config_from_dict(cls: type[C], values: dict[str, Any]) -> C:
     return cls(**values)
 
 
-def params_from_namespace(cls: type[C], namespace: Mapping[str, Any], before: set[str] | None) -> C:
-    """The frozen config `cls` built from the names a notebook defined after `before` was taken.
+def params_from_namespace(cls: type[C], namespace: Mapping[str, Any]) -> C:
+    """The frozen config `cls` built from a notebook's namespace, by field name (absent fields keep their defaults).
 
-    A notebook takes `before = set(globals())` just above its papermill `parameters` cell and calls
-    this just below it (papermill injects its values in between), so the names new since then are
-    the parameters, private `_names` aside. A misspelt one would otherwise be a variable nobody
-    reads (papermill only warns): here it is an error naming it. `before=None` skips that check and
-    reads the fields only, for a cell rerun interactively after later cells defined more names.
+    The check cell comes right after the papermill `parameters` cell. A misspelt parameter, there or
+    in the cell papermill injects after it, would otherwise be a variable nobody reads (papermill only
+    warns): the names those cells assigned are read from the kernel's input history (`In`, see
+    `parameter_names`), and one that is not a field is an error naming it. Values are always read
+    by field name, so Run All after an edit, or a second Run All, checks the values as they are now.
     """
-    if before is None:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return config_from_dict(cls, {k: namespace[k] for k in fields if k in namespace})
-    return config_from_dict(cls, {k: v for k, v in namespace.items() if not k.startswith("_") and k not in before})
+    from .notebook import RunEarlierCell
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(parameter_names(namespace.get("In") or []) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown} (a misspelt parameter?); known fields are {sorted(known)}")
+    values = {k: namespace[k] for k in known if k in namespace}
+    required = {f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not values or required - set(values):
+        raise RunEarlierCell("the parameters are not set yet: run the cell tagged `parameters` (under the imports) first")
+    return cls(**values)
+
+
+def parameter_names(history: Sequence[str]) -> set[str]:
+    """The names assigned by the cells run just before the current one (the last entry of IPython's `In`)
+    that hold nothing but `name = literal` lines: the parameters cell and the cell papermill injects.
+
+    Only that unbroken run counts, so rerunning the check cell after later cells defined more names
+    checks values only, as does a kernel without history (plain `exec`).
+    """
+    names: set[str] = set()
+    for source in reversed(history[:-1]):
+        assigned = _literal_assignments(source)
+        if not assigned:
+            break
+        names |= assigned
+    return names
+
+
+def _literal_assignments(source: str) -> set[str]:
+    """The names of a cell made only of `name = literal` statements; empty for any other cell."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return set()
+    names = set()
+    for node in body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            return set()
+        try:
+            ast.literal_eval(node.value)
+        except ValueError:
+            return set()
+        names.add(node.targets[0].id)
+    return names
 
 
 def check_number(owner: str, name: str, value: Any, *, minimum: float | None = None, strict: bool = False, integer: bool = False) -> None:

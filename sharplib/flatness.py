@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.func import jvp, vmap
-from tqdm.auto import tqdm
+from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
 from .functional import Params, batch_loss
 from .hessian import Stack, random_vectors, loss_on_rows, over_models

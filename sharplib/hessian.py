@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
-from tqdm.auto import tqdm
+from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
 from .functional import Params, batch_loss, split_state
 from .sharpness import flatten, unflatten

@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
 from .config import check_choice, check_device, check_number, config_from_dict
 from .flatness import average_sharpness, distance_from_init, fisher_rao_norm, pac_bayes_sigma, weight_norm

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .notebook import results_path
 from .config import check_choice, check_device, check_number, check_text, params_from_namespace
 from .grid import GRIDS, HYPERPARAMETERS, Grid
 from .measures import MEASURES, MeasuresConfig
@@ -54,7 +55,7 @@ class MeasuresParams:
     device: str = "auto"
     backend: str = "auto"
     n_workers: int | None = None
-    results_dir: str = "results"
+    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
     data_root: str | None = None
 
     def __post_init__(self) -> None:
@@ -65,14 +66,15 @@ class MeasuresParams:
         for field, minimum in (("n_seed_models", 3), ("n_restarts", 1), ("n_resamples", 1), ("subset_rows", 1), ("n_workers", 1)):
             if getattr(self, field) is not None:
                 check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
-        check_text(name, "results_dir", self.results_dir)
+        if self.results_dir is not None:
+            check_text(name, "results_dir", self.results_dir)
         if self.data_root is not None:
             check_text(name, "data_root", self.data_root)
         check_device(name, "device", self.device)
 
     @classmethod
-    def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "MeasuresParams":
-        return params_from_namespace(cls, namespace, before)
+    def from_namespace(cls, namespace: dict[str, Any]) -> "MeasuresParams":
+        return params_from_namespace(cls, namespace)
 
     def resolved(self, field: str) -> Any:
         value = getattr(self, field)
@@ -80,7 +82,12 @@ class MeasuresParams:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.results_dir) / self.arch
+        return self.results_path / self.arch
+
+    @property
+    def results_path(self) -> Path:
+        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
+        return results_path(self.results_dir)
 
     @property
     def grid(self) -> Grid:

@@ -54,7 +54,7 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
 from .config import check_choice, check_number, check_writable_dir, config_hash
 from .functional import check_fits

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -468,6 +466,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("results_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     args = parser.parse_args(argv)
+    # The command line only writes files: Agg here, not at import, so that a notebook importing this module
+    # (notebooks/study.py's scatter panel) keeps its inline backend and shows its figures.
+    matplotlib.use("Agg")
     for path in build(args.results_dir, args.out_dir):
         print(f"wrote {path}")
 

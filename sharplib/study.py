@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .notebook import results_path
 from .config import check_choice, check_device, check_number, check_text, check_writable_dir, params_from_namespace
 from .pool import BACKENDS, PoolEntry
 from .protocol import TABLE1, sharpness_config, spec, train_config
@@ -63,7 +64,7 @@ class StudyParams:
     device: str = "auto"
     backend: str = "auto"  # where the pool trains and its sharpness runs (pool.BACKENDS; "ray": cluster.py)
     n_workers: int | None = None
-    results_dir: str = "results"
+    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
     data_root: str | None = None
     train_rows: int | None = None
 
@@ -80,17 +81,18 @@ class StudyParams:
         check_number(name, "sharpness_seed", self.sharpness_seed, minimum=0, integer=True)
         if self.rho is not None:
             check_number(name, "rho", self.rho, minimum=0, strict=True)
-        check_text(name, "results_dir", self.results_dir)
+        if self.results_dir is not None:
+            check_text(name, "results_dir", self.results_dir)
         if self.data_root is not None:
             check_text(name, "data_root", self.data_root)
         check_device(name, "device", self.device)
-        check_writable_dir(name, "results_dir", self.results_dir)  # here, in the parameters cell, not after training
+        check_writable_dir(name, "results_dir", self.results_path)  # here, in the parameters cell, not after training
 
     @classmethod
-    def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "StudyParams":
+    def from_namespace(cls, namespace: dict[str, Any]) -> "StudyParams":
         """The parameters a notebook defined after `before` was taken (papermill's injected ones included),
         `arch` among them; a misspelt name is an error naming it (see `config.params_from_namespace`)."""
-        return params_from_namespace(cls, namespace, before)
+        return params_from_namespace(cls, namespace)
 
     def resolved(self, field: str) -> Any:
         """A field's value, with None replaced by the profile's default."""
@@ -103,7 +105,12 @@ class StudyParams:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.results_dir) / self.arch
+        return self.results_path / self.arch
+
+    @property
+    def results_path(self) -> Path:
+        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
+        return results_path(self.results_dir)
 
     def train_config(self) -> TrainConfig:
         overrides = {"device": self.device}

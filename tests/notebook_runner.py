@@ -52,6 +52,7 @@ def check_parameters(name: str, setup: dict[str, Any] | None = None, **overrides
     cell after it (the notebook's parameter check), in this process, without a kernel.
 
     `setup` stands in for the cell before the parameters (the imports); None runs that cell itself.
+    `In` is the input history an IPython kernel would hold, which the check reads the parameters' names from.
     """
     cells = [c for c in jupytext.read(NOTEBOOKS / f"{name}.py").cells if c.cell_type == "code"]
     at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", []))
@@ -59,6 +60,8 @@ def check_parameters(name: str, setup: dict[str, Any] | None = None, **overrides
     if setup is None:
         exec(cells[at - 1].source, namespace)
     exec(cells[at].source, namespace)
+    injected = "# Parameters\n" + "".join(f"{key} = {value!r}\n" for key, value in overrides.items())
+    namespace["In"] = ["", cells[at - 1].source, cells[at].source, injected, cells[at + 1].source]
     namespace.update(overrides)
     exec(cells[at + 1].source, namespace)
     return namespace

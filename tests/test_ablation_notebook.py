@@ -188,3 +188,28 @@ def test_full_profile_caps_lenet5_on_a_cpu_only() -> None:
     assert A.AblationParams("lenet5", device="cpu", n_models=30).models_used(inputs) == 30  # asked for: not capped
     assert A.AblationParams("gat", device="cpu").models_used(inputs) == 50
     assert A.AblationParams("lenet5", profile="quick", device="cpu").models_used(inputs) == 3
+
+
+@pytest.mark.slow
+def test_survives_edits_reruns_and_cells_run_too_early(study_dir: Path, data_root: Path, tmp_path: Path) -> None:
+    # In a live kernel, as in JupyterLab: Run All, edit, Run All again without a restart, rerun every cell.
+    from tests.kernel_session import code_cells, edit, session
+
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in TINY.items() if k != "n_resamples"}
+    cells = edit(code_cells("ablation"), results_dir=str(study_dir), device="cpu", **values)
+    at = next(i for i, c in enumerate(cells) if c.startswith("arch = "))
+    cells.insert(at + 1, "# Parameters\nn_resamples = 200\n")  # as papermill injects one
+    with session(tmp_path, data_root, "ablation") as kernel:
+        first = kernel.run_all(cells)
+        assert all(s.ok for s in first) and len(first) == len(cells), first[-1].error
+        assert not any(s.stderr for s in first), [s.stderr for s in first if s.stderr]
+        cells[at] = cells[at].replace("n_models = 4", "n_models = 3")
+        second = kernel.run_all(cells)
+        assert all(s.ok for s in second) and len(second) == len(cells), second[-1].error
+        assert json.loads((study_dir / "fcnn" / "ablation.json").read_text())["n_models"] == 3, "the second Run All ignored the edit"
+        for source in cells[at:]:
+            assert kernel.run(source).ok, source[:80]
+    with session(tmp_path, data_root, "ablation") as kernel:  # after a restart, the check cell first
+        shown = kernel.run(cells[at + 2])
+        assert len(shown.error) == 1 and shown.error[0].startswith("NameError: `ablation` is not defined yet: run the cell under")
+        assert "that starts `from sharplib import notebook` first" in shown.error[0], shown.error

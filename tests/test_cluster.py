@@ -40,8 +40,8 @@ def test_without_ray_the_error_says_how_to_install(abalone_task: Task, tmp_path:
 
 def test_the_notebooks_take_the_backend_as_a_parameter() -> None:
     setup = {"study": study, "spec": spec}  # what the imports cell gives the check cell
-    namespace = check_parameters("study", {**setup, "_before": set(setup)}, arch="gat", backend="ray")
-    assert namespace["params"] == StudyParams("gat", backend="ray")
+    namespace = check_parameters("study", setup, arch="gat", backend="ray")
+    assert namespace["params"] == StudyParams("gat", profile="quick", backend="ray")  # the notebook's interactive profile
     assert AblationParams("gat", backend="ray").backend == "ray"
     for params in (StudyParams, AblationParams):
         with pytest.raises(ValueError, match="backend"):

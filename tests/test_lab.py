@@ -135,11 +135,12 @@ def git_copy(dest: Path) -> Path:
     return dest
 
 
-# Done when every code cell that shows its source has an execution count, or on the first error.
-RAN_OR_FAILED = """expected => {
+# Done when every code cell's prompt shows an execution count above `after` (the last count of an earlier
+# Run All), or on the first error.
+RAN_OR_FAILED = """([expected, after]) => {
   const outputs = [...document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output')].map(o => o.textContent);
   const counted = [...document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')]
-    .filter(p => /^\\[\\d+\\]/.test(p.textContent.trim()));
+    .map(p => /^\\[(\\d+)\\]/.exec(p.textContent.trim())).filter(m => m && Number(m[1]) > after);
   return counted.length === expected || outputs.some(text => /Traceback|^\\w+(Error|Exception)\\b/m.test(text));
 }"""
 # For the screenshot: the first plot at the bottom of the window, its table above it. Cells come into
@@ -152,11 +153,51 @@ PLOT_IN_VIEW = """img => {
   if (!shown) img.scrollIntoView({block: 'end'});
   return frames >= 10;
 }"""
+# The same for any element, centred: for the screenshot of an exercise's feedback.
+CENTRED_IN_VIEW = """el => {
+  const r = el.getBoundingClientRect();
+  const hit = document.elementFromPoint(r.left + 5, r.top + r.height / 2);
+  const shown = r.height > 0 && hit !== null && el.contains(hit);
+  const frames = shown && r.top === Number(el.dataset.top) ? Number(el.dataset.frames) + 1 : 0;
+  Object.assign(el.dataset, {top: r.top, frames});
+  if (!shown) el.scrollIntoView({block: 'center'});
+  return frames >= 10;
+}"""
 ERROR = re.compile(r"Traceback|^\w+(Error|Exception)\b", re.M)  # an exception; warnings on stderr are fine
 
 
+def run_all(page, n_cells: int, after: int) -> int:
+    """Run → Run All Cells, wait until every code cell ran (or one failed); the highest execution count."""
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
+    page.wait_for_function(RAN_OR_FAILED, arg=[n_cells, after])
+    outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
+    errors = [t for t in outputs.evaluate_all("els => els.map(e => e.textContent)") if ERROR.search(t)]
+    assert not errors, f"error output in the notebook:\n{errors[0][-3000:]}"
+    prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt").all_text_contents()
+    counts = [int(m.group(1)) for p in prompts if (m := re.match(r"\[(\d+)\]", p.strip()))]
+    assert counts == list(range(after + 1, after + n_cells + 1)), f"execution counts {counts}: not every cell ran once, in order"
+    return counts[-1]
+
+
+def set_cell(page, starts_with: str, source: str) -> None:
+    """Replace the text of the code cell whose source starts with `starts_with`, as a student types it."""
+    cell = page.locator(".jp-NotebookPanel .jp-CodeCell", has=page.locator(".cm-line", has_text=starts_with).first).first
+    editor = cell.locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(source)
+    page.keyboard.press("Escape")
+    shown = editor.evaluate("e => e.cmView ? e.cmView.view.state.doc.toString() : e.innerText")
+    assert shown.strip() == source.strip(), f"the cell reads {shown!r}"
+
+
+def printed_text(page) -> str:
+    return " ".join(page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']").all_text_contents())
+
+
 @pytest.mark.slow
-def test_student_opens_runs_and_autosaves_the_teaching_notebook(tmp_path, data_root):
+def test_student_runs_edits_reruns_and_answers_in_the_lab(tmp_path, data_root):
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")
@@ -165,11 +206,15 @@ def test_student_opens_runs_and_autosaves_the_teaching_notebook(tmp_path, data_r
     project = git_copy(tmp_path / "project")
     notebooks = project / "notebooks"
     source = notebooks / "teaching_sharpness.py"
-    code = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
-    # The solutions' code is collapsed: those cells run but show no prompt. Every code cell runs once, in order.
-    shown = [i + 1 for i, c in enumerate(code) if not c.metadata.get("jupyter", {}).get("source_hidden")]
+    cells = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+    parameters = next(c.source for c in cells if "parameters" in c.metadata.get("tags", []))
+    answer_1 = next(c.source for c in cells if c.source.startswith("answer_1 = None"))
     written = source.stat().st_mtime_ns
     short_autosave = {"@jupyterlab/docmanager-extension:plugin": {"autosaveInterval": AUTOSAVE_S}}
+    shots = {}
+
+    def git_status() -> str:
+        return subprocess.run(["git", "status", "--porcelain", "notebooks/"], cwd=project, capture_output=True, text=True, check=True).stdout
 
     with make_lab(project, tmp_path, data_root, short_autosave) as (base, token), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium)  # Debian's Chromium: Playwright downloads none
@@ -180,35 +225,44 @@ def test_student_opens_runs_and_autosaves_the_teaching_notebook(tmp_path, data_r
             page.locator(".jp-DirListing-item", has_text="teaching_sharpness.py").dblclick()
             page.locator(".jp-NotebookPanel").wait_for()
             page.get_by_text("Python 3 (ipykernel) | Idle").wait_for()  # the status bar: the kernel is up
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile("^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile("^Run All Cells$")).click()
-            page.wait_for_function(RAN_OR_FAILED, arg=len(shown))
+            last = run_all(page, len(cells), 0)
             page.locator(".lm-TabBar-tab.jp-mod-dirty").wait_for(state="detached")  # the autosave after the last output
             page.wait_for_function(PLOT_IN_VIEW, arg=page.locator(".jp-NotebookPanel .jp-RenderedImage img").first.element_handle())
             page.screenshot(path=tmp_path / "lab.png")
-
-            outputs = page.locator(".jp-NotebookPanel .jp-OutputArea-output")
-            errors = [t for t in outputs.evaluate_all("els => els.map(e => e.textContent)") if ERROR.search(t)]
-            assert not errors, f"error output in the notebook:\n{errors[0][-3000:]}"
-            prompts = page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt").all_text_contents()
-            counts = [int(m.group(1)) for p in prompts if (m := re.match(r"\[(\d+)\]", p.strip()))]
-            assert counts == shown, f"execution counts {counts}, expected {shown}"
+            shots["lab.png"] = tmp_path / "lab.png"
             # Four figures: invariance over r, the ascent traces, the restart spread, sharpness over ρ.
             assert page.locator(".jp-NotebookPanel .jp-RenderedImage img").count() == 4
-            printed = " ".join(page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']").all_text_contents())
-            for exercise in (1, 2, 3):
-                assert f"Exercise {exercise}: no answer yet" in printed, f"exercise {exercise}'s check printed nothing"
+            assert "5 of 5 exercises done" in printed_text(page)  # the source is the instructor's version
             news = [t for t in page.locator(".Toastify__toast").all_text_contents() if "news" in t.lower()]
             assert not news, f"the news pop-up is shown: {news}"
+            page.keyboard.press("Control+s")  # saving without edits
+            page.locator(".lm-TabBar-tab.jp-mod-dirty").wait_for(state="detached")
+            status = git_status()
+            assert status == "", f"opening and saving changed notebooks/:\n{status}" + subprocess.run(
+                ["git", "diff", "notebooks/"], cwd=project, capture_output=True, text=True).stdout[:3000]
+            assert source.stat().st_mtime_ns != written, "the autosave never wrote the notebook: nothing was tested"
+
+            # A student edits a parameter and a wrong answer, then runs all, twice, without a restart.
+            set_cell(page, "seed = ", parameters.replace("factors = [0.1, 0.3, 1.0, 3.0, 10.0]", "factors = [1.0, 2.0, 4.0]"))
+            set_cell(page, "answer_1 = None", answer_1.replace("answer_1 = 0.025 * abs(-0.4)", "answer_1 = 0.025"))
+            for _ in range(2):
+                last = run_all(page, len(cells), last)
+                table = page.locator(".jp-OutputArea-output", has_text="sharpness of each rescaled copy").first
+                factors = table.evaluate("t => [...t.querySelectorAll('tbody tr th')].map(th => Number(th.textContent))")
+                assert factors == [1.0, 2.0, 4.0], f"the table shows the factors {factors}, not the edited ones"
+                printed = printed_text(page)
+                assert "Exercise 1: not yet (0.025). Hint: the adaptive box is" in " ".join(printed.split()), printed[-2000:]
+                assert "4 of 5 exercises done; not yet right: 1" in printed  # the last code cell ran
+            feedback = page.locator(".jp-OutputArea-output", has_text="Exercise 1: not yet").first
+            page.wait_for_function(CENTRED_IN_VIEW, arg=feedback.element_handle())
+            page.screenshot(path=tmp_path / "lab-exercise.png")
+            shots["lab-exercise.png"] = tmp_path / "lab-exercise.png"
         finally:
             browser.close()
 
-    if os.environ.get("SHARPLIB_SCREENSHOT") == "1":  # refreshes the README's picture
-        shutil.copyfile(tmp_path / "lab.png", REPO / "docs" / "lab.png")
+    if os.environ.get("SHARPLIB_SCREENSHOT") == "1":  # refreshes the README's pictures
+        for name, path in shots.items():
+            shutil.copyfile(path, REPO / "docs" / name)
     for pid in processes_in(project):  # a kernel the server failed to stop must not outlive the test
         os.kill(pid, signal.SIGKILL)
-    assert source.stat().st_mtime_ns != written, "the autosave never wrote the notebook: nothing was tested"
     assert not list(notebooks.glob("*.ipynb")), "JupyterLab wrote a paired .ipynb beside the source"
-    status = subprocess.run(["git", "status", "--porcelain", "notebooks/"], cwd=project, capture_output=True, text=True, check=True)
-    assert status.stdout == "", f"opening and saving changed notebooks/:\n{status.stdout}" + subprocess.run(
-        ["git", "diff", "notebooks/"], cwd=project, capture_output=True, text=True).stdout[:3000]

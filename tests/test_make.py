@@ -196,3 +196,19 @@ def test_make_stops_on_ctrl_c_even_when_the_test_process_ignores_it(tmp_path: Pa
     # Stopped is what counts: make 4.3 dies of the signal, or, when its recipe died of it first, now and then
     # exits 2 with "wait: No child processes" (its handler and its main loop both reap the one child).
     assert stopped not in (None, 0), f"make did not stop on Ctrl-C (exit {stopped}): {out}"
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-data", "no-shared-data"])
+def test_data_folder_is_the_shared_one_where_it_exists_else_the_projects(tmp_path: Path, shared: bool) -> None:
+    # `make lab` (and every target) exports SHARPLIB_DATA: ../shared/data only where it exists, else ./data.
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy2(REPO / "Makefile", project / "Makefile")
+    (project / "build").mkdir()
+    (project / "build" / "deps.mk").write_text("")  # the included file: no need to regenerate it here
+    if shared:
+        (tmp_path / "shared" / "data").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("SHARPLIB_DATA", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "-s", "-o", "build/deps.mk", "--eval", "show-data: ; @echo $$SHARPLIB_DATA", "show-data"],
+                         cwd=project, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str((tmp_path / "shared" / "data") if shared else (project / "data"))

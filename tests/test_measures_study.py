@@ -97,3 +97,20 @@ def test_quick_run_writes_both_pools(tmp_path: Path, data_root: Path) -> None:
     assert summary["measures"]["sharpness_adaptive"]["tau_varied"]["tau"] == pytest.approx(expected)
     assert "For FCNN, on the seed-only pool" in markdown_shown(nb), "the executed notebook states its findings"
     assert sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])) == 1
+
+
+@pytest.mark.slow
+def test_survives_a_second_run_all_and_cells_run_too_early(tmp_path: Path, data_root: Path) -> None:
+    from tests.kernel_session import code_cells, edit, session
+
+    results = tmp_path / "results"
+    run_notebook("study", tmp_path, data_root, arch="fcnn", results_dir=str(results), **TINY)
+    cells = edit(code_cells("measures"), results_dir=str(results), device="cpu", n_resamples=99)
+    with session(tmp_path, data_root, "measures") as kernel:
+        for run in range(2):  # Run All twice, no restart: the second reuses the grid's checkpoints
+            shown = kernel.run_all(cells)
+            assert all(s.ok for s in shown) and len(shown) == len(cells), shown[-1].error
+            assert not any(s.stderr for s in shown), [s.stderr for s in shown if s.stderr]
+    with session(tmp_path, data_root, "measures") as kernel:
+        shown = kernel.run(cells[-1])  # after a restart, the last cell first
+        assert len(shown.error) == 1 and "is not defined yet: run the cell" in shown.error[0], shown.error

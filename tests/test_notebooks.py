@@ -46,7 +46,7 @@ def test_one_study_notebook_for_all_architectures() -> None:
 @pytest.mark.parametrize("arch", sorted(TITLES))
 def test_check_cell_builds_the_params_of_the_arch(arch: str) -> None:
     setup = {"study": study, "spec": spec}  # what the imports cell gives the check cell
-    namespace = check_parameters("study", {**setup, "_before": set(setup)}, arch=arch, profile="quick")
+    namespace = check_parameters("study", setup, arch=arch, profile="quick")
     assert namespace["params"] == StudyParams(arch, profile="quick")
     assert namespace["arch_spec"].arch == arch and namespace["train_cfg"] == namespace["params"].train_config()
 
@@ -89,7 +89,7 @@ def test_tiny_run_writes_results(arch: str, tmp_path: Path, data_root: Path) -> 
 def test_bad_parameter_is_named_by_the_check_cell(arch: str, bad: dict, message: str) -> None:
     setup = {"study": study, "spec": spec}
     with pytest.raises(ValueError) as err:
-        check_parameters("study", {**setup, "_before": set(setup)}, arch=arch, **bad)
+        check_parameters("study", setup, arch=arch, **bad)
     assert message in str(err.value)
 
 
@@ -99,3 +99,29 @@ def test_bad_parameter_stops_the_papermill_run_before_any_work(tmp_path: Path, d
         run_notebook("study", tmp_path, data_root, arch="fcnn", results_dir=str(tmp_path / "results"), n_modles=3)
     assert "unknown field(s) ['n_modles']" in str(err.value)
     assert not (tmp_path / "results").exists(), "the notebook did work before checking its parameters"
+
+
+# ---------------------------------------------------------------- a live kernel, as in JupyterLab
+@pytest.mark.slow
+def test_study_survives_edits_reruns_and_cells_run_too_early(tmp_path: Path, data_root: Path) -> None:
+    from tests.kernel_session import code_cells, edit, session
+
+    results = tmp_path / "results"
+    cells = edit(code_cells("study"), results_dir=str(results), n_models=3, n_restarts=2, device="cpu")
+    at = next(i for i, c in enumerate(cells) if c.startswith("arch = "))
+    cells.insert(at + 1, "# Parameters\nn_resamples = 99\n")  # as papermill injects a parameter the cell lacks
+    with session(tmp_path, data_root, "study") as kernel:
+        first = kernel.run_all(cells)
+        assert all(s.ok for s in first) and len(first) == len(cells), first[-1].error
+        assert not any(s.stderr for s in first), [s.stderr for s in first if s.stderr]  # no warning noise
+        assert sum(s.images for s in first) == 2, "the training curves and the scatter plot are not shown"  # no forced Agg
+        cells[at] = cells[at].replace("n_models = 3", "n_models = 4")
+        second = kernel.run_all(cells)  # Run All again after the edit, no restart
+        assert all(s.ok for s in second) and len(second) == len(cells), second[-1].error
+        assert json.loads((results / "fcnn" / "results.json").read_text())["params"]["n_models"] == 4
+        for source in cells[at:]:  # rerunning any cell is harmless
+            assert kernel.run(source).ok, source[:80]
+    with session(tmp_path, data_root, "study") as kernel:  # a restart, then a cell from the middle
+        training = next(c for c in cells if c.startswith("seconds = {}"))
+        shown = kernel.run(training)
+        assert len(shown.error) == 1 and "`load_task` is not defined yet: run the cell that starts `from sharplib import notebook`" in shown.error[0]

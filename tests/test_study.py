@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharplib.config import check_device, check_text, params_from_namespace
+from sharplib.config import check_device, check_text, parameter_names, params_from_namespace
+from sharplib.notebook import RunEarlierCell
 from sharplib.stats import KendallResult
 from sharplib.protocol import TABLE1
 from sharplib.study import StudyParams, introduction, read_results, write_results
@@ -32,14 +33,14 @@ def test_the_quick_profile_trains_lenet5_on_its_first_6000_images() -> None:
 
 
 def test_namespace_with_an_unknown_parameter_is_refused() -> None:
-    before = {"x"}
-    namespace = {"x": 1, "arch": "fcnn", "profile": "quick", "n_modles": 3, "_private": 0}
+    # `In`: the kernel's input history, the check cell last, the parameters and papermill's cell before it
+    history = ["import x", 'arch = "fcnn"\nprofile = "quick"', "# Parameters\nn_modles = 3\n", "check"]
     with pytest.raises(ValueError, match="n_modles"):
-        StudyParams.from_namespace(namespace, before)
-    params = StudyParams.from_namespace({"x": 1, "arch": "gat", "profile": "quick"}, before)
+        StudyParams.from_namespace({"In": history, "arch": "fcnn", "profile": "quick", "n_modles": 3})
+    params = StudyParams.from_namespace({"In": history[:2] + history[3:], "x": 1, "arch": "gat", "profile": "quick"})
     assert (params.arch, params.profile) == ("gat", "quick")
     with pytest.raises(ValueError, match=r"parameter\.arch must be one of \['fcnn', 'lenet5', 'gat'\], got 'resnet'"):
-        StudyParams.from_namespace({"arch": "resnet"}, set())
+        StudyParams.from_namespace({"arch": "resnet"})
 
 
 @pytest.mark.parametrize("arch, title, words", [
@@ -49,7 +50,7 @@ def test_namespace_with_an_unknown_parameter_is_refused() -> None:
                             "attention coefficients", "training nodes", "at least 10 and at most 20 epochs"]),
 ])
 def test_introduction_is_the_architectures_own(arch: str, title: str, words: list[str]) -> None:
-    text = introduction(StudyParams(arch, n_models=7, rho=0.5))
+    text = introduction(StudyParams(arch, n_models=7, rho=0.5, results_dir="results"))
     assert text.startswith(f"# Does adaptive sharpness predict test loss? {title}\n")
     for word in words + ["pool of 7", "ρ = 0.5", f"results/{arch}/"]:
         assert word in text, f"{arch}: {word!r} missing"
@@ -61,14 +62,21 @@ def test_introduction_follows_the_profile() -> None:
     assert "at most 1 epoch," in introduction(StudyParams("lenet5", profile="quick"))
 
 
-def test_params_from_namespace_takes_the_names_after_before() -> None:
-    namespace = {"x": 1, "_private": 2, "arch": "gat", "n_models": 4}
-    params = params_from_namespace(StudyParams, namespace, {"x"})
+def test_params_from_namespace_reads_fields_and_checks_the_parameter_cells_names() -> None:
+    namespace = {"x": 1, "_private": 2, "arch": "gat", "n_models": 4, "table": object()}
+    params = params_from_namespace(StudyParams, namespace)  # no history (plain exec): the fields only
     assert (params.arch, params.n_models) == ("gat", 4)
+    # a second Run All: the history holds the first run's cells too, only the run before the check counts
+    first_run = ["import sharplib", 'arch = "gat"\nn_models = 4', "params = check()", "table = 1"]
+    assert params_from_namespace(StudyParams, {**namespace, "In": first_run * 2}) == params
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['x'\]"):
-        params_from_namespace(StudyParams, namespace, set())
-    # before=None (a cell rerun after later cells): the fields only, whatever else the namespace holds
-    assert params_from_namespace(StudyParams, {**namespace, "table": object()}, None) == params
+        params_from_namespace(StudyParams, {**namespace, "In": ["import sharplib", 'arch = "gat"', "x = 1", "check"]})
+    assert parameter_names(["a = 1", "b = f()", "c = [1, 2]  # note", "# Parameters\nd = 'x'\n", "check"]) == {"c", "d"}
+
+
+def test_a_check_run_before_the_parameters_says_which_cell_to_run() -> None:
+    with pytest.raises(RunEarlierCell, match="run the cell tagged `parameters`"):
+        params_from_namespace(StudyParams, {"In": ["check"]})
 
 
 @pytest.mark.parametrize("value", [None, "", "  ", 3])

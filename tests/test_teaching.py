@@ -1,4 +1,5 @@
-"""The teaching notebook (notebooks/teaching_sharpness.py) runs end to end and shows what it teaches."""
+"""The teaching notebook (notebooks/teaching_sharpness.py) runs end to end, teaches, and survives a classroom:
+edits and a second Run All, cells rerun or run out of order, wrong answers, and its two handouts."""
 from __future__ import annotations
 
 import math
@@ -10,13 +11,20 @@ import nbformat
 import pandas as pd
 import papermill
 import pytest
+import torch
 from jupyter_client.manager import KernelManager
 
+from sharplib import handout
+from sharplib.notebook import RunEarlierCell, missing_name_message
 from sharplib.task import resolve_device
-from sharplib.teaching import TeachingParams
+from sharplib.teaching import Exercises, TeachingParams
+from tests.kernel_session import code_cells, edit, session
 from tests.notebook_runner import NOTEBOOKS, check_parameters, parameters_cell, printed, run_notebook
 
 VARIANTS = {"standard, gradient", "standard, steepest", "adaptive, gradient (report)", "adaptive, steepest"}
+SOURCE = NOTEBOOKS / "teaching_sharpness.py"
+EXERCISES = 5
+SMALL = dict(n_restarts=4, rho_grid=[0.001, 0.003])  # a classroom-sized run, in a few seconds
 
 
 def execute(tmp: Path, data_root: Path, **parameters) -> nbformat.NotebookNode:
@@ -36,6 +44,14 @@ def test_notebook_has_one_literal_parameters_cell():
     parameters_cell("teaching_sharpness")
 
 
+def test_course_framing_is_there():
+    text = SOURCE.read_text()
+    for words in ("Learning objectives", "Prerequisites", "**Time.**", "## Discussion questions", "## References",
+                  "Dinh", "Kwon", "Andriushchenko", "Hammoud"):
+        assert words in text, words
+    assert text.index("## Discussion questions") > text.index("## 5. Exercises") and text.index("## References") > text.index("## Discussion")
+
+
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory, data_root):
     tmp = tmp_path_factory.mktemp("teaching")
@@ -43,7 +59,7 @@ def default_run(tmp_path_factory, data_root):
 
 
 @pytest.mark.slow
-def test_defaults_show_invariance(default_run):
+def test_defaults_show_invariance_and_the_solutions_pass(default_run):
     nb, tmp = default_run
     table = pd.read_csv(tmp / "results" / "invariance.csv")
     factors = sorted(table.factor.unique())
@@ -55,22 +71,16 @@ def test_defaults_show_invariance(default_run):
     for variant in ("standard, gradient", "standard, steepest"):
         change = table[(table.variant == variant) & (table.factor == farthest)].rel_change_vs_factor_1.item()
         assert change > 0.10, f"{variant} changed by only {change:.1%} at r = {farthest}"
-    # the exercises are skipped (answers still None) by default, and say so
-    assert printed(nb).count("no answer yet") == 3
-
-
-@pytest.mark.slow
-def test_solutions_pass_their_checks(tmp_path, data_root):
-    nb = execute(tmp_path, data_root, show_solutions=True, n_restarts=8, factors=[1.0, 10.0], rho_grid=[0.001, 0.003])
+    # the source is the instructor's version: every exercise is answered and passes its check
     out = printed(nb)
     for exercise in (1, 2, 3):
-        assert f"Exercise {exercise}: correct!" in out
+        assert f"Exercise {exercise}: correct." in out
+    assert f"{EXERCISES} of {EXERCISES} exercises done" in out
 
 
 def run_parameter_check(**overrides):
     """The notebook's parameters cell, `overrides` and its check cell, with the names the check needs."""
-    setup = {"TeachingParams": TeachingParams, "resolve_device": resolve_device}  # what the setup cell imports
-    setup["_names_before_parameters"] = set(setup)
+    setup = {"TeachingParams": TeachingParams, "resolve_device": resolve_device, "Exercises": Exercises}  # what the setup cell imports
     return check_parameters("teaching_sharpness", setup, **overrides)
 
 
@@ -99,7 +109,7 @@ def test_grids_come_out_sorted_without_repeats():
     ({"rho_grid": [[0.01], 0.1]}, "parameter.rho_grid must be a list"),
     ({"rho_grid": [0.01, float("nan")]}, "parameter.rho_grid must be a list"),
     ({"device": None}, "parameter.device must be a non-empty string, got None"),
-    ({"show_solutions": "yes"}, "parameter.show_solutions must be True or False, got 'yes'"),
+    ({"grading": "yes"}, "parameter.grading must be True or False, got 'yes'"),
     ({"device": "gpu"}, "parameter.device: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got 'gpu'"),
     ({"results_dir": ""}, "parameter.results_dir must be a non-empty string"),
 ])
@@ -109,18 +119,6 @@ def test_bad_parameters_are_named(overrides, message):
     assert message in str(err.value)
 
 
-def test_rerunning_the_check_after_later_cells_checks_values_only():
-    # In JupyterLab a student may rerun the check cell after later cells defined more names.
-    namespace = run_parameter_check()
-    namespace.update(task=object(), model=object())
-    cells = [c for c in jupytext.read(NOTEBOOKS / "teaching_sharpness.py").cells if c.cell_type == "code"]
-    check = next(c for i, c in enumerate(cells) if "parameters" in cells[i - 1].metadata.get("tags", []))
-    exec(check.source, namespace)
-    namespace["rho"] = -1.0
-    with pytest.raises(ValueError, match="parameter.rho must be > 0"):
-        exec(check.source, namespace)
-
-
 @pytest.mark.slow
 def test_papermill_unknown_parameter_stops_the_run(tmp_path, data_root):
     # papermill only warns about a parameter the notebook does not define; the notebook stops
@@ -128,3 +126,153 @@ def test_papermill_unknown_parameter_stops_the_run(tmp_path, data_root):
         execute(tmp_path, data_root, n_restart=5)
     assert "unknown field(s) ['n_restart']" in str(err.value)
     assert not (tmp_path / "results").exists(), "the notebook did work before checking its parameters"
+
+
+# ---------------------------------------------------------------- the exercises' checks
+def test_checks_print_one_or_two_lines_and_never_raise(capsys):
+    exercises = Exercises()
+    exercises.box_radius(None)
+    exercises.box_radius(0.025)
+    exercises.box_radius("a lot")
+    exercises.box_radius(0.01)
+    exercises.written(4, "  ")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Exercise 1: no answer yet."
+    assert lines[1].startswith("Exercise 1: not yet (0.025).") and lines[2].startswith("  Hint:")
+    assert lines[3].startswith("Exercise 1: not yet ('a lot').") and lines[5] == "Exercise 1: correct."
+    assert lines[6] == "Exercise 4: no answer yet."
+    assert "0.01" not in "".join(lines[:5]), "a hint must not give the answer away"
+    exercises.summary()
+    assert capsys.readouterr().out.strip() == "1 of 2 exercises done; unanswered: 4"
+
+
+def test_grading_turns_an_open_exercise_into_an_error():
+    Exercises().require(3)  # not grading: nothing
+    graded = Exercises(grading=True)
+    graded.box_radius(0.01)
+    graded.require(1)
+    graded.box_radius(0.02)
+    with pytest.raises(AssertionError, match="exercise 1: not yet"):
+        graded.require(1)
+
+
+def test_the_rescaling_exercise_measures_the_students_network(abalone_task, capsys):
+    from sharplib.pool import init_model
+    from sharplib.protocol import train_config
+    from sharplib.reparam import rescale
+
+    model = init_model("fcnn", train_config("fcnn"))
+    x = abalone_task.x_train[:200]
+    sharpness_of = lambda net, variant: float(sum(p.detach().abs().sum() for p in net.parameters())) if variant.startswith("standard") else 1.0
+    mine = rescale(model, 3.0, layer=1)
+    expected = abs(sharpness_of(mine, "standard") - sharpness_of(model, "standard")) / sharpness_of(model, "standard")
+    exercises = Exercises()
+    exercises.rescaled((1, 0), mine, model, x, sharpness_of)  # any pair is not enough
+    exercises.rescaled((expected, 0.0), model, model, x, sharpness_of)  # the model itself is no rescaling
+    broken = rescale(model, 3.0, layer=1)
+    with torch.no_grad():
+        broken.fc1.bias.add_(1.0)
+    exercises.rescaled((expected, 0.0), broken, model, x, sharpness_of)  # another function
+    exercises.rescaled((expected, 0.0), mine, model, x, sharpness_of)
+    out = capsys.readouterr().out.splitlines()
+    verdicts = [line for line in out if line.startswith("Exercise 2:")]
+    assert [v.split(":")[1].split()[0] for v in verdicts] == ["not", "not", "not", "correct."], out
+    assert "model`'s weights" in verdicts[1] and "another function" in verdicts[2]
+
+
+# ---------------------------------------------------------------- a live kernel: reruns, edits, order
+def verdicts(shown) -> str:
+    return "".join(s.stdout for s in shown)
+
+
+@pytest.mark.slow
+def test_run_all_twice_after_edits_uses_the_edited_values(tmp_path, data_root):
+    cells = edit(code_cells("teaching_sharpness"), results_dir=str(tmp_path / "results"), **SMALL)
+    table = tmp_path / "results" / "invariance.csv"
+    with session(tmp_path, data_root, "teaching_sharpness") as kernel:
+        first = kernel.run_all(cells)
+        assert all(s.ok for s in first) and len(first) == len(cells), first[-1].error
+        assert sorted(pd.read_csv(table).factor.unique()) == [0.1, 0.3, 1.0, 3.0, 10.0]
+        edited = edit(cells, factors=[1.0, 2.0, 4.0])
+        second = kernel.run_all(edited)  # Run All again, no restart
+        assert all(s.ok for s in second) and len(second) == len(cells), second[-1].error
+        assert sorted(pd.read_csv(table).factor.unique()) == [1.0, 2.0, 4.0], "the second Run All ignored the edit"
+        assert f"{EXERCISES} of {EXERCISES} exercises done" in verdicts(second)
+        for source in edited:  # every cell once more, each twice in a row
+            assert kernel.run(source).ok and kernel.run(source).ok, source[:80]
+        at = next(i for i, c in enumerate(edited) if c.startswith("seed = "))  # the parameters cell
+        shown = kernel.run_all([edited[at].replace("\nrho = ", "\nrhoo = "), edited[at + 1]])  # a typo, then its check
+        assert not shown[-1].ok and "unknown field(s) ['rhoo']" in shown[-1].error[-1]
+
+
+@pytest.mark.slow
+def test_a_cell_run_too_early_says_which_cell_to_run(tmp_path, data_root):
+    cells = code_cells("teaching_sharpness")
+    train = next(c for c in cells if c.startswith("task = load_task"))
+    check = next(c for c in cells if "TeachingParams.from_namespace" in c)
+    parameters = next(c for c in cells if c.startswith("seed = "))
+    with session(tmp_path, data_root, "teaching_sharpness") as kernel:  # as after a restart in the lab
+        for source, says in [(train, "`load_task` is not defined yet: run the cell under"),
+                             (check, "`TeachingParams` is not defined yet: run the cell under"),
+                             ("print(modle)", "`modle` is not defined and no cell of this notebook defines it")]:
+            shown = kernel.run(source)
+            assert len(shown.error) == 1 and says in shown.error[0], shown.error
+        imports = next(c for c in cells if c.startswith("from sharplib import notebook"))
+        assert kernel.run(imports).ok
+        shown = kernel.run(check)  # the parameters are not set yet
+        assert shown.error == ["RunEarlierCell: the parameters are not set yet: run the cell tagged `parameters` (under the imports) first"]
+        assert kernel.run(parameters).ok and kernel.run(check).ok
+        shown = kernel.run(train.replace("task = ", "task_ = "))
+        assert not shown.ok and len(shown.error) == 1
+    with session(tmp_path, data_root, kernel_config=False) as kernel:  # no lab config, no notebook path: still one line
+        assert kernel.run(cells[1]).ok
+        shown = kernel.run(train)
+        assert shown.error == ["NameError: `DATA_ROOT` is not defined yet: run the cells above this one first (Run → Run All Above Selected Cell)"]
+
+
+@pytest.mark.slow
+def test_a_wrong_answer_gets_a_hint_and_run_all_goes_on(tmp_path, data_root):
+    cells = edit(code_cells("teaching_sharpness"), results_dir=str(tmp_path / "results"), **SMALL)
+    cells = [c.replace("answer_1 = 0.025 * abs(-0.4)", "answer_1 = 0.025") for c in cells]
+    with session(tmp_path, data_root, "teaching_sharpness") as kernel:
+        shown = kernel.run_all(cells)
+    assert all(s.ok for s in shown) and len(shown) == len(cells)
+    check = next(s for s in shown if s.source.startswith("exercises.box_radius"))
+    assert check.stdout.splitlines() == ["Exercise 1: not yet (0.025).", "  Hint: the adaptive box is |δ_i| <= ρ |w_i|; a size is never negative."]
+    assert shown[-1].stdout.strip() == f"{EXERCISES - 1} of {EXERCISES} exercises done; not yet right: 1"
+    assert not any(s.stderr for s in shown), [s.stderr for s in shown if s.stderr]
+
+
+# ---------------------------------------------------------------- the handouts
+def test_student_version_has_no_solution_and_no_hidden_test():
+    student = handout.student_version(jupytext.read(SOURCE))
+    text = "\n".join(c.source for c in student.cells)
+    assert not handout.leaks(student)
+    for answer in ("0.025 * abs(-0.4)", "Model answer", "exercises.require", "math.log(s_2 / s_1)"):
+        assert answer not in text, answer
+    graded = [c for c in student.cells if c.metadata.get("nbgrader", {}).get("grade")]
+    solutions = [c for c in student.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    assert len(graded) == len(solutions) == EXERCISES
+    assert all("# YOUR CODE HERE" in c.source for c in solutions)
+
+
+def test_strip_region_keeps_the_indentation_and_the_rest():
+    source = "x = None\nif True:\n    ### BEGIN SOLUTION\n    x = 1\n    ### END SOLUTION\ny = 2"
+    assert handout.strip_region(source, handout.SOLUTION, "# YOUR CODE HERE") == "x = None\nif True:\n    # YOUR CODE HERE\ny = 2"
+    assert handout.strip_region(source, handout.SOLUTION, None) == "x = None\nif True:\ny = 2"
+
+
+@pytest.mark.slow
+def test_both_handouts_run(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("SHARPLIB_DATA", str(data_root))
+    monkeypatch.setenv("JUPYTER_PREFER_ENV_PATH", "1")
+    student, instructor = handout.build(SOURCE, tmp_path / "handout", results_dir=str(tmp_path / "instructor"), **SMALL)
+    done = nbformat.read(instructor, as_version=4)  # grading=True: a solution failing its check would have raised
+    assert f"{EXERCISES} of {EXERCISES} exercises done" in printed(done)
+    assert all(not c.get("outputs") for c in nbformat.read(student, as_version=4).cells if c.cell_type == "code")
+    out = tmp_path / "student-run.ipynb"
+    papermill.execute_notebook(str(student), str(out), parameters={"results_dir": str(tmp_path / "student"), **SMALL},
+                               kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    text = printed(nbformat.read(out, as_version=4))
+    assert text.count("no answer yet") == EXERCISES
+    assert text.strip().endswith(f"0 of {EXERCISES} exercises done; unanswered: 1, 2, 3, 4, 5")
