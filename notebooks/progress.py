@@ -21,6 +21,10 @@
 # checkpointed after several epochs. `make` runs this notebook per architecture after the study.
 
 # %%
+from sharplib import notebook
+
+notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
+
 import time
 
 import matplotlib.pyplot as plt
@@ -38,22 +42,21 @@ from sharplib.task import resolve_device
 from sharplib.trajectory import epoch_pools, sharpness_along_training, tau_along_training
 
 sns.set_theme(style="whitegrid")
-_before = set(globals())
 
 # %% tags=["parameters"]
 arch = "fcnn"  # "fcnn" (Abalone), "lenet5" (FashionMNIST) or "gat" (Cora)
-profile = "full"  # "full": the study's 50 seeds; "quick": a few models
+profile = "quick"  # make passes its own; "full": the study's 50 seeds; "quick": a few models
 n_models = None  # None: the profile's number of the study's seeds in the equalized pool
 target_loss = None  # L*, the epoch loss every model trains to; None: the architecture's (progress_study.TARGET_LOSS)
 max_epochs = None  # the cap on epochs while training to L*; None: the architecture's
 n_resamples = None  # None: the profile's bootstrap resamples
 device = "auto"
 backend = "auto"  # where the pools train: "auto", "batched", "processes" or "ray"
-results_dir = "results"
+results_dir = None  # None: <repository root>/build/scratch (git-ignored); make passes results or results-quick
 
 # %%
-params = progress_study.ProgressParams.from_namespace(globals(), _before)
-study, study_models = read_results(params.results_dir, params.arch)  # the study's pool; an error if it has not run
+params = progress_study.ProgressParams.from_namespace(globals())
+study, study_models = read_results(params.results_path, params.arch)  # the study's pool; an error if it has not run
 equalized_cfg = params.equalized_config(study["train_config"])
 sharpness_cfg = params.sharpness_config(study["sharpness_config"])
 print(params, equalized_cfg, sharpness_cfg, sep="\n")

@@ -175,7 +175,7 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
         return 1
     work = Path(work or tempfile.mkdtemp(prefix="sharplib-evidence-"))
     # SIGTERM as Ctrl-C: the worktrees are removed on the way out, whichever ends the run
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sides: dict[str, Side] = {}
     refused = 0
 
@@ -225,4 +225,5 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
         for s in sides.values():
             s.close()
         shutil.rmtree(work, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
     return 1 if refused else 0

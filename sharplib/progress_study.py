@@ -40,6 +40,7 @@ import pandas as pd
 
 from .conditional import partial_kendall, stratified_kendall
 from .config import check_choice, check_device, check_number, check_text, params_from_namespace
+from .notebook import results_path
 from .pool import BACKENDS, PoolEntry
 from .protocol import TABLE1, spec, train_config
 from .sharpness import SharpnessConfig, SharpnessResult
@@ -83,7 +84,7 @@ class ProgressParams:
     n_resamples: int | None = None
     device: str = "auto"
     backend: str = "auto"
-    results_dir: str = "results"
+    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
     data_root: str | None = None
 
     def __post_init__(self) -> None:
@@ -96,14 +97,15 @@ class ProgressParams:
                 check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
         if self.target_loss is not None:
             check_number(name, "target_loss", self.target_loss, minimum=0, strict=True)
-        check_text(name, "results_dir", self.results_dir)
+        if self.results_dir is not None:
+            check_text(name, "results_dir", self.results_dir)
         if self.data_root is not None:
             check_text(name, "data_root", self.data_root)
         check_device(name, "device", self.device)
 
     @classmethod
-    def from_namespace(cls, namespace: dict[str, Any], before: set[str]) -> "ProgressParams":
-        return params_from_namespace(cls, namespace, before)
+    def from_namespace(cls, namespace: dict[str, Any]) -> "ProgressParams":
+        return params_from_namespace(cls, namespace)
 
     @property
     def quick(self) -> bool:
@@ -135,8 +137,13 @@ class ProgressParams:
         return min(self.n, PROFILES[self.profile]["trajectory_models"][self.arch])
 
     @property
+    def results_path(self) -> Path:
+        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
+        return results_path(self.results_dir)
+
+    @property
     def out_dir(self) -> Path:
-        return Path(self.results_dir) / self.arch
+        return self.results_path / self.arch
 
     # stop at the first epoch e with L_e <= L* (min_epochs 1), or at the cap
     def equalized_config(self, study_train: Mapping[str, Any]) -> TrainConfig:
