@@ -192,7 +192,10 @@ def provenance_sentence(results_dir: str | Path) -> str:
         models = sorted({o.get("n_models", o.get("n_seed_models")) for o in own} - {None})  # the seed pool's size
         capped = {TABLE1[lock["arch"]].model_name: a["settings"]["study"]["max_epochs"] for lock in locks for a in lock["accepted"]
                   if isinstance(a.get("settings", {}).get("study"), dict) and "max_epochs" in a["settings"]["study"]}
+        rows = {TABLE1[lock["arch"]].model_name: len(a["settings"]["ablation"]["variants"]) for lock in locks for a in lock["accepted"]
+                if isinstance(a.get("settings", {}).get("ablation"), dict) and "variants" in a["settings"]["ablation"]}
         cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
+        cap += "".join(f", {name}'s ablation on {n} of its rows" for name, n in sorted(rows.items()))
         sentence += (f"; accepted unchanged through commit {', '.join(through)}, the old and new code checked on the CPU "
                      f"with {' or '.join(map(str, models))} models per seed pool{cap}")
     return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
