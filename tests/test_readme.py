@@ -45,3 +45,16 @@ def test_provenance_line_is_the_locks() -> None:
 
     expected = provenance_sentence(README.parent / "results")
     assert f"\n> {expected}\n" in README.read_text(), f"README's provenance line should read:\n> {expected}"
+
+
+def _interval(result: dict) -> str:
+    signed = lambda v: f"{v:+.2f}".replace("-", "−")  # noqa: E731
+    return f"{signed(result['tau'])} [{signed(result['ci_low'])}, {signed(result['ci_high'])}]"
+
+
+@pytest.mark.parametrize("arch, pool, kind", [("fcnn", "protocol", "partial"), ("gat", "protocol", "partial"),
+                                              ("gat", "equalized", "partial"), ("gat", "equalized", "tau")])
+def test_progress_paragraph_is_the_tracked_results(arch: str, pool: str, kind: str) -> None:
+    """The README's paragraph on training progress quotes the tracked progress.json, not a number typed by hand."""
+    taus = json.loads((README.parent / "results" / arch / "progress.json").read_text())["pools"][pool]["taus"]["test_loss"]
+    assert _interval(taus[kind]) in README.read_text(), f"{arch} {pool} {kind}: {_interval(taus[kind])} not in the README"
