@@ -77,6 +77,8 @@ def test_a_refactor_is_accepted_and_a_changed_number_refused(repo: Path, capsys:
     assert state().state == "current"
     sharpness = repo / "sharplib" / "sharpness.py"
     edit(sharpness, "moved", "shifted")  # a local variable renamed, in two functions
+    train = repo / "sharplib" / "train.py"
+    train.write_text(train.read_text() + "\nUNUSED_CONSTANT = 1  # a statement that moves no number\n")
     assert state().state == "stale"
     assert accept(repo) == 1 and "commit your changes first" in capsys.readouterr().out
     refactor = commit_all(repo, "rename a local variable")
