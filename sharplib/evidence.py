@@ -100,7 +100,12 @@ def _blank(value: Any) -> bool:
 def _row_differences(where: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Values that differ; a field on one side only counts when it holds something (a new, empty column does not)."""
     return [f"{where}{key}: {a.get(key)} then {b.get(key)}" for key in sorted(set(a) | set(b))
-            if a.get(key) != b.get(key) and not (key not in a and _blank(b[key])) and not (key not in b and _blank(a[key]))]
+            if not _same(a.get(key), b.get(key)) and not (key not in a and _blank(b[key])) and not (key not in b and _blank(a[key]))]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal to the last bit, an undefined value (NaN) equal to itself: compared as JSON writes them."""
+    return json.dumps(a) == json.dumps(b)
 
 
 def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 5) -> list[str]:
