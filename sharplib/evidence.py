@@ -52,7 +52,8 @@ COMPARED: dict[str, tuple[str, ...]] = {
     "progress": ("progress.csv",),
 }
 RESULTS = "evidence-results"  # relative to each worktree, so both sides write the same paths into their tables
-UNTIMED = ("seconds", "provenance", "made_from", "params")  # keys and columns that are not computed numbers
+# keys and columns that are not computed numbers: timings, records of the run, where a file lay
+UNTIMED = ("seconds", "provenance", "made_from", "params", "checkpoint")
 
 
 class EvidenceError(RuntimeError):

@@ -120,7 +120,7 @@ def test_evidence_compares_numbers_not_settings_names_or_timings(tmp_path: Path)
                                        {"aa.json": {"seed": 0, "sharpness": 0.5, "seconds": 1.0}}), "fcnn", "ablation")
     renamed = {**summary, "seconds": {"total": 9.0}, "train_config": {"lr": 0.1, "device": "cpu", "target_loss": None}, "train_rows": None}
     new = evidence.numbers(_write_step(tmp_path / "new", renamed, "variant,tau,seconds,new_column\nreport,0.25,7.0,\n",
-                                       {"bb.json": {"seed": 0, "sharpness": 0.5, "seconds": 2.0}}), "fcnn", "ablation")
+                                       {"bb.json": {"seed": 0, "sharpness": 0.5, "seconds": 2.0, "checkpoint": "/elsewhere/seed0000.pt"}}), "fcnn", "ablation")
     assert evidence.differences(old, new) == [], "timings, cache names, unset settings, empty new columns, NaN as NaN: no change"
     moved = evidence.numbers(_write_step(tmp_path / "moved", {**summary, "tau": 0.2500001}, "variant,tau,seconds\nreport,0.25,1.0\n",
                                          {"cc.json": {"seed": 0, "sharpness": 0.51, "seconds": 1.0}}), "fcnn", "ablation")
