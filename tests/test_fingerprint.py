@@ -13,7 +13,9 @@ from sharplib import fingerprint, stephash
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = stephash.ARCHS
-EVERYTHING = sorted(f"{step} {arch}" for step in stephash.STEPS for arch in ARCHS)
+# What the quick chain runs: every step of every architecture but LeNet-5's progress step (the Makefile's PROGRESS_ARCHS)
+IN_QUICK = [f"{step} {arch}" for arch in ARCHS for step in stephash.STEPS if (step, arch) != ("progress", "lenet5")]
+EVERYTHING = sorted(IN_QUICK)
 
 # Stands in for papermill: records the run, waits a little (so that two makes overlap), writes the step's files.
 FAKE_PAPERMILL = """#!{python}
@@ -109,7 +111,7 @@ def test_status_names_every_step_and_what_would_run_and_runs_nothing(checkout: P
     assert len(lines) == len(stephash.STEPS) * len(ARCHS) + 1, out
     assert all(" stale " in line and "sharplib/sharpness.py" in line for line in lines if line.startswith("study") and " gat " not in line)
     assert any(line.startswith("study     gat     modified") and "models.csv" in line for line in lines), out
-    assert lines[-1] == "make paper PROFILE=quick would run: " + ", ".join(f"{s} {a}" for a in ARCHS for s in stephash.STEPS)
+    assert lines[-1] == "make paper PROFILE=quick would run: " + ", ".join(IN_QUICK)
     assert not (checkout / "runs.log").exists(), "make status ran a notebook"
 
 
