@@ -203,7 +203,7 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                 found = state(step, arch, profile, backend, results_dir, tree)
                 if found.state != "stale":
                     print(f"{step} {arch}: {found.state}, nothing to accept" + (f" ({found.detail})" if not found.reusable else ""))
-                    refused += found.state in ("modified", "invalid", "missing")
+                    refused += found.state in ("modified", "invalid")  # missing: nothing to carry over, make runs it
                     continue
                 lock = found.lock
                 assert lock is not None
