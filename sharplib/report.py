@@ -187,7 +187,7 @@ def provenance_sentence(results_dir: str | Path) -> str:
     sentence = "; ".join(parts)
     accepts = [a for lock in locks for a in lock["accepted"]]
     if accepts:
-        through = sorted({lock["commit"][:7] for lock in locks if lock["accepted"]})
+        through = [max(accepts, key=lambda a: a["date"])["to_commit"][:7]]  # the newest: every lock still holds there
         own = [a.get("settings", {}).get(lock["step"], {}) for lock in locks for a in lock["accepted"]]
         models = sorted({o.get("n_models", o.get("n_seed_models")) for o in own} - {None})  # the seed pool's size
         capped = {TABLE1[lock["arch"]].model_name: a["settings"]["study"]["max_epochs"] for lock in locks for a in lock["accepted"]
