@@ -100,6 +100,21 @@ def new_lock(step: str, arch: str, profile: str, backend: str, results_dir: str 
             "upstream_outputs": output_hashes(results_dir, arch, upstream) if upstream else {}}
 
 
+def computed_where(results_dir: str | Path, step: str, archs: list[str]) -> dict[str, list[str]]:
+    """The architectures grouped by where their `step` results were computed, as their locks say ("on D at commit C");
+    results without a lock are grouped as made outside make."""
+    origins: dict[str, list[str]] = {}
+    for arch in archs:
+        path = lock_path(results_dir, arch, step)
+        if path.exists():
+            computed = json.loads(path.read_text())["computed"]
+            origin = f"on {computed['device']} at commit {computed['commit'][:7]}"
+        else:
+            origin = "outside make (no lock records where)"
+        origins.setdefault(origin, []).append(arch)
+    return origins
+
+
 def git_commit(root: Path = REPO) -> tuple[str | None, bool]:
     """(HEAD's commit, whether the step-relevant tree differs from it); (None, True) outside git."""
     try:

@@ -9,7 +9,6 @@ this section can change without touching the study's inputs.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .lockfile import computed_where
 from .measures import MEASURES
 from .measures_study import read_measures
 from .protocol import TABLE1, spec
@@ -118,12 +118,9 @@ def figure(summaries: Mapping[str, Mapping[str, Any]], pdf: Path, png: Path) -> 
 
 def provenance_note(results_dir: Path, archs: list[str]) -> str:
     """Where the panel was computed (its locks) and which architectures it still lacks, in plain words."""
-    origins: dict[str, list[str]] = {}
-    for arch in archs:
-        lock = Path(results_dir) / arch / "measures.lock"
-        computed = json.loads(lock.read_text())["computed"] if lock.exists() else {"commit": "?", "device": "an unrecorded device"}
-        origins.setdefault(f"on {computed['device']} at commit {computed['commit'][:7]}", []).append(spec(arch).model_name)
-    note = " ".join(f"The {' and '.join(names)} pools were trained and measured {origin}." for origin, names in origins.items())
+    origins = computed_where(results_dir, "measures", archs)
+    note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} pools were trained and measured {origin}."
+                    for origin, group in origins.items())
     note += (" The study's seeds were retrained there, so where training draws random numbers on the device (the GAT's"
              " dropout) the seed-only pool is a pool of its own, not the study's.")
     missing = [spec(a).model_name for a in ARCHS if a not in archs]

@@ -9,7 +9,6 @@ along training, the protocol's stopping epochs marked). Rendering only: it stays
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .lockfile import computed_where
 from .progress_study import read_progress
 from .protocol import TABLE1, spec
 
@@ -178,16 +178,9 @@ def settings(summaries: Mapping[str, Mapping[str, Any]]) -> str:
 
 def provenance_note(results_dir: Path, archs: list[str]) -> str:
     """Where the pools were computed (the locks), that the study's seeds were retrained, and which architectures are missing."""
-    origins: dict[str, list[str]] = {}
-    for arch in archs:
-        lock = Path(results_dir) / arch / "progress.lock"
-        if lock.exists():
-            computed = json.loads(lock.read_text())["computed"]
-            origin = f"on {computed['device']} at commit {computed['commit'][:7]}"
-        else:
-            origin = "outside make (no lock records where)"
-        origins.setdefault(origin, []).append(spec(arch).model_name)
-    note = " ".join(f"The {' and '.join(names)} equalized and along-training pools were trained and measured {origin}." for origin, names in origins.items())
+    origins = computed_where(results_dir, "progress", archs)
+    note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} equalized and along-training pools were trained and"
+                    f" measured {origin}." for origin, group in origins.items())
     note += (" The protocol's pool is the study's, read from its results; the other pools retrain the study's seeds, so where training"
              " draws random numbers on the device (the GAT's dropout) they are pools of their own, not continuations of the study's models.")
     missing = [spec(a).model_name for a in ARCHS if a not in archs]
