@@ -3,11 +3,15 @@
 # Python already has torch, torchvision, torch_geometric, pandas, seaborn and pytest. It brings
 # papermill, jupytext, ipykernel and pooch as wheels (.whl/), the data as .device-data/ (a copy of
 # ../shared/data) and, optionally, a copy of .git as .gitcopy/ so the results name their commit.
-#   OUT=/some/folder bash scripts/gpu-canonical-run.sh
-# It writes results.tgz (the files git tracks under results/, the steps' locks among them, and paper/generated/), the make log,
-# the CUDA tests' log and the CUDA-graph benchmark into $OUT.
+#   OUT=/some/folder BUDGET_S=560 bash scripts/gpu-canonical-run.sh
+# It writes results.tgz (the files git tracks under results/, the steps' locks among them, and paper/generated/),
+# the make log, the CUDA tests' log and the CUDA-graph benchmark into $OUT. Each phase gets at most what is
+# left of BUDGET_S, the canonical run first.
 set -uo pipefail
 OUT=${OUT:-build/canonical-run}
+BUDGET_S=${BUDGET_S:-560}
+DEADLINE=$(( $(date +%s) + BUDGET_S ))
+left() { local s=$(( DEADLINE - $(date +%s) )); (( s < $1 )) && echo $s || echo $1; }  # seconds for a phase
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 SHARPLIB_DATA=$PWD/.device-data
 if [ -d .gitcopy ]; then export GIT_DIR=$PWD/.gitcopy GIT_WORK_TREE=$PWD; fi
@@ -25,24 +29,35 @@ for tool in jupytext papermill; do printf '#!/bin/sh\nexec python3 -m %s "$@"\n'
 chmod +x .venv/bin/*
 touch .venv/.installed .venv/.cluster  # make must not pip-install: the machine has no registry
 .venv/bin/python -c "import torch, sharplib; print('torch', torch.__version__, torch.cuda.get_device_name())" || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 git rev-parse HEAD && git status --porcelain --untracked-files=no | head
 
 stamp "the CUDA graph against the eager step (gate for the canonical run)"
-.venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cuda_graph 2>&1 | tail -5
+timeout "$(left 90)" .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cuda_graph 2>&1 | tail -5
 if [ "${PIPESTATUS[0]}" != 0 ]; then echo "graph check failed: no canonical run"; GATE=failed; else GATE=ok; fi
 
 if [ "$GATE" = ok ]; then
-  stamp "make results + report, full profile"
+  stamp "make results + report, full profile, every step of every architecture"
   start=$(date +%s)
-  timeout 420 make -j4 results paper/generated/results.tex PROFILE=full RERUN=1 MEASURES_ARCHS="fcnn lenet5 gat" > "$OUT/make-full.log" 2>&1
+  timeout "$(left ${MAKE_S:-450})" make -j${JOBS:-6} results paper/generated/results.tex PROFILE=full RERUN=1 \
+    MEASURES_ARCHS="fcnn lenet5 gat" PROGRESS_ARCHS="fcnn lenet5 gat" > "$OUT/make-full.log" 2>&1
   echo "make exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/make-full.log"
   tail -5 "$OUT/make-full.log"
-  tar czf "$OUT/results.tgz" $(git ls-files -co --exclude-standard results) paper/generated  # results, measures, locks
+  tar czf "$OUT/results.tgz" $(git ls-files -co --exclude-standard results) paper/generated  # results, locks, notebooks
+  for nb in results/*/*.ipynb; do
+    python3 -c "import json,sys; m=json.load(open(sys.argv[1]))['metadata'].get('papermill',{}); print(sys.argv[1], m.get('duration'))" "$nb"
+  done 2>/dev/null | tee "$OUT/durations.txt"
 fi
 
-stamp "benchmark: LeNet-5 pool, eager vs CUDA graph"
-timeout 150 .venv/bin/python benchmarks/cuda_graph.py 2>&1 | grep -v Warning | tee "$OUT/cuda_graph.txt" | tail -25
-
 stamp "CUDA tests"
-timeout 200 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_train.py 2>&1 | tee "$OUT/cuda-tests.log" | tail -8
+timeout "$(left 150)" .venv/bin/python -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_train.py 2>&1 | tee "$OUT/cuda-tests.log" | tail -8
+
+if (( $(left 999) > 60 )); then
+  stamp "benchmark: the measures panel of 50 LeNet-5 models, batched against one model at a time"
+  timeout "$(left 150)" .venv/bin/python benchmarks/measures.py --device cuda --alone 10 --panel-only 2>&1 | grep -v Warning | tee "$OUT/measures_bench.txt" | tail -15
+fi
+if (( $(left 999) > 60 )); then
+  stamp "benchmark: LeNet-5 pool, eager vs CUDA graph"
+  timeout "$(left 150)" .venv/bin/python benchmarks/cuda_graph.py 2>&1 | grep -v Warning | tee "$OUT/cuda_graph.txt" | tail -25
+fi
 stamp "done"

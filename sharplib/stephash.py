@@ -2,8 +2,11 @@
 
 For a step (study, ablation, measures or progress) of one architecture,
 
-    H = SHA-256( the step's notebook, the source of every sharplib module it runs that computes numbers,
+    H = SHA-256( the step's notebook, the code of every sharplib module it runs that computes numbers,
                  the parameters make passes it, the checksums of the data its task reads, the upstream step's H )
+
+A file's code is its syntax tree without docstrings, comments or layout (`code_digest`): prose and
+formatting cannot move a number, so editing them leaves every step current.
 
 Modules that only render results (RENDERING: figures, tables, sentences) and the build's own tooling
 (TOOLING) are left out, with whatever only they import: editing the paper's words reruns no notebook.
@@ -57,6 +60,39 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def code_digest(path: Path) -> str:
+    """SHA-256 of what a Python file computes: its syntax tree, without docstrings, comments, layout or line numbers."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as error:
+        raise ValueError(f"{path}: not valid Python, so its step's hash cannot be taken ({error.msg}, line {error.lineno})") from None
+    return hashlib.sha256(_canonical(tree).encode()).hexdigest()
+
+
+def _canonical(node: Any) -> str:
+    """A syntax tree as text. Empty and None fields are left out, so the Python versions that add a field (as
+    3.12 added `type_params`) or print defaults differently write the same text for the same code."""
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(item) for item in node) + "]"
+    if not isinstance(node, ast.AST):
+        return repr(node)
+    fields = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if name == "body" and _has_docstring(node):
+            value = value[1:]
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        fields.append(f"{name}={_canonical(value)}")
+    return f"{type(node).__name__}({','.join(fields)})"
+
+
+def _has_docstring(node: ast.AST) -> bool:
+    body = getattr(node, "body", None)
+    return (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and bool(body)
+            and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str))
+
+
 def compute_files(step: str, root: Path = REPO) -> list[Path]:
     """The notebook of `step` and the sharplib modules it runs that compute (rendering and tooling left out)."""
     notebook = root / STEPS[step].notebook
@@ -69,13 +105,13 @@ def make_parameters(step: str, arch: str, profile: str, backend: str) -> dict[st
 
 
 def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:
-    """Everything H covers, each part named: files (path: sha256), parameters, data (file: sha256), upstream H."""
+    """Everything H covers, each part named: files (path: code_digest), parameters, data (file: sha256), upstream H."""
     if step not in STEPS:
         raise ValueError(f"step must be one of {sorted(STEPS)}, got {step!r}")
     if arch not in DATA_FOLDERS:
         raise ValueError(f"arch must be one of {sorted(DATA_FOLDERS)}, got {arch!r}")
     record: dict[str, Any] = {
-        "files": {str(p.relative_to(root)): sha256_file(p) for p in compute_files(step, root)},
+        "files": {str(p.relative_to(root)): code_digest(p) for p in compute_files(step, root)},
         "parameters": make_parameters(step, arch, profile, backend),
         "data": {name: sha for table in (checksums.RAW, checksums.IDX) for name, sha in sorted(table.items())
                  if name.startswith(DATA_FOLDERS[arch])},

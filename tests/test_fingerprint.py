@@ -88,7 +88,7 @@ def test_make_reruns_exactly_the_steps_whose_inputs_changed(checkout: Path) -> N
     assert runs(checkout) == []
     append(checkout / "sharplib" / "report.py", "\n# a comment on the wording\n")
     assert runs(checkout) == []
-    append(checkout / "notebooks" / "ablation.py", "\n# an edit\n")
+    append(checkout / "notebooks" / "ablation.py", "\nEDITED = True\n")
     assert runs(checkout) == sorted(f"ablation {arch}" for arch in ARCHS)
     append(checkout / "sharplib" / "train.py", "\nUNUSED = 1\n")
     assert runs(checkout) == EVERYTHING
@@ -129,7 +129,7 @@ def test_a_hand_run_into_results_is_rerun_by_make(checkout: Path) -> None:
 def test_two_makes_at_once_both_finish_and_run_each_step_once(checkout: Path) -> None:
     """Issue #24, row 1: no shared temporary file, no deleted build file; the second make waits for the first."""
     make(checkout, "-s", "build/deps.mk")
-    append(checkout / "sharplib" / "task.py", "\n# an edit\n")
+    append(checkout / "sharplib" / "task.py", "\nEDITED = True\n")
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
     command = ["make", "-s", "results", "PROFILE=quick", f"VENV={checkout / 'fake-venv'}", f"PYTHON={sys.executable}"]
     both = [subprocess.Popen(command, cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]

@@ -46,14 +46,37 @@ def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
 
 def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout: Path) -> None:
     before = hashes(checkout)
-    append(checkout / "sharplib" / "measures.py", "\n# an edit\n")  # the panel: the measures step only
+    append(checkout / "sharplib" / "measures.py", "\nEDITED = True\n")  # the panel: the measures step only
     after = hashes(checkout)
     assert {key for key in before if after[key] != before[key]} == {("measures", arch) for arch in stephash.ARCHS}
-    append(checkout / "notebooks" / "ablation.py", "\n# an edit\n")
+    append(checkout / "notebooks" / "ablation.py", "\nEDITED = True\n")
     again = hashes(checkout)
     assert {key for key in after if again[key] != after[key]} == {("ablation", arch) for arch in stephash.ARCHS}
     append(checkout / "sharplib" / "train.py", "\nUNUSED = 1\n")  # training: every step, through the study's hash too
     assert all(a != b for a, b in zip(hashes(checkout).values(), again.values()))
+
+
+def test_docstrings_comments_and_layout_of_computing_code_leave_every_hash_alone(checkout: Path) -> None:
+    before = hashes(checkout)
+    train = checkout / "sharplib" / "train.py"
+    source = train.read_text()
+    docstring = source.split('"""')[1]
+    source = source.replace(docstring, "One line now.", 1)  # the module's docstring
+    source = source.replace("def should_stop(", "# why the rule is what it is\ndef should_stop(", 1)
+    source = source.replace("    epoch = len(epoch_losses)\n", "    epoch = len(\n        epoch_losses\n    )  # rewrapped\n", 1)
+    train.write_text(source)
+    notebook = checkout / "notebooks" / "study.py"
+    notebook.write_text(notebook.read_text().replace("# %% [markdown]\n", "# %% [markdown]\n# A new sentence in the lab report.\n", 1))
+    assert hashes(checkout) == before
+    train.write_text(source.replace("epoch = len(", "epoch = 1 + len(", 1))  # one number: every step
+    assert all(a != b for a, b in zip(hashes(checkout).values(), before.values()))
+
+
+def test_code_digest_names_a_file_that_does_not_parse(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.py"
+    broken.write_text("def f(:\n")
+    with pytest.raises(ValueError, match="broken.py: not valid Python"):
+        stephash.code_digest(broken)
 
 
 def test_parameters_data_and_the_upstream_step_are_covered(checkout: Path) -> None:
@@ -68,7 +91,7 @@ def test_parameters_data_and_the_upstream_step_are_covered(checkout: Path) -> No
 
 def test_changed_inputs_names_them(checkout: Path) -> None:
     old = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
-    append(checkout / "sharplib" / "sharpness.py", "\n# an edit\n")
+    append(checkout / "sharplib" / "sharpness.py", "\nEDITED = True\n")
     new = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
     assert stephash.changed_inputs(old, new) == ["sharplib/sharpness.py", "upstream:study"]
 
