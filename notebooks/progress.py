@@ -82,7 +82,7 @@ start = time.perf_counter()
 entries = train_pool(params.arch, task, equalized_cfg, seeds, params.out_dir / "progress_pool", backend=params.backend)
 seconds["training"] = time.perf_counter() - start
 start = time.perf_counter()
-sharpness = estimate_pool_sharpness([load_model(e.checkpoint)[0] for e in entries], task, sharpness_cfg)
+sharpness = estimate_pool_sharpness([load_model(e.checkpoint)[0].to(task.device) for e in entries], task, sharpness_cfg)
 seconds["sharpness"] = time.perf_counter() - start
 equalized = progress_study.pool_table(entries, sharpness, "equalized")
 missed = [int(s) for s in equalized.loc[progress_study.missed_target(equalized["reached_target"]), "seed"]]

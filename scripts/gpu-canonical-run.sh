@@ -3,7 +3,7 @@
 # Python already has torch, torchvision, torch_geometric, pandas, seaborn and pytest. It brings
 # papermill, jupytext, ipykernel and pooch as wheels (.whl/), the data as .device-data/ (a copy of
 # ../shared/data) and, optionally, a copy of .git as .gitcopy/ so the results name their commit.
-#   OUT=/some/folder BUDGET_S=560 bash scripts/gpu-canonical-run.sh
+#   OUT=/some/folder BUDGET_S=560 bash scripts/gpu-canonical-run.sh     (RERUN=0: only the steps not current)
 # It writes results.tgz (the files git tracks under results/, the steps' locks among them, and paper/generated/),
 # the make log, the CUDA tests' log and the CUDA-graph benchmark into $OUT. Each phase gets at most what is
 # left of BUDGET_S, the canonical run first.
@@ -39,7 +39,7 @@ if [ "${PIPESTATUS[0]}" != 0 ]; then echo "graph check failed: no canonical run"
 if [ "$GATE" = ok ]; then
   stamp "make results + report, full profile, every step of every architecture"
   start=$(date +%s)
-  timeout "$(left ${MAKE_S:-450})" make -j${JOBS:-6} results paper/generated/results.tex PROFILE=full RERUN=1 \
+  timeout "$(left ${MAKE_S:-450})" make -j${JOBS:-6} results paper/generated/results.tex PROFILE=full RERUN=${RERUN:-1} \
     MEASURES_ARCHS="fcnn lenet5 gat" PROGRESS_ARCHS="fcnn lenet5 gat" > "$OUT/make-full.log" 2>&1
   echo "make exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/make-full.log"
   tail -5 "$OUT/make-full.log"

@@ -143,3 +143,15 @@ def test_lenet5_stack_trains_the_same_from_a_cuda_graph(cpu_tasks: dict[str, Tas
         assert result_g.epoch_losses == pytest.approx(result_e.epoch_losses, rel=1e-5)
         for (name, w_e), w_g in zip(model_e.state_dict().items(), model_g.state_dict().values()):
             torch.testing.assert_close(w_g, w_e, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_sharpness_along_training_reads_cpu_checkpoints_into_a_cuda_task(cpu_tasks: dict[str, Task], tmp_path: Path) -> None:
+    # Checkpoints load on the CPU; the progress step measures them where its task is (a full GPU run found this).
+    from sharplib.trajectory import epoch_pools, sharpness_along_training
+
+    task = cpu_tasks["fcnn"].to("cuda")
+    cfg = protocol.train_config("fcnn", device="cuda")
+    pools = epoch_pools("fcnn", task, cfg, [0, 1, 2], (1, 2), tmp_path)
+    table = sharpness_along_training({e: [p.checkpoint for p in pool] for e, pool in pools.items()}, task,
+                                     protocol.sharpness_config("fcnn", n_restarts=2, device="auto"))
+    assert sorted(table["epoch"].unique()) == [1, 2] and table["sharpness"].notna().all()
