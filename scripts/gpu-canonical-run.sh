@@ -33,7 +33,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 git rev-parse HEAD && git status --porcelain --untracked-files=no | head
 
 stamp "the CUDA graph against the eager step (gate for the canonical run)"
-timeout "$(left 90)" .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cuda.py -k cuda_graph 2>&1 | tail -5
+timeout "$(left 90)" .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "${GATE_TESTS:-cuda_graph}" 2>&1 | tail -5
 if [ "${PIPESTATUS[0]}" != 0 ]; then echo "graph check failed: no canonical run"; GATE=failed; else GATE=ok; fi
 
 if [ "$GATE" = ok ]; then
