@@ -6,6 +6,10 @@ EVIDENCE. Every number the step writes per model (its CSV files, the ablation's 
 summary's figures; timings left out) must agree bit for bit. Then the lock takes HEAD's hash, with the
 commits, what was compared, a digest of the numbers and the reason; else nothing changes and the first
 differences are printed.
+
+A step can be stale because its upstream study was rerun. When the study's new files hold the numbers
+the step read (found in git by the SHA-256s its lock recorded; timings aside), the step reads the same
+numbers as before: the accept records that, and no notebook runs for it unless its code changed too.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .lockfile import git_commit, hash_at_commit, now, state, write_lock
+from .lockfile import git_commit, hashes_at_commit, now, output_hashes, state, write_lock
 from .stephash import ARCHS, REPO, STEPS, fingerprint, make_parameters
 
 # The small inputs both sides run: a few models per pool, on the CPU; everything else as the step's profile.
@@ -127,6 +131,31 @@ def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 5) -> lis
     return found[:limit]
 
 
+def upstream_reproduced(results_dir: str | Path, arch: str, step: str, lock: dict[str, Any], root: Path, into: Path) -> dict[str, Any] | str:
+    """Whether the upstream step's files now hold the numbers `lock` read: the record of the check, or why not."""
+    upstream = STEPS[step].upstream
+    try:
+        folder = Path(results_dir).resolve().relative_to(root.resolve()) / arch
+    except ValueError:
+        return f"{results_dir} is not in the repository, so git cannot show the {upstream}'s results this step read"
+    recorded = lock.get("upstream_outputs") or {}
+    log = subprocess.run(["git", "log", "--format=%H", "--", (folder / STEPS[upstream].summary).as_posix()],
+                         cwd=root, capture_output=True, text=True)
+    for commit in log.stdout.split():
+        shown = {name: subprocess.run(["git", "show", f"{commit}:{(folder / name).as_posix()}"], cwd=root, capture_output=True).stdout
+                 for name, sha in recorded.items() if sha is not None}
+        if all(hashlib.sha256(shown[name]).hexdigest() == sha for name, sha in recorded.items() if sha is not None):
+            (into / arch).mkdir(parents=True, exist_ok=True)
+            for name, data in shown.items():
+                (into / arch / name).write_bytes(data)
+            before, now_read = numbers(into, arch, upstream), numbers(Path(results_dir), arch, upstream)
+            differing = differences(before, now_read)
+            if differing:
+                return f"the {upstream}'s numbers changed since {commit[:10]}: " + "; ".join(differing)
+            return {"step": upstream, "read_at_commit": commit, "compared": sorted(now_read), "digest": digest(now_read)}
+    return f"no commit holds the {upstream}'s results this step read (the SHA-256s its lock recorded)"
+
+
 class Side:
     """One commit checked out in a worktree, its notebooks run on demand (each step once)."""
 
@@ -207,11 +236,25 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     continue
                 lock = found.lock
                 assert lock is not None
+                upstream, reproduced = STEPS[step].upstream, None
+                if upstream and lock.get("upstream_outputs") != output_hashes(results_dir, arch, upstream):
+                    reproduced = upstream_reproduced(results_dir, arch, step, lock, root, work / f"{step}-{arch}-read")
+                    if isinstance(reproduced, str):
+                        print(f"{step} {arch}: refused: {reproduced}; rerun it (make paper)")
+                        refused += 1
+                        continue
+                    lock = {**lock, "upstream_outputs": output_hashes(results_dir, arch, upstream)}
                 if lock["hash"] == fingerprint(step, arch, profile, backend, tree)["hash"]:
-                    print(f"{step} {arch}: refused: {found.detail}; its code is unchanged, so rerun it (make paper)")
-                    refused += 1
+                    if reproduced is None:
+                        print(f"{step} {arch}: refused: {found.detail}; its code is unchanged, so rerun it (make paper)")
+                        refused += 1
+                        continue
+                    entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": lock["hash"],
+                             "upstream_reproduced": reproduced, "reason": reason, "date": now()}
+                    write_lock(Path(results_dir) / arch / f"{step}.lock", {**lock, "commit": head, "accepted": [*lock["accepted"], entry]})
+                    print(f"{step} {arch}: accepted (the {upstream}'s numbers are the ones it read, digest {reproduced['digest'][:12]})")
                     continue
-                if hash_at_commit(step, arch, profile, backend, lock["commit"], root) != lock["hash"]:
+                if lock["hash"] not in (hashes_at_commit(step, arch, profile, backend, lock["commit"], root) or set()):
                     print(f"{step} {arch}: refused: its lock's hash is not that of commit {lock['commit'][:10]}'s code (rerun it)")
                     refused += 1
                     continue
@@ -229,7 +272,8 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                 entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],
                          "compared": sorted(new), "settings": {s: evidence_settings(s, arch) for s in (STEPS[step].upstream, step) if s},
                          "n_models": n_models, "device": "cpu",
-                         "digest": digest(new), "reason": reason, "date": now()}
+                         "digest": digest(new), "reason": reason, "date": now(),
+                         **({"upstream_reproduced": reproduced} if reproduced else {})}
                 write_lock(Path(results_dir) / arch / f"{step}.lock",
                            {**lock, **current, "commit": head, "accepted": [*lock["accepted"], entry]})
                 print(f"{step} {arch}: accepted ({len(new)} files of numbers equal bit for bit, digest {entry['digest'][:12]})")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .stephash import REPO, STEPS, changed_inputs, fingerprint, sha256_file
+from .stephash import REPO, STEPS, changed_inputs, code_digest, fingerprint, sha256_file
 
 FORMAT = 1
 
@@ -126,8 +126,9 @@ def git_commit(root: Path = REPO) -> tuple[str | None, bool]:
     return commit, bool(dirty)
 
 
-def hash_at_commit(step: str, arch: str, profile: str, backend: str, commit: str, root: Path = REPO) -> str | None:
-    """H of the code at `commit` (read from git, nothing checked out); None when git cannot show it."""
+def hashes_at_commit(step: str, arch: str, profile: str, backend: str, commit: str, root: Path = REPO) -> set[str] | None:
+    """H of the code at `commit` (read from git, nothing checked out), taken over code and, for locks written
+    before 3d731f4, over bytes; None when git cannot show it."""
     with tempfile.TemporaryDirectory(prefix="sharplib-commit-") as tmp:
         archive = Path(tmp) / "tree.tar"
         done = subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), commit, "sharplib", "notebooks"],
@@ -137,7 +138,7 @@ def hash_at_commit(step: str, arch: str, profile: str, backend: str, commit: str
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
         try:
-            return fingerprint(step, arch, profile, backend, Path(tmp))["hash"]
+            return {fingerprint(step, arch, profile, backend, Path(tmp), file_digest)["hash"] for file_digest in (code_digest, sha256_file)}
         except (OSError, ValueError, SyntaxError):
             return None
 
@@ -165,7 +166,7 @@ def state(step: str, arch: str, profile: str, backend: str, results_dir: str | P
     if lock["hash"] != current["hash"]:
         changed = changed_inputs(lock, current)
         return StepState(step, arch, "stale", f"changed since {lock['commit'][:10]}: {', '.join(changed) or 'the hash'}", lock)
-    if verify_commit and not lock.get("computed", {}).get("dirty") and hash_at_commit(step, arch, profile, backend, lock["commit"], root) not in (None, lock["hash"]):
+    if verify_commit and not lock.get("computed", {}).get("dirty") and lock["hash"] not in (hashes_at_commit(step, arch, profile, backend, lock["commit"], root) or {lock["hash"]}):
         return StepState(step, arch, "invalid", f"{path}: its hash is not that of commit {lock['commit'][:10]}'s code", lock)
     origin = f"computed at {lock['computed']['commit'][:10]} on {lock['computed'].get('device', '?')}"
     if lock["accepted"]:

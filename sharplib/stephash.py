@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import checksums, deps
 
@@ -104,27 +104,29 @@ def make_parameters(step: str, arch: str, profile: str, backend: str) -> dict[st
     return {"arch": arch, "profile": profile, "backend": backend}
 
 
-def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:
+def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO,
+           file_digest: Callable[[Path], str] = code_digest) -> dict[str, Any]:
     """Everything H covers, each part named: files (path: code_digest), parameters, data (file: sha256), upstream H."""
     if step not in STEPS:
         raise ValueError(f"step must be one of {sorted(STEPS)}, got {step!r}")
     if arch not in DATA_FOLDERS:
         raise ValueError(f"arch must be one of {sorted(DATA_FOLDERS)}, got {arch!r}")
     record: dict[str, Any] = {
-        "files": {str(p.relative_to(root)): code_digest(p) for p in compute_files(step, root)},
+        "files": {str(p.relative_to(root)): file_digest(p) for p in compute_files(step, root)},
         "parameters": make_parameters(step, arch, profile, backend),
         "data": {name: sha for table in (checksums.RAW, checksums.IDX) for name, sha in sorted(table.items())
                  if name.startswith(DATA_FOLDERS[arch])},
     }
     upstream = STEPS[step].upstream
     if upstream is not None:
-        record["upstream"] = {upstream: fingerprint(upstream, arch, profile, backend, root)["hash"]}
+        record["upstream"] = {upstream: fingerprint(upstream, arch, profile, backend, root, file_digest)["hash"]}
     return record
 
 
-def fingerprint(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> dict[str, Any]:
-    """{"hash": H, **inputs}."""
-    record = inputs(step, arch, profile, backend, root)
+def fingerprint(step: str, arch: str, profile: str, backend: str, root: Path = REPO,
+                file_digest: Callable[[Path], str] = code_digest) -> dict[str, Any]:
+    """{"hash": H, **inputs}. `file_digest=sha256_file` gives H as locks written before 3d731f4 took it (over bytes)."""
+    record = inputs(step, arch, profile, backend, root, file_digest)
     # H = SHA-256 of the inputs, serialized canonically (sorted keys)
     return {"hash": hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest(), **record}
 
