@@ -140,8 +140,8 @@ status:
 
 # Stale steps accepted on evidence: the old and the new code run each on a few models on the CPU, and
 # every per-model number must agree (sharplib/evidence.py). Commit first; say why in REASON.
-accept: $(VENV)/.installed
-	$(FINGERPRINT) accept --reason "$(REASON)" $(STEP_ARGS)
+accept: $(VENV)/.installed  # the venv's Python: the evidence runs papermill and jupytext beside it
+	$(VENV)/bin/python -m sharplib.fingerprint accept --reason "$(REASON)" $(STEP_ARGS)
 
 # ---------------------------------------------------------------- results -> paper
 # A stamp that changes only when the profile does, so switching profiles rebuilds the paper.

@@ -212,3 +212,16 @@ def test_data_folder_is_the_shared_one_where_it_exists_else_the_projects(tmp_pat
     out = subprocess.run(["make", "-s", "-o", "build/deps.mk", "--eval", "show-data: ; @echo $$SHARPLIB_DATA", "show-data"],
                          cwd=project, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == str((tmp_path / "shared" / "data") if shared else (project / "data"))
+
+
+def test_accept_runs_with_the_venvs_python(tmp_path: Path) -> None:
+    # The evidence starts papermill and jupytext from beside the Python that runs it: the venv's, not python3.
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy2(REPO / "Makefile", project / "Makefile")
+    (project / "build").mkdir()
+    (project / "build" / "deps.mk").write_text("")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(["make", "-n", "-o", "build/deps.mk", "-o", ".venv/.installed", "accept", "REASON=a test"],
+                         cwd=project, env=env, capture_output=True, text=True, check=True).stdout
+    assert ".venv/bin/python -m sharplib.fingerprint accept --reason" in out
