@@ -127,3 +127,37 @@ def test_evidence_compares_numbers_not_settings_names_or_timings(tmp_path: Path)
     assert evidence.differences(old, moved) == ["ablation.json, tau: 0.25 then 0.2500001",
                                                 "ablation_cache/*.json row 0, sharpness: 0.5 then 0.51"]
     assert evidence.digest(new) != evidence.digest(moved)
+
+
+def test_a_rerun_study_with_the_same_numbers_is_what_its_downstream_step_read(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    folder = root / "results" / "fcnn"
+    folder.mkdir(parents=True)
+    git(root, "init", "-q")
+    rows = "seed,test_loss,train_seconds\n0,0.5,1.25\n1,0.6,1.5\n"
+    (folder / "models.csv").write_text(rows)
+    (folder / "results.json").write_text(json.dumps({"tau": -0.3, "seconds": {"train": 3.0}}))
+    (folder / "notebook.ipynb").write_text("{}")
+    lock = {"upstream_outputs": lockfile.output_hashes(root / "results", "fcnn", "study")}  # what the ablation read
+    read_at = commit_all(root, "the study")
+    # the study rerun: other timings, the same numbers
+    (folder / "models.csv").write_text(rows.replace("1.25", "2.5"))
+    (folder / "results.json").write_text(json.dumps({"tau": -0.3, "seconds": {"train": 9.0}}))
+    found = evidence.upstream_reproduced(root / "results", "fcnn", "ablation", lock, root, tmp_path / "read1")
+    assert isinstance(found, dict) and (found["step"], found["read_at_commit"]) == ("study", read_at)
+    # a number moved: refused, naming it
+    (folder / "models.csv").write_text(rows.replace("0.6", "0.7"))
+    found = evidence.upstream_reproduced(root / "results", "fcnn", "ablation", lock, root, tmp_path / "read2")
+    assert isinstance(found, str) and "test_loss: 0.6 then 0.7" in found
+    # files git never held
+    forged = {"upstream_outputs": {"results.json": "0" * 64}}
+    assert "no commit holds" in evidence.upstream_reproduced(root / "results", "fcnn", "ablation", forged, root, tmp_path / "read3")
+
+
+def test_a_commits_hash_is_taken_over_code_and_over_bytes_for_locks_written_before_that(repo: Path) -> None:
+    base = git(repo, "rev-parse", "HEAD")
+    over_code, over_bytes = (stephash.fingerprint("study", "fcnn", "full", "auto", repo, digest)["hash"]
+                             for digest in (stephash.code_digest, stephash.sha256_file))
+    assert over_code != over_bytes
+    assert lockfile.hashes_at_commit("study", "fcnn", "full", "auto", base, repo) == {over_code, over_bytes}
+    assert lockfile.hashes_at_commit("study", "fcnn", "full", "auto", "0" * 40, repo) is None
