@@ -161,3 +161,20 @@ def test_a_commits_hash_is_taken_over_code_and_over_bytes_for_locks_written_befo
     assert over_code != over_bytes
     assert lockfile.hashes_at_commit("study", "fcnn", "full", "auto", base, repo) == {over_code, over_bytes}
     assert lockfile.hashes_at_commit("study", "fcnn", "full", "auto", "0" * 40, repo) is None
+
+
+def test_a_lock_is_dirty_only_when_the_code_that_computes_is_not_its_commits(repo: Path) -> None:
+    # A run in place rewrites tracked results while it runs: the notebook's own git status then reads dirty.
+    base = git(repo, "rev-parse", "HEAD")
+    summary = repo / "results" / "fcnn" / "results.json"
+    record = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**record, "provenance": {"git_commit": base, "git_dirty": True}}))
+    lock = repo / "results" / "fcnn" / "study.lock"
+
+    def locked_dirty() -> bool:
+        assert fingerprint.main(["lock", "study", "fcnn", "--results", str(repo / "results"), "--root", str(repo), "--device", "test"]) == 0
+        return json.loads(lock.read_text())["computed"]["dirty"]
+
+    assert locked_dirty() is False
+    edit(repo / "sharplib" / "train.py", "\ndef should_stop(", "\nEDITED = True\n\n\ndef should_stop(")
+    assert locked_dirty() is True
