@@ -1,5 +1,6 @@
-"""The README's Python examples run as printed (so the documented API cannot drift from the code), and its
-result table is the tracked results' (so the numbers it shows cannot drift from the run)."""
+"""The README's Python examples, and the one moved from it to docs/library.md, run as printed (so the documented
+API cannot drift from the code), and its result table is the tracked results' (so the numbers it shows cannot drift
+from the run)."""
 from __future__ import annotations
 
 import json
@@ -9,18 +10,22 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+LIBRARY = README.parent / "docs" / "library.md"  # the README's pool example moved there; it runs here all the same
+BLOCKS = [(path, block) for path in (README, LIBRARY) for block in re.findall(r"```python\n(.*?)```", path.read_text(), re.S)]
 
 
 def test_readme_has_examples() -> None:
+    """The README keeps its own-model example, docs/library.md the pool example: two at least, as before the move."""
     assert len(BLOCKS) >= 2
+    assert [path for path, _ in BLOCKS].count(README) >= 1 and [path for path, _ in BLOCKS].count(LIBRARY) >= 1
 
 
-@pytest.mark.parametrize("index", range(len(BLOCKS)))
+@pytest.mark.parametrize("index", range(len(BLOCKS)), ids=[f"{path.name}-{i + 1}" for i, (path, _) in enumerate(BLOCKS)])
 def test_readme_example_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_root: Path, capsys) -> None:
     monkeypatch.chdir(tmp_path)  # examples write their checkpoints into the working directory
     monkeypatch.setenv("SHARPLIB_DATA", str(data_root))
-    exec(compile(BLOCKS[index], f"README.md example {index + 1}", "exec"), {"__name__": "__readme__"})
+    path, block = BLOCKS[index]
+    exec(compile(block, f"{path.name} example {index + 1}", "exec"), {"__name__": "__readme__"})
     assert capsys.readouterr().out.strip(), "an example should print its result"
 
 
