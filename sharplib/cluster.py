@@ -76,8 +76,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         try:
             ray.init(address=address)
         except ConnectionError as err:
-            raise ConnectionError(f"no Ray cluster reachable at {address}; is it up? Ray starts clusters with token authentication: a driver "
-                                  "given an address needs RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or "
+            raise ConnectionError(f"no Ray cluster reachable at {address}; is it up? Ray starts clusters with token authentication: "
+                                  "a driver given an address needs RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or "
                                   "RAY_AUTH_TOKEN)") from err
     else:
         with _lean_ray_processes():
@@ -136,8 +136,8 @@ def _wait_for_head(address: str, timeout_s: float) -> None:
         except OSError as err:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ConnectionError(f"no Ray cluster reachable at {address}: nothing accepted a connection at {endpoint[0]}:{endpoint[1]} "
-                                      f"within {timeout_s:g} s "
+                raise ConnectionError(f"no Ray cluster reachable at {address}: nothing accepted a connection at "
+                                      f"{endpoint[0]}:{endpoint[1]} within {timeout_s:g} s "
                                       f"({err.strerror or err}). Is the head up (`ray start --head`)? The wait is {CONNECT_TIMEOUT_VAR} "
                                       "or connect(timeout_s=...)") from None
         time.sleep(min(0.5, left))
@@ -178,7 +178,9 @@ def _lean_ray_processes() -> Iterator[None]:
         return
     if _STUB_DIR is None:
         _STUB_DIR = tempfile.TemporaryDirectory(prefix="sharplib-ray-")
-        Path(_STUB_DIR.name, "rfc3987_syntax.py").write_text('raise ImportError("left out of the Ray processes sharplib starts (slow import)")\n')
+        Path(_STUB_DIR.name, "rfc3987_syntax.py").write_text(
+            'raise ImportError("left out of the Ray processes sharplib starts (slow import)")\n'
+        )
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_STUB_DIR.name, before) if p)
     try:
@@ -293,7 +295,9 @@ def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessC
     results: dict[int, list[SharpnessResult]] = {}
     failed = _gather(ray, pending, results.__setitem__)
     if failed:
-        raise RuntimeError(f"sharpness of {len(failed)} shard(s) of {per_task} model(s) failed on Ray; first error: {failed[0][1]}") from failed[0][1]
+        raise RuntimeError(
+            f"sharpness of {len(failed)} shard(s) of {per_task} model(s) failed on Ray; first error: {failed[0][1]}"
+        ) from failed[0][1]
     return [r for start in sorted(results) for r in results[start]]
 
 

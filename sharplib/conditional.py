@@ -192,7 +192,9 @@ def partial_kendall(x: Any, y: Any, z: Any, n_resamples: int = 9999, confidence:
     low, high, n_undefined = _percentile_ci(boot, confidence)
     method, why = ("percentile", "") if np.isfinite(low) else ("undefined", "τ_xy·z is undefined in every resample")
     null = float(gaussian_null_partial_tau(taus[1], taus[2]))
-    return PartialKendallResult(float(partial_tau(*taus)), low, high, *taus, x.size, n_resamples, n_undefined, confidence, method, why, null)
+    return PartialKendallResult(
+        float(partial_tau(*taus)), low, high, *taus, x.size, n_resamples, n_undefined, confidence, method, why, null
+    )
 
 
 def quantile_strata(z: Any, min_per_stratum: int = 5, n_strata: int | None = None) -> np.ndarray:
@@ -297,7 +299,9 @@ def stratified_kendall(
     common = dict(stratum_tau=tuple(float(t) for t in taus), stratum_size=tuple(int(s) for s in sizes), stratum_z=stratum_z,
                   n_undefined=int(np.isnan(taus).sum()), n=int(x.size), min_per_stratum=min_per_stratum, weighting=weighting,
                   n_resamples=n_resamples, confidence=confidence)
-    reason = _why_undefined({"x": x, "y": y}) or ("" if np.isfinite(point) else "no stratum has a τ (each has < 3 models or x or y constant in it)")
+    reason = _why_undefined({"x": x, "y": y}) or (
+        "" if np.isfinite(point) else "no stratum has a τ (each has < 3 models or x or y constant in it)"
+    )
     if reason:
         return StratifiedKendallResult(nan, nan, nan, n_resamples_undefined=n_resamples, ci_method="undefined", reason=reason, **common)
     rng = np.random.default_rng(seed)

@@ -23,7 +23,9 @@ def split_state(model: nn.Module) -> tuple[Params, Params]:
     return params, buffers
 
 
-def batch_loss(model: nn.Module, task: Task, params: Params, buffers: Params, x: Tensor, y: Tensor, weights: Tensor | None = None) -> Tensor:
+def batch_loss(
+    model: nn.Module, task: Task, params: Params, buffers: Params, x: Tensor, y: Tensor, weights: Tensor | None = None
+) -> Tensor:
     """L_S(w) = (1/m) Σ_{z in S} l(w, z) for the batch S = (x, y), the model run with weights `params`
     (Σ_z weights_z l(w, z) when per-sample weights are given)."""
     call: Callable[..., Tensor] = lambda *inputs: functional_call(model, (params, buffers), inputs)

@@ -70,7 +70,15 @@ class MeasuresConfig:
         for field in ("rho_standard", "rho_average"):
             if getattr(self, field) is not None:
                 check_number(name, field, getattr(self, field), minimum=0, strict=True)
-        for field in ("n_restarts", "batch_size", "n_gaussian_draws", "hessian_iters", "n_hutchinson_probes", "pac_bayes_steps", "batch_rows"):
+        for field in (
+            "n_restarts",
+            "batch_size",
+            "n_gaussian_draws",
+            "hessian_iters",
+            "n_hutchinson_probes",
+            "pac_bayes_steps",
+            "batch_rows",
+        ):
             check_number(name, field, getattr(self, field), minimum=1, integer=True)
         check_choice(name, "step", self.step, ("gradient", "steepest"))
         check_number(name, "pac_bayes_target", self.pac_bayes_target, minimum=0, strict=True)
@@ -197,7 +205,9 @@ def models_per_call(model: nn.Module, n_models: int, device: torch.device, asked
 def stack_measures(stack: Stack, subset: Task, cfg: MeasuresConfig, progress: bool) -> dict[str, Tensor]:
     """Every measure on D for one stack of models: {column: [M]}."""
     rows = cfg.batch_rows
-    average = average_sharpness(stack, subset, cfg.rho_average or cfg.rho, cfg.n_gaussian_draws, cfg.seed + STREAMS["gaussian"], rows, progress)
+    average = average_sharpness(
+        stack, subset, cfg.rho_average or cfg.rho, cfg.n_gaussian_draws, cfg.seed + STREAMS["gaussian"], rows, progress
+    )
     top = hessian_top_eigenvalue(stack, subset, cfg.hessian_iters, cfg.seed + STREAMS["lanczos"], rows, progress)
     trace = hessian_trace(stack, subset, cfg.n_hutchinson_probes, cfg.seed + STREAMS["hutchinson"], rows, progress)
     pac = pac_bayes_sigma(stack, subset, cfg.pac_bayes_target, cfg.pac_bayes_eps, cfg.n_gaussian_draws, cfg.pac_bayes_steps,

@@ -317,8 +317,9 @@ def _train_batched_groups(arch, variant, task, cfg, seeds, out_dir, batch_models
         cfgs = [dataclasses.replace(cfg, seed=s) for s in group]
 
         def on_done(i: int, model: nn.Module, result: TrainResult) -> None:
-            save_checkpoint(checkpoint_path(out_dir, group[i]), arch, task, cfgs[i], model, result, variant)
-            record(group[i], result)
+            # train_batched calls this within the loop's iteration, so it sees that iteration's group and cfgs
+            save_checkpoint(checkpoint_path(out_dir, group[i]), arch, task, cfgs[i], model, result, variant)  # noqa: B023
+            record(group[i], result)  # noqa: B023
 
         train_batched([init_model(arch, c, variant) for c in cfgs], task, cfgs, on_done=on_done)
 

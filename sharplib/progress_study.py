@@ -219,9 +219,19 @@ def tau_set(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str, d
             continue
         kept = pool[np.isfinite(pool[target].to_numpy(dtype=np.float64))]
         x, y, z = (kept[c].to_numpy(dtype=np.float64) for c in ("sharpness", target, CONDITIONED_ON))
-        strata = (stratified_kendall(x, y, z, min_per_stratum=MIN_PER_STRATUM, n_resamples=n_resamples, seed=seed).as_dict() if len(kept) >= 3
-                  else {"tau": np.nan, "ci_low": np.nan, "ci_high": np.nan, "stratum_size": [], "n": len(kept), "ci_method": "undefined",
-                        "reason": f"need at least 3 models, got {len(kept)}"})
+        strata = (
+            stratified_kendall(x, y, z, min_per_stratum=MIN_PER_STRATUM, n_resamples=n_resamples, seed=seed).as_dict()
+            if len(kept) >= 3
+            else {
+                "tau": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "stratum_size": [],
+                "n": len(kept),
+                "ci_method": "undefined",
+                "reason": f"need at least 3 models, got {len(kept)}",
+            }
+        )
         out[target] = {
             "tau": _kendall(x, y, n_resamples, seed),
             "partial": partial_kendall(x, y, z, n_resamples=n_resamples, seed=seed).as_dict(),

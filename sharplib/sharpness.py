@@ -297,7 +297,9 @@ def _vectorize_restarts(model: nn.Module, device: torch.device, cfg: SharpnessCo
     return device.type != "cpu" or cfg.mode == "train" or not has_conv
 
 
-def ascent(model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffers: Params, draws: Draws, vectorize: bool = True) -> tuple[Tensor, Tensor]:
+def ascent(
+    model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffers: Params, draws: Draws, vectorize: bool = True
+) -> tuple[Tensor, Tensor]:
     """All restarts of one model at once: (L_S(w) [R], trace of L_S(w + δ_t) [R, T+1]).
 
     Worst-case: t = 0 is the start, t = 1..T follow the ascent steps. Average-case: the T
@@ -381,12 +383,17 @@ def _check_one_architecture(models: list[nn.Module]) -> None:
     shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in models]
     for i, other in enumerate(shapes[1:], start=1):
         if other != shapes[0]:
-            raise ValueError(f"model {i} ({type(models[i]).__name__}) has other parameters or shapes than model 0: one call takes models of one architecture")
+            raise ValueError(
+                f"model {i} ({type(models[i]).__name__}) has other parameters or shapes than model 0: "
+                "one call takes models of one architecture"
+            )
 
 
 def _device_for(models: list[nn.Module], task: Task, cfg: SharpnessConfig) -> torch.device:
     if cfg.batch_size > task.n_train:
-        raise ValueError(f"SharpnessConfig.batch_size = {cfg.batch_size} is larger than the {task.n_train} training samples of task {task.name!r}")
+        raise ValueError(
+            f"SharpnessConfig.batch_size = {cfg.batch_size} is larger than the {task.n_train} training samples of task {task.name!r}"
+        )
     if cfg.device != "auto":
         return resolve_device(cfg.device)
     for i, model in enumerate(models):

@@ -118,7 +118,9 @@ def reached_target(epoch_losses: list[float], cfg: TrainConfig) -> bool | None:
     return bool(epoch_losses) and math.isfinite(epoch_losses[-1]) and epoch_losses[-1] <= cfg.target_loss
 
 
-def sgd_step(model: nn.Module, task: Task, lr: float, weight_decay: float, params: Params, buffers: Params, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
+def sgd_step(
+    model: nn.Module, task: Task, lr: float, weight_decay: float, params: Params, buffers: Params, x: Tensor, y: Tensor
+) -> tuple[Params, Tensor]:
     """One plain SGD step on the batch (x, y); BatchNorm updates `buffers` in place in train mode."""
     grads, loss = grad_and_value(partial(batch_loss, model, task))(params, buffers, x, y)
     # w <- w - lr (∇L_S(w) + λ w)
@@ -134,7 +136,14 @@ def train_model(model: nn.Module, task: Task, cfg: TrainConfig) -> tuple[nn.Modu
     return train_batched([model], task, [cfg], trained_by="sequential")[0]
 
 
-def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], on_done: Callable[[int, nn.Module, TrainResult], None] | None = None, trained_by: str = "batched", cuda_graph: bool | None = None) -> list[tuple[nn.Module, TrainResult]]:
+def train_batched(
+    models: list[nn.Module],
+    task: Task,
+    cfgs: list[TrainConfig],
+    on_done: Callable[[int, nn.Module, TrainResult], None] | None = None,
+    trained_by: str = "batched",
+    cuda_graph: bool | None = None,
+) -> list[tuple[nn.Module, TrainResult]]:
     """Train several models of one architecture together under `vmap`.
 
     cfgs may differ only in `seed`. Each model draws its own data order; a model that meets the
@@ -196,7 +205,9 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
     return results  # type: ignore[return-value]
 
 
-def _eager_epoch(step: Callable, params: Params, buffers: Params, task: Task, orders: Tensor, cfg: TrainConfig, batched: bool) -> tuple[Params, list[float]]:
+def _eager_epoch(
+    step: Callable, params: Params, buffers: Params, task: Task, orders: Tensor, cfg: TrainConfig, batched: bool
+) -> tuple[Params, list[float]]:
     """One epoch of SGD steps over the rows in `orders` ([models, n_train]); returns the weights and each model's epoch loss L_e."""
     batch_losses = []
     for idx in orders.split(cfg.batch_size, dim=1):
@@ -217,7 +228,9 @@ GRAPH_MIN_STEPS = 64  # fewer steps an epoch (Abalone: 47, Cora: 1) gain little 
 def _wants_graph(cuda_graph: bool | None, device: torch.device, batched: bool, task: Task, cfg: TrainConfig) -> bool:
     possible = device.type == "cuda" and batched and cfg.step_rows == "batch" and task.n_train // cfg.batch_size >= 1
     if cuda_graph and not possible:
-        raise ValueError(f"cuda_graph=True needs a stack of models stepping on minibatches on CUDA (device {device}, step_rows {cfg.step_rows!r})")
+        raise ValueError(
+            f"cuda_graph=True needs a stack of models stepping on minibatches on CUDA (device {device}, step_rows {cfg.step_rows!r})"
+        )
     return possible and (cuda_graph if cuda_graph is not None else task.n_train // cfg.batch_size >= GRAPH_MIN_STEPS)
 
 
@@ -280,7 +293,11 @@ class GraphedEpoch:
             return
         # Warm-up steps (on a side stream, as capture requires) must leave no trace: weights, BatchNorm
         # statistics and the dropout generator are put back afterwards.
-        saved = ({k: v.clone() for k, v in self.params.items()}, {k: v.clone() for k, v in buffers.items()}, torch.cuda.get_rng_state(device))
+        saved = (
+            {k: v.clone() for k, v in self.params.items()},
+            {k: v.clone() for k, v in buffers.items()},
+            torch.cuda.get_rng_state(device),
+        )
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -297,7 +314,9 @@ class GraphedEpoch:
         torch.cuda.set_rng_state(saved[2], device)
 
 
-def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, trained_by: str) -> tuple[nn.Module, TrainResult]:
+def _finish(
+    model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, trained_by: str
+) -> tuple[nn.Module, TrainResult]:
     model.load_state_dict(state)
     model.eval()
     diverged = not all(math.isfinite(v) for v in epoch_losses) or not all(torch.isfinite(v).all() for v in state.values())
