@@ -1,23 +1,12 @@
 """The Ray back end of the pool functions: the local back ends' checkpoints and results, from a cluster.
 
-`pool.train_pool(..., backend="ray")` lands in `train_on_ray`: one Ray task per model (the
-"processes" back end's code path, so the same weights bit for bit on CPU), or, on a cluster with
-GPUs, one task per shard of seeds trained as one `vmap` stack on a GPU (the "batched" path). A task
-returns the weights and the TrainResult; the driver writes each checkpoint with
-`pool.save_checkpoint` as results arrive, so checkpoint files, config hashes and resumption are the
-other back ends' and no worker needs to reach the results folder. `estimate_pool_sharpness` sends
-shards of models to tasks the same way and returns what `sharpness.estimate_pool_sharpness` returns.
-
-Connecting follows Ray's convention: a Ray already initialized in this process is used as it is;
-else `address`, or the RAY_ADDRESS environment variable, names a running cluster (`ray.init(address=...)`;
-"auto" finds the one `ray start` started on this machine; an explicit address also needs
-RAY_AUTH_MODE=token, as Ray starts clusters with token authentication); else a local instance
-starts and lives until `disconnect` or the end of this process.
-
-Failures: Ray reruns a task whose worker died (up to `TASK_RETRIES` times). A model that still
-fails is named in an error raised after every other model has finished and been checkpointed, so a
-rerun trains only the missing ones. When the driver stops (an error, Ctrl-C) its tasks are cancelled;
-when it dies, Ray ends its job's tasks. Ray is an optional extra: `pip install -e ".[cluster]"`.
+`pool.train_pool(..., backend="ray")` lands in `train_on_ray`: one Ray task per model (the "processes"
+path, the same weights bit for bit on CPU), or on GPUs one task per shard of seeds trained as one `vmap`
+stack. The driver writes each returned model's checkpoint with `pool.save_checkpoint`, so files, hashes
+and resumption are the other back ends'. `estimate_pool_sharpness` shards models the same way.
+Connecting follows Ray's convention (`connect`). A task whose worker died is rerun up to TASK_RETRIES
+times; a model that still fails is named in an error raised after the others are checkpointed.
+Ray is an optional extra: `pip install -e ".[cluster]"`.
 """
 from __future__ import annotations
 
@@ -166,11 +155,10 @@ def _lean_ray_processes() -> Iterator[None]:
     """Start Ray's processes without the optional `rfc3987_syntax` (jsonschema's IRI checks, unused by Ray).
 
     Every Ray process imports jsonschema, which imports `rfc3987_syntax` when it is installed (JupyterLab
-    brings it): that module builds some 30 Earley parsers at import, 3-4 s of CPU per process. The raylet
-    waits a fixed 15 s for its two agent processes to start (Ray issue #65983); on a loaded 2-core machine
-    they took 20 s and the local instance never came up (4 tries of 4). A module on PYTHONPATH that
-    raises ImportError in its place makes jsonschema skip those checks in the processes started here
-    (their environment is this one, at start), and nowhere else.
+    brings it), and that module builds some 30 parsers at import, seconds of CPU per process. The raylet
+    waits a fixed 15 s for its agent processes (Ray issue #65983), which a loaded small machine can miss.
+    A module on PYTHONPATH that raises ImportError in its place makes jsonschema skip those checks in the
+    processes started here (their environment is this one, at start), and nowhere else.
     """
     global _STUB_DIR
     if importlib.util.find_spec("rfc3987_syntax") is None:
