@@ -80,9 +80,15 @@ def main() -> None:
         ["eager (vmapped step from Python)", f"{eager_s:.1f}", "1.00"],
         ["CUDA graph (GraphedEpoch)", f"{graph_s:.1f}", f"{graph_s / eager_s:.3f}"],
     ]))
-    print(f"\nlargest weight difference {weight_diff:.2e}, test loss {loss_diff:.2e}; same stopping epoch: {same_epochs} of {args.n_models}")
+    print(
+        f"\nlargest weight difference {weight_diff:.2e}, test loss {loss_diff:.2e}; same stopping epoch: {same_epochs} of {args.n_models}"
+    )
     print("\nSharpness of the graph-trained models, pooled vs alone (4 restarts each):\n")
-    print(markdown_table(["models pooled", "max |pooled - alone|", "largest |value|"], sharpness_spread(task, [m for m, _ in graphed], device)))
+    print(
+        markdown_table(
+            ["models pooled", "max |pooled - alone|", "largest |value|"], sharpness_spread(task, [m for m, _ in graphed], device)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--restarts", type=int, default=50, help="worst-case restarts (the study's 50)")
     parser.add_argument("--draws", type=int, default=20, help="Gaussian draws (average-case sharpness, each PAC-Bayes step)")
     parser.add_argument("--hessian-steps", type=int, default=20, help="Lanczos steps and Hutchinson probes")
-    parser.add_argument("--alone", type=int, default=None, help="time one model at a time on the first K models, scaled by N/K (default: all N)")
+    parser.add_argument(
+        "--alone", type=int, default=None, help="time one model at a time on the first K models, scaled by N/K (default: all N)"
+    )
     parser.add_argument("--panel-only", action="store_true", help="only the whole compute_panel, not each measure on its own")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args(argv)
@@ -93,13 +95,22 @@ def per_measure(models: list[nn.Module], task: Task, cfg: MeasuresConfig, device
         return lambda per_call: [fn(stack_models(models[i : i + per_call], device)) for i in range(0, len(models), per_call)]
 
     return {
-        "worst-case sharpness (adaptive)": lambda per_call: estimate_pool_sharpness(models, task, cfg.sharpness_config(True, device), per_call),
-        "worst-case sharpness (standard)": lambda per_call: estimate_pool_sharpness(models, task, cfg.sharpness_config(False, device), per_call),
-        "average-case sharpness": over_stacks(lambda s: average_sharpness(s, subset, cfg.rho_average or cfg.rho, cfg.n_gaussian_draws, 0, rows)),
+        "worst-case sharpness (adaptive)": lambda per_call: estimate_pool_sharpness(
+            models, task, cfg.sharpness_config(True, device), per_call
+        ),
+        "worst-case sharpness (standard)": lambda per_call: estimate_pool_sharpness(
+            models, task, cfg.sharpness_config(False, device), per_call
+        ),
+        "average-case sharpness": over_stacks(
+            lambda s: average_sharpness(s, subset, cfg.rho_average or cfg.rho, cfg.n_gaussian_draws, 0, rows)
+        ),
         "Hessian λ_max (Lanczos)": over_stacks(lambda s: hessian_top_eigenvalue(s, subset, cfg.hessian_iters, 0, rows)),
         "Hessian trace (Hutchinson)": over_stacks(lambda s: hessian_trace(s, subset, cfg.n_hutchinson_probes, 0, rows)),
-        "PAC-Bayes σ' (bisection)": over_stacks(lambda s: pac_bayes_sigma(s, subset, cfg.pac_bayes_target, cfg.pac_bayes_eps,
-                                                                         cfg.n_gaussian_draws, cfg.pac_bayes_steps, 0, rows)),
+        "PAC-Bayes σ' (bisection)": over_stacks(
+            lambda s: pac_bayes_sigma(
+                s, subset, cfg.pac_bayes_target, cfg.pac_bayes_eps, cfg.n_gaussian_draws, cfg.pac_bayes_steps, 0, rows
+            )
+        ),
         "Fisher–Rao norm": over_stacks(lambda s: fisher_rao_norm(s, subset, rows)),
     }
 
@@ -118,29 +129,36 @@ def main(argv: list[str] | None = None) -> None:
                          batch_rows=min(args.subset_rows, 1024), n_gaussian_draws=args.draws, hessian_iters=args.hessian_steps,
                          n_hutchinson_probes=args.hessian_steps, device=str(device))
     # Warm-up: kernels, allocator and vmap's first trace, on a tiny panel both ways.
-    tiny = dataclasses.replace(cfg, n_restarts=1, n_gaussian_draws=1, hessian_iters=1, n_hutchinson_probes=1, pac_bayes_steps=1, subset_rows=8)
+    tiny = dataclasses.replace(
+        cfg, n_restarts=1, n_gaussian_draws=1, hessian_iters=1, n_hutchinson_probes=1, pac_bayes_steps=1, subset_rows=8
+    )
     for per_call in (1, min(2, n)):
         compute_panel(models[: min(2, n)], task, [0] * min(2, n), dataclasses.replace(tiny, models_per_call=per_call), progress=False)
     rows = []
     runs = {} if args.panel_only else per_measure(models, task, cfg, device)
     runs_alone = {} if args.panel_only else per_measure(models[:k], task, cfg, device)
     for name, run in runs.items():
-        batched, alone = clock(lambda: run(n), device), clock(lambda: runs_alone[name](1), device) * scale
+        batched, alone = clock(lambda: run(n), device), clock(lambda: runs_alone[name](1), device) * scale  # noqa: B023 (timed at once)
         rows.append([name, f"{batched:.2f}", f"{alone:.2f}", f"{alone / batched:.2f}x", ""])
         print(f"  {name}: batched {batched:.2f} s, one at a time {alone:.2f} s", flush=True)
     panels, seconds = {}, {}
     for per_call, pool in ((n, models), (1, models[:k])):
         start = time.perf_counter()
-        panels[per_call] = compute_panel(pool, task, list(range(len(pool))), dataclasses.replace(cfg, models_per_call=per_call), progress=False)
+        panels[per_call] = compute_panel(
+            pool, task, list(range(len(pool))), dataclasses.replace(cfg, models_per_call=per_call), progress=False
+        )
         sync(device)
         seconds[per_call] = time.perf_counter() - start
     batched_s, alone_s = seconds[n], seconds[1] * scale
     # the same K models both ways (the batched panel's first K rows)
-    diff = max(np.abs((panels[n][m].to_numpy()[:k] - panels[1][m].to_numpy()) / panels[1][m].to_numpy()).max() for m in MEASURES if m != "epochs")
+    diff = max(
+        np.abs((panels[n][m].to_numpy()[:k] - panels[1][m].to_numpy()) / panels[1][m].to_numpy()).max() for m in MEASURES if m != "epochs"
+    )
     rows.append(["whole compute_panel", f"{batched_s:.2f}", f"{alone_s:.2f}", f"{alone_s / batched_s:.2f}x", f"{diff:.1e}"])
     print()
     print(markdown_table([f"measure ({n} models)", "batched (s)", alone_label, "ratio", "max rel. diff"], rows))
-    print(f"\n{args.train_images} training images, |D| = {cfg.subset_rows}, {cfg.n_restarts} restarts, {cfg.n_gaussian_draws} Gaussian draws, "
+    print(f"\n{args.train_images} training images, |D| = {cfg.subset_rows}, {cfg.n_restarts} restarts, "
+          f"{cfg.n_gaussian_draws} Gaussian draws, "
           f"{cfg.hessian_iters} Lanczos steps, {cfg.n_hutchinson_probes} probes, {cfg.pac_bayes_steps} bisection steps; "
           f"one run each; load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
 

@@ -75,10 +75,22 @@ def gat_rows(bench: BenchConfig) -> list[list[str]]:
             same = same_models(here, on_ray)
         warm = "workers start" if round_ == 1 else "workers warm"
         rows += [
-            [f"{round_}: processes back end, {bench.workers} workers", f"{processes_s:.1f}", f"{processes_s / n:.2f}", "1.00",
-             f"{sum(e.result.epochs for e in here)}", ""],
-            [f"{round_}: Ray, local instance of {bench.workers} CPUs ({warm})", f"{ray_s:.1f}", f"{ray_s / n:.2f}", f"{ray_s / processes_s:.2f}",
-             f"{sum(e.result.epochs for e in on_ray)}", f"{same}/{n}"],
+            [
+                f"{round_}: processes back end, {bench.workers} workers",
+                f"{processes_s:.1f}",
+                f"{processes_s / n:.2f}",
+                "1.00",
+                f"{sum(e.result.epochs for e in here)}",
+                "",
+            ],
+            [
+                f"{round_}: Ray, local instance of {bench.workers} CPUs ({warm})",
+                f"{ray_s:.1f}",
+                f"{ray_s / n:.2f}",
+                f"{ray_s / processes_s:.2f}",
+                f"{sum(e.result.epochs for e in on_ray)}",
+                f"{same}/{n}",
+            ],
         ]
     rows.append(["Ray instance start (once per session; none on a running cluster)", f"{ray_start_s:.1f}", "", "", "", ""])
     return rows
@@ -123,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     gat = gat_rows(bench)
     lenet = lenet_gpu_rows(bench) if bench.device.type == "cuda" else []
     print()
-    print(markdown_table([f"GAT on Cora, {bench.n_models} models", "seconds", "s/model", "ratio to processes", "epochs", "same weights"], gat))
+    print(
+        markdown_table([f"GAT on Cora, {bench.n_models} models", "seconds", "s/model", "ratio to processes", "epochs", "same weights"], gat)
+    )
     if lenet:
         print()
         print(markdown_table(["LeNet-5, one epoch each", "seconds", "ratio"], lenet))

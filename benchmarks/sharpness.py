@@ -113,7 +113,9 @@ def pool_row(task: Task, bench: BenchConfig) -> list[str]:
             "-", f"{total_s / POOL_SIZE:.3f}", "-", f"{diff:.1e} (vs alone)"]
 
 
-def timed_pool(models: list[nn.Module], task: Task, cfg: SharpnessConfig, per_call: int | None, bench: BenchConfig) -> tuple[float, list[SharpnessResult]]:
+def timed_pool(
+    models: list[nn.Module], task: Task, cfg: SharpnessConfig, per_call: int | None, bench: BenchConfig
+) -> tuple[float, list[SharpnessResult]]:
     out: list[list[SharpnessResult]] = []
     median = seconds(lambda: out.append(estimate_pool_sharpness(models, task, cfg, models_per_call=per_call)), bench.device, bench.repeats)
     return median, out[-1]
@@ -127,7 +129,9 @@ def check_rows(arch: str, task: Task, model: nn.Module, bench: BenchConfig) -> l
     for p, adaptive, step, extra in tqdm(variants, desc=f"check {arch}", leave=False):
         cfg = sharpness_config(arch, bench, p=p, adaptive=adaptive, step=step, n_restarts=4, **extra)
         diff = max_diff(estimate_sharpness(model, task, cfg), estimate_sharpness_plain(model, task, cfg))
-        rows.append([arch, f"p={p} adaptive={adaptive} step={step} {extra or ''}".strip(), f"{diff:.1e}", "ok" if diff <= TOLERANCE else "FAIL"])
+        rows.append(
+            [arch, f"p={p} adaptive={adaptive} step={step} {extra or ''}".strip(), f"{diff:.1e}", "ok" if diff <= TOLERANCE else "FAIL"]
+        )
     others = [train_briefly(arch, task, bench.device, seed=s) for s in (1, 2)]
     cfg = sharpness_config(arch, bench, n_restarts=4)
     pooled = estimate_pool_sharpness([model, *others], task, cfg, models_per_call=3)

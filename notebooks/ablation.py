@@ -95,14 +95,14 @@ print(f"{n_used} of the study's {len(inputs.seeds)} models; {params.restarts(inp
 #
 # | switch | what changes |
 # | --- | --- |
-# | row-normalized features (GAT) | each node's features divided by their sum (the notebook built this transform but trained on the stored binary features) |
+# | row-normalized features (GAT) | features divided by their row sum (the notebook built this transform but trained on the raw features) |
 # | input dropout (GAT) | dropout 0.6 on the input features too, as in the original GAT recipe |
 #
 # Sharpness switches reuse the study's pool:
 #
 # | switch | what the notebook did instead of the report's method |
 # | --- | --- |
-# | full-set ascent (FCNN, LeNet-5) | no m-batches and no restarts: ascent passes over the whole training set, sharpness = whole-set loss difference |
+# | full-set ascent (FCNN, LeNet-5) | no m-batches, no restarts: ascent over the whole training set, sharpness its loss difference |
 # | swapped bounds (FCNN) | a clamp whose bounds swap for negative weights, which pins them at w₀ − ρ\|w₀\| |
 # | drifting anchor (LeNet-5) | the box is centred on the weights after the first ascent step, not on the trained weights |
 # | train-mode ascent (LeNet-5, GAT) | dropout on (and BatchNorm statistics updated) during the ascent |
@@ -113,7 +113,10 @@ print(f"{n_used} of the study's {len(inputs.seeds)} models; {params.restarts(inp
 # %%
 rows = [{"variant": v.name, "switches": ", ".join(DEVIATIONS[s].label for s in v.switches) or "(none: the report's method)",
          "own pool": bool(setup(params.arch, v.switches).retrains)} for v in params.variant_list()]
-print(f"{spec(params.arch).model_name}: {len(rows)} rows, switches that apply: {', '.join(DEVIATIONS[s].label for s in applicable(params.arch))}")
+print(
+    f"{spec(params.arch).model_name}: {len(rows)} rows, "
+    f"switches that apply: {', '.join(DEVIATIONS[s].label for s in applicable(params.arch))}"
+)
 display(pd.DataFrame(rows))
 
 # %% [markdown]

@@ -83,13 +83,27 @@ display(grid_table.groupby(["lr", "batch_size"])[["test_loss", "epochs"]].mean()
 
 # %%
 start = time.perf_counter()
-seed_panel = compute_panel([load_model(e.checkpoint)[0] for e in seed_entries], task, seeds, measures_cfg, train_rows=[e.result for e in seed_entries])
-varied_panel = compute_panel([load_model(p)[0] for p in grid_table["checkpoint"]], task, list(grid_table["seed"]), measures_cfg, train_rows=grid_table)
+seed_panel = compute_panel(
+    [load_model(e.checkpoint)[0] for e in seed_entries], task, seeds, measures_cfg, train_rows=[e.result for e in seed_entries]
+)
+varied_panel = compute_panel(
+    [load_model(p)[0] for p in grid_table["checkpoint"]], task, list(grid_table["seed"]), measures_cfg, train_rows=grid_table
+)
 seconds["measures"] = time.perf_counter() - start
-table = pd.concat([
-    seed_panel.assign(pool="seed", lr=study_cfg.lr, batch_size=study_cfg.batch_size, test_loss=[e.result.test_loss for e in seed_entries]),
-    varied_panel.assign(pool="varied", lr=grid_table["lr"].to_numpy(), batch_size=grid_table["batch_size"].to_numpy(), test_loss=grid_table["test_loss"].to_numpy()),
-], ignore_index=True)
+table = pd.concat(
+    [
+        seed_panel.assign(
+            pool="seed", lr=study_cfg.lr, batch_size=study_cfg.batch_size, test_loss=[e.result.test_loss for e in seed_entries]
+        ),
+        varied_panel.assign(
+            pool="varied",
+            lr=grid_table["lr"].to_numpy(),
+            batch_size=grid_table["batch_size"].to_numpy(),
+            test_loss=grid_table["test_loss"].to_numpy(),
+        ),
+    ],
+    ignore_index=True,
+)
 display(table.groupby("pool")[list(MEASURES)].median().T)
 
 # %% [markdown]

@@ -67,10 +67,14 @@ print(params, train_cfg, sharp_cfg, sep="\n")
 
 # %%
 seconds = {}
-task = load_task(arch_spec.dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(params.resolved("train_rows"))
+task = load_task(arch_spec.dataset, root=params.data_root, device=resolve_device(params.device)).first_train_rows(
+    params.resolved("train_rows")
+)
 print(study.describe_task(params.arch, task))
 start = time.perf_counter()
-entries = train_pool(params.arch, task, train_cfg, params.seeds, params.out_dir / "pool", backend=params.backend, n_workers=params.n_workers)
+entries = train_pool(
+    params.arch, task, train_cfg, params.seeds, params.out_dir / "pool", backend=params.backend, n_workers=params.n_workers
+)
 seconds["training"] = time.perf_counter() - start
 print(f"{sum(e.reused for e in entries)} of {len(entries)} models reused from earlier runs")
 

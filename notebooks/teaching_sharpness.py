@@ -170,13 +170,15 @@ print(f"trained for {trained.epochs} epochs in {trained.seconds:.1f} s: "
 # (a few steps uphill, each followed by clipping δ back into the box). The box is invariant, but is
 # the path? It depends on the step rule:
 #
-# * `step="gradient"` (the report's rule): $\delta \leftarrow \mathrm{clip}(\delta + \eta\,\nabla L(w+\delta))$, with η the training learning rate.
+# * `step="gradient"` (the report's rule): $\delta \leftarrow \mathrm{clip}(\delta + \eta\,\nabla L(w+\delta))$,
+#   with η the training learning rate.
 #   After rescaling, $\nabla L(w') = \nabla L(w) \oslash r$: the step is $r$ times *smaller* for weights that
 #   became $r$ times *larger*, i.e. $r^2$ times smaller relative to their box. The path changes, and
 #   since a few small steps do not reach the edge of the box, so does the estimate.
 # * `step="steepest"`: a step of fixed length in the rescaled coordinates $u = \delta \oslash c$,
-#   $\delta \leftarrow \mathrm{clip}(\delta + \alpha\rho\, c \odot \mathrm{sign}(\nabla L))$. Both $c$ and $\mathrm{sign}(\nabla L)$ transform
-#   the right way ($c \odot r$ and unchanged), so every iterate maps onto $\delta \odot r$: **exactly invariant**.
+#   $\delta \leftarrow \mathrm{clip}(\delta + \alpha\rho\, c \odot \mathrm{sign}(\nabla L))$. Both $c$ and
+#   $\mathrm{sign}(\nabla L)$ transform the right way ($c \odot r$ and unchanged), so every iterate maps onto
+#   $\delta \odot r$: **exactly invariant**.
 #
 # Let's check all of this numerically. First, the function really does not change:
 
@@ -306,7 +308,10 @@ average = estimate_sharpness(model, task, sharpness_cfg(kind="average"))
 per_rule = {**{rule: estimates[(name, 1.0)] for rule, name in RULES.items()}, "random points (kind='average')": average}
 restarts = pd.DataFrame([{"rule": rule, "value": v} for rule, res in per_rule.items() for v in res.values])
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), gridspec_kw={"width_ratios": [2, 1]})
-for ax, rules, title in [(axes[0], list(RULES), "ascent (worst case)"), (axes[1], ["random points (kind='average')"], "random points (note the scale)")]:
+for ax, rules, title in [
+    (axes[0], list(RULES), "ascent (worst case)"),
+    (axes[1], ["random points (kind='average')"], "random points (note the scale)"),
+]:
     subset = restarts[restarts.rule.isin(rules)]
     sns.boxplot(data=subset, x="value", y="rule", hue="rule", ax=ax, showfliers=False, boxprops={"alpha": 0.3})
     sns.stripplot(data=subset, x="value", y="rule", hue="rule", ax=ax, size=4, alpha=0.7)

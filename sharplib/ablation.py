@@ -126,12 +126,15 @@ def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | P
         plan = setup(arch, variant.switches)
         options = tuple(sorted(plan.data.items()))
         if options not in tasks:
-            tasks[options] = load_task(protocol.spec(arch).dataset, root=data_root, device=task.device, **plan.data).first_train_rows(train_rows)
+            tasks[options] = load_task(protocol.spec(arch).dataset, root=data_root, device=task.device, **plan.data).first_train_rows(
+                train_rows
+            )
         where = pool_root / ("pool_" + "+".join(plan.retrains) if plan.retrains else "pool")
         if where not in pools:
             cfg = protocol.train_config(arch, **{**plan.train, **(train_overrides or {})})
-            pools[where] = train_pool(arch, tasks[options], cfg, list(seeds), where, variant=plan.variant, backend=backend, n_workers=n_workers,
-                                      progress=progress)
+            pools[where] = train_pool(
+                arch, tasks[options], cfg, list(seeds), where, variant=plan.variant, backend=backend, n_workers=n_workers, progress=progress
+            )
         entries = pools[where]
         cfg = dataclasses.replace(base, **plan.sharpness)
         estimator = notebook_estimator(arch) if plan.full_set_ascent else ascent
@@ -140,10 +143,21 @@ def run_ablation(arch: str, task: Task, seeds: Sequence[int], pool_root: str | P
         train_seconds = sum(e.result.seconds for e in entries) if plan.retrains else 0.0
         sharpness_seconds = sum(r["seconds"] for r in records)
         label = variant.name if variant.name in ("report", "reference code") else ", ".join(DEVIATIONS[s].label for s in variant.switches)
-        rows.append({"arch": arch, "variant": variant.name, "label": label, "switches": ",".join(variant.switches) or "none",
-                     **_tau_row(sharpness, entries, n_resamples),
-                     "seconds": train_seconds + sharpness_seconds, "train_seconds": train_seconds, "sharpness_seconds": sharpness_seconds,
-                     "frac_below": float(np.mean([r["frac_below"] for r in records])), "pool": where.name, "wall_seconds": time.perf_counter() - start})
+        rows.append(
+            {
+                "arch": arch,
+                "variant": variant.name,
+                "label": label,
+                "switches": ",".join(variant.switches) or "none",
+                **_tau_row(sharpness, entries, n_resamples),
+                "seconds": train_seconds + sharpness_seconds,
+                "train_seconds": train_seconds,
+                "sharpness_seconds": sharpness_seconds,
+                "frac_below": float(np.mean([r["frac_below"] for r in records])),
+                "pool": where.name,
+                "wall_seconds": time.perf_counter() - start,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -166,9 +180,17 @@ def rho_sweep(checkpoints: Mapping[int, str | Path], task: Task, base_cfg: Sharp
     for rho in rhos:
         for adaptive in adaptive_values:
             cfg = dataclasses.replace(base_cfg, rho=float(rho), adaptive=bool(adaptive))
-            rows += [{"seed": r["seed"], "rho": float(rho), "adaptive": bool(adaptive), "sharpness": r["sharpness"], "frac_below": r["frac_below"],
-                      "seconds": r["seconds"]} for r in cached_sharpness(checkpoints, task, cfg, None if cache_dir is None else Path(cache_dir),
-                                                                         backend=backend)]
+            rows += [
+                {
+                    "seed": r["seed"],
+                    "rho": float(rho),
+                    "adaptive": bool(adaptive),
+                    "sharpness": r["sharpness"],
+                    "frac_below": r["frac_below"],
+                    "seconds": r["seconds"],
+                }
+                for r in cached_sharpness(checkpoints, task, cfg, None if cache_dir is None else Path(cache_dir), backend=backend)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -204,12 +226,30 @@ ABLATION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     # Quick checks the chain: per arch a training switch and cheap sharpness switches, in this process
     # (a worker pool costs more to start than these few models to run).
     "quick": {
-        "fcnn": dict(n_models=None, n_restarts=5, rho_factors=QUICK_RHO_FACTORS, variants=("report", "elu_all_layers", "notebook_lr", "swapped_bounds"),
-                     n_resamples=999, n_workers=1),
-        "lenet5": dict(n_models=3, n_restarts=2, rho_factors=QUICK_RHO_FACTORS, variants=("report", "drifting_anchor", "train_mode"), n_resamples=999,
-                       n_workers=1),
-        "gat": dict(n_models=5, n_restarts=5, rho_factors=QUICK_RHO_FACTORS, variants=("report", "row_normalized_features", "five_restarts", "collapse_duplicates"),
-                    n_resamples=999, n_workers=1),
+        "fcnn": dict(
+            n_models=None,
+            n_restarts=5,
+            rho_factors=QUICK_RHO_FACTORS,
+            variants=("report", "elu_all_layers", "notebook_lr", "swapped_bounds"),
+            n_resamples=999,
+            n_workers=1,
+        ),
+        "lenet5": dict(
+            n_models=3,
+            n_restarts=2,
+            rho_factors=QUICK_RHO_FACTORS,
+            variants=("report", "drifting_anchor", "train_mode"),
+            n_resamples=999,
+            n_workers=1,
+        ),
+        "gat": dict(
+            n_models=5,
+            n_restarts=5,
+            rho_factors=QUICK_RHO_FACTORS,
+            variants=("report", "row_normalized_features", "five_restarts", "collapse_duplicates"),
+            n_resamples=999,
+            n_workers=1,
+        ),
     },
 }
 

@@ -1,23 +1,12 @@
 """The Ray back end of the pool functions: the local back ends' checkpoints and results, from a cluster.
 
-`pool.train_pool(..., backend="ray")` lands in `train_on_ray`: one Ray task per model (the
-"processes" back end's code path, so the same weights bit for bit on CPU), or, on a cluster with
-GPUs, one task per shard of seeds trained as one `vmap` stack on a GPU (the "batched" path). A task
-returns the weights and the TrainResult; the driver writes each checkpoint with
-`pool.save_checkpoint` as results arrive, so checkpoint files, config hashes and resumption are the
-other back ends' and no worker needs to reach the results folder. `estimate_pool_sharpness` sends
-shards of models to tasks the same way and returns what `sharpness.estimate_pool_sharpness` returns.
-
-Connecting follows Ray's convention: a Ray already initialized in this process is used as it is;
-else `address`, or the RAY_ADDRESS environment variable, names a running cluster (`ray.init(address=...)`;
-"auto" finds the one `ray start` started on this machine; an explicit address also needs
-RAY_AUTH_MODE=token, as Ray starts clusters with token authentication); else a local instance
-starts and lives until `disconnect` or the end of this process.
-
-Failures: Ray reruns a task whose worker died (up to `TASK_RETRIES` times). A model that still
-fails is named in an error raised after every other model has finished and been checkpointed, so a
-rerun trains only the missing ones. When the driver stops (an error, Ctrl-C) its tasks are cancelled;
-when it dies, Ray ends its job's tasks. Ray is an optional extra: `pip install -e ".[cluster]"`.
+`pool.train_pool(..., backend="ray")` lands in `train_on_ray`: one Ray task per model (the "processes"
+path, the same weights bit for bit on CPU), or on GPUs one task per shard of seeds trained as one `vmap`
+stack. The driver writes each returned model's checkpoint with `pool.save_checkpoint`, so files, hashes
+and resumption are the other back ends'. `estimate_pool_sharpness` shards models the same way.
+Connecting follows Ray's convention (`connect`). A task whose worker died is rerun up to TASK_RETRIES
+times; a model that still fails is named in an error raised after the others are checkpointed.
+Ray is an optional extra: `pip install -e ".[cluster]"`.
 """
 from __future__ import annotations
 
@@ -76,8 +65,8 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: i
         try:
             ray.init(address=address)
         except ConnectionError as err:
-            raise ConnectionError(f"no Ray cluster reachable at {address}; is it up? Ray starts clusters with token authentication: a driver "
-                                  "given an address needs RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or "
+            raise ConnectionError(f"no Ray cluster reachable at {address}; is it up? Ray starts clusters with token authentication: "
+                                  "a driver given an address needs RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or "
                                   "RAY_AUTH_TOKEN)") from err
     else:
         with _lean_ray_processes():
@@ -136,8 +125,8 @@ def _wait_for_head(address: str, timeout_s: float) -> None:
         except OSError as err:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ConnectionError(f"no Ray cluster reachable at {address}: nothing accepted a connection at {endpoint[0]}:{endpoint[1]} "
-                                      f"within {timeout_s:g} s "
+                raise ConnectionError(f"no Ray cluster reachable at {address}: nothing accepted a connection at "
+                                      f"{endpoint[0]}:{endpoint[1]} within {timeout_s:g} s "
                                       f"({err.strerror or err}). Is the head up (`ray start --head`)? The wait is {CONNECT_TIMEOUT_VAR} "
                                       "or connect(timeout_s=...)") from None
         time.sleep(min(0.5, left))
@@ -166,11 +155,10 @@ def _lean_ray_processes() -> Iterator[None]:
     """Start Ray's processes without the optional `rfc3987_syntax` (jsonschema's IRI checks, unused by Ray).
 
     Every Ray process imports jsonschema, which imports `rfc3987_syntax` when it is installed (JupyterLab
-    brings it): that module builds some 30 Earley parsers at import, 3-4 s of CPU per process. The raylet
-    waits a fixed 15 s for its two agent processes to start (Ray issue #65983); on a loaded 2-core machine
-    they took 20 s and the local instance never came up (4 tries of 4). A module on PYTHONPATH that
-    raises ImportError in its place makes jsonschema skip those checks in the processes started here
-    (their environment is this one, at start), and nowhere else.
+    brings it), and that module builds some 30 parsers at import, seconds of CPU per process. The raylet
+    waits a fixed 15 s for its agent processes (Ray issue #65983), which a loaded small machine can miss.
+    A module on PYTHONPATH that raises ImportError in its place makes jsonschema skip those checks in the
+    processes started here (their environment is this one, at start), and nowhere else.
     """
     global _STUB_DIR
     if importlib.util.find_spec("rfc3987_syntax") is None:
@@ -178,7 +166,9 @@ def _lean_ray_processes() -> Iterator[None]:
         return
     if _STUB_DIR is None:
         _STUB_DIR = tempfile.TemporaryDirectory(prefix="sharplib-ray-")
-        Path(_STUB_DIR.name, "rfc3987_syntax.py").write_text('raise ImportError("left out of the Ray processes sharplib starts (slow import)")\n')
+        Path(_STUB_DIR.name, "rfc3987_syntax.py").write_text(
+            'raise ImportError("left out of the Ray processes sharplib starts (slow import)")\n'
+        )
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_STUB_DIR.name, before) if p)
     try:
@@ -293,7 +283,9 @@ def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessC
     results: dict[int, list[SharpnessResult]] = {}
     failed = _gather(ray, pending, results.__setitem__)
     if failed:
-        raise RuntimeError(f"sharpness of {len(failed)} shard(s) of {per_task} model(s) failed on Ray; first error: {failed[0][1]}") from failed[0][1]
+        raise RuntimeError(
+            f"sharpness of {len(failed)} shard(s) of {per_task} model(s) failed on Ray; first error: {failed[0][1]}"
+        ) from failed[0][1]
     return [r for start in sorted(results) for r in results[start]]
 
 

@@ -1,27 +1,13 @@
 """Kendall's τ between a measure x and a target y with a third variable z (e.g. training loss) held fixed.
 
-Issue #21: the protocol's early stop leaves models at different training progress, and the training
-loss z alone ranks test loss y better than any flatness measure, so a measure's τ(x, y) may only
-repeat what z says. Two ways to hold z fixed, each with a bootstrap CI over models:
+The protocol's early stop leaves models at different training progress, and the training loss z alone
+ranks test loss y well, so a measure's τ(x, y) may only repeat what z says. Two ways to hold z fixed,
+each with a bootstrap CI over models:
 
-- Kendall's partial τ (`partial_kendall`), from the three pairwise τ-b:
+- Kendall's partial τ (`partial_kendall`):  τ_xy·z = (τ_xy − τ_xz τ_yz) / sqrt((1 − τ_xz²)(1 − τ_yz²));
+- τ within quantile strata of z (`stratified_kendall`): τ_strat = Σ_k w_k τ_k / Σ_k w_k.
 
-      τ_xy·z = (τ_xy − τ_xz τ_yz) / sqrt((1 − τ_xz²)(1 − τ_yz²))
-
-  Caution: unlike the partial Pearson correlation of a Gaussian, τ_xy·z is *not* 0 in general when x
-  and y are independent given z (Korn 1984). When z ranks both x and y strongly, it stays clearly
-  positive for a measure that knows nothing beyond z (see tests/test_conditional.py), so read it
-  beside the stratified τ, and beside `gaussian_null_partial_tau`: the value it takes for such a
-  measure when the three variables have a Gaussian copula with the observed τ_xz and τ_yz.
-- τ within strata of z (`stratified_kendall`): the models are cut into contiguous bins of z
-  (quantile bins, each holding at least `min_per_stratum` models, ties in z never split), τ_k is τ-b
-  within bin k, and the strata are combined like the sub-pools of Jiang et al.'s granulated τ
-  (subpools.granulated_kendall), as a weighted mean  τ_strat = Σ_k w_k τ_k / Σ_k w_k  over the bins
-  where τ_k is defined. Within a bin z varies little, so narrow bins leave little of z's ranking.
-
-An undefined value (too few models, a constant variable, x or y a monotone function of z) comes back
-as a result of NaNs with ci_method "undefined" and a `reason`, as subpools.conditional_kendall does;
-non-finite inputs are refused, as stats.kendall refuses them.
+An undefined value comes back as NaNs with ci_method "undefined" and a `reason`; non-finite inputs are refused.
 """
 from __future__ import annotations
 
@@ -170,13 +156,20 @@ def _why_undefined(columns: dict[str, np.ndarray], minimum: int = 3) -> str:
 def partial_kendall(x: Any, y: Any, z: Any, n_resamples: int = 9999, confidence: float = 0.95, seed: int = 0) -> PartialKendallResult:
     """Kendall's partial τ_xy·z of measure x and target y given z, from τ-b, with a paired bootstrap CI.
 
-    τ_xy, τ_xz, τ_yz are τ-b (scipy.stats.kendalltau's, via stats.tau_b_batched), so ties are handled
-    as τ-b handles them. The CI resamples the M models (x_i, y_i, z_i together) with replacement
-    `n_resamples` times (seeded by `seed`), recomputes τ_xy·z on each, and takes the percentile
-    interval over the resamples where it is defined (their count is returned). Percentile, not BCa:
-    τ_xy·z is a ratio that a resample can leave undefined, and BCa's jackknife then fails with it.
-    Undefined (NaNs, ci_method "undefined", with a reason): fewer than 3 models, a constant x, y or z,
-    or |τ_xz| = 1 or |τ_yz| = 1 (x or y ranked exactly by z: nothing of it is left with z held fixed).
+    τ_xy·z is *not* 0 in general when x and y are independent given z (Korn 1984): when z ranks both
+    strongly it stays clearly positive for a measure that knows nothing beyond z. Read it beside its null
+    value `null_tau` (`gaussian_null_partial_tau`) and beside the stratified τ. The CI is the percentile
+    interval over the resamples where τ_xy·z is defined (BCa's jackknife fails on an undefined ratio).
+
+    Args:
+        x, y, z: one value per model, all finite.
+        n_resamples: bootstrap resamples (models (x_i, y_i, z_i) resampled together).
+        confidence: the CI's level.
+        seed: seed of the resampling.
+
+    Returns:
+        PartialKendallResult; undefined (NaNs, with a reason) for fewer than 3 models, a constant x, y or z,
+        or |τ_xz| = 1 or |τ_yz| = 1.
     """
     _check_bootstrap_args(n_resamples, confidence)
     x, y, z = _columns({"x": x, "y": y, "z": z})
@@ -192,7 +185,9 @@ def partial_kendall(x: Any, y: Any, z: Any, n_resamples: int = 9999, confidence:
     low, high, n_undefined = _percentile_ci(boot, confidence)
     method, why = ("percentile", "") if np.isfinite(low) else ("undefined", "τ_xy·z is undefined in every resample")
     null = float(gaussian_null_partial_tau(taus[1], taus[2]))
-    return PartialKendallResult(float(partial_tau(*taus)), low, high, *taus, x.size, n_resamples, n_undefined, confidence, method, why, null)
+    return PartialKendallResult(
+        float(partial_tau(*taus)), low, high, *taus, x.size, n_resamples, n_undefined, confidence, method, why, null
+    )
 
 
 def quantile_strata(z: Any, min_per_stratum: int = 5, n_strata: int | None = None) -> np.ndarray:
@@ -272,15 +267,23 @@ def stratified_kendall(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> StratifiedKendallResult:
-    """τ-b of measure x and target y within quantile strata of z (`quantile_strata`), combined as τ_strat, with a CI.
+    """τ-b of measure x and target y within quantile strata of z, combined as τ_strat = Σ_k w_k τ_k / Σ_k w_k.
 
-    A stratum's τ_k is undefined (NaN, counted in n_undefined, left out of τ_strat) when it holds fewer
-    than 3 models or x or y is constant in it. Bootstrap: each stratum's models are resampled with
-    replacement within it (the strata of the data kept), `n_resamples` times seeded by `seed`; τ_strat
-    is recomputed with the data's weights and the CI is the percentile interval over the resamples where
-    it is defined. All pairs of a τ_k lie in one stratum, so no pair weighting is needed (unlike
-    subpools.granulated_kendall's cells). Undefined overall (NaNs, ci_method "undefined", a reason):
-    fewer than 3 models, x or y constant, or no stratum with a τ.
+    A stratum's τ_k is undefined (NaN, left out of τ_strat) with fewer than 3 models or x or y constant in it.
+    The bootstrap resamples each stratum's models within it; the CI is the percentile interval over the
+    resamples where τ_strat is defined.
+
+    Args:
+        x, y, z: one value per model, all finite.
+        min_per_stratum: the fewest models in a stratum (`quantile_strata`).
+        n_strata: how many strata (None: as many as min_per_stratum allows).
+        weighting: w_k = n_k(n_k − 1)/2 ("pairs"), n_k ("models") or 1 ("equal").
+        n_resamples: bootstrap resamples.
+        confidence: the CI's level.
+        seed: seed of the resampling.
+
+    Returns:
+        StratifiedKendallResult; undefined for fewer than 3 models, x or y constant, or no stratum with a τ.
     """
     _check_bootstrap_args(n_resamples, confidence)
     stratum_weights(np.ones(1), weighting)  # refuses an unknown weighting before any work
@@ -297,7 +300,9 @@ def stratified_kendall(
     common = dict(stratum_tau=tuple(float(t) for t in taus), stratum_size=tuple(int(s) for s in sizes), stratum_z=stratum_z,
                   n_undefined=int(np.isnan(taus).sum()), n=int(x.size), min_per_stratum=min_per_stratum, weighting=weighting,
                   n_resamples=n_resamples, confidence=confidence)
-    reason = _why_undefined({"x": x, "y": y}) or ("" if np.isfinite(point) else "no stratum has a τ (each has < 3 models or x or y constant in it)")
+    reason = _why_undefined({"x": x, "y": y}) or (
+        "" if np.isfinite(point) else "no stratum has a τ (each has < 3 models or x or y constant in it)"
+    )
     if reason:
         return StratifiedKendallResult(nan, nan, nan, n_resamples_undefined=n_resamples, ci_method="undefined", reason=reason, **common)
     rng = np.random.default_rng(seed)

@@ -99,6 +99,7 @@ def _not_found(rel: str, root: str | os.PathLike | None, mirror: str | None) -> 
 # ---------------------------------------------------------------------------- verification
 
 def sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of the file at `path`, as hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -171,10 +172,22 @@ def fetch(
     mirror: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Path:
-    """The verified file `rel` (a key of `checksums.RAW`), downloaded first if missing and allowed.
+    """The verified file `rel`, downloaded first if it is missing and downloading is allowed.
 
-    For a FashionMNIST .gz the returned path is its decompressed IDX file in the cache
-    (`<cache>/FashionMNIST/raw/`, where torchvision looks); a verified copy already there is reused.
+    Args:
+        rel: the file's path under the data root (a key of `checksums.RAW`).
+        root: the data root (None: $SHARPLIB_DATA, else ./data).
+        device: where the task's tensors go.
+        download: fetch missing files (also with SHARPLIB_DOWNLOAD=1).
+        mirror: a base URL to download from instead of the canonical one ($SHARPLIB_MIRROR).
+        cache_dir: where FashionMNIST is decompressed (None: $SHARPLIB_CACHE, else ./data/cache).
+
+    Returns:
+        The file's path; for a FashionMNIST .gz, its decompressed IDX file in `<cache>/FashionMNIST/raw/`
+        (where torchvision looks), reused when a verified copy is already there.
+
+    Raises:
+        DatasetNotFoundError, ChecksumError, DownloadError.
     """
     if rel not in RAW:
         raise ValueError(f"unknown dataset file {rel!r}; known: {sorted(RAW)}")
@@ -203,7 +216,14 @@ def fetch(
 # ---------------------------------------------------------------------------- Abalone
 
 def read_abalone(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
-    """Raw Abalone inputs [n, 10] (Sex one-hot M, F, I + 7 measurements) and Rings [n], float32."""
+    """Raw Abalone inputs and targets.
+
+    Args:
+        path: the abalone.data file (no header row).
+
+    Returns:
+        (x [n, 10]: Sex one-hot M, F, I and 7 measurements; Rings [n]), float32.
+    """
     df = pd.read_csv(path, header=None)  # the file has no header row: every line is a sample
     if df.shape[1] != 9:
         raise ValueError(f"{path}: expected 9 columns, found {df.shape[1]}")
@@ -217,7 +237,15 @@ def read_abalone(path: str | os.PathLike) -> tuple[Tensor, Tensor]:
 
 
 def abalone_split(n: int, seed: int = 42) -> tuple[Tensor, Tensor]:
-    """Row indices of the seeded 80/20 split: n_test = int(0.2 n) (835 of 4177), the rest train."""
+    """Row indices of the seeded 80/20 split: n_test = int(0.2 n) (835 of 4177), the rest train.
+
+    Args:
+        n: number of rows.
+        seed: seed of the permutation.
+
+    Returns:
+        (train indices, test indices).
+    """
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_test = int(0.2 * n)
     return perm[: n - n_test], perm[n - n_test :]
@@ -237,7 +265,20 @@ def load_abalone(
     seed: int = 42,
     mirror: str | None = None,
 ) -> Task:
-    """Abalone regression: 3342 train / 835 test rows, 10 standardized inputs, standardized Rings."""
+    """Abalone regression: 3342 train / 835 test rows, 10 standardized inputs, standardized Rings.
+
+    Inputs and target are standardized by the training split's mean and population std.
+
+    Args:
+        root: the data root (None: $SHARPLIB_DATA, else ./data).
+        device: where the task's tensors go.
+        download: fetch missing files (also with SHARPLIB_DOWNLOAD=1).
+        mirror: a base URL to download from instead of the canonical one ($SHARPLIB_MIRROR).
+        seed: seed of the train/test split.
+
+    Returns:
+        The Task "abalone" (loss "mse").
+    """
     check_number("load_abalone", "seed", seed, minimum=0, integer=True)
     x, y = read_abalone(fetch(ABALONE, root, download, mirror))
     train, test = abalone_split(len(x), seed)
@@ -255,7 +296,18 @@ def load_fashion_mnist(
     mirror: str | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> Task:
-    """FashionMNIST: 60000 / 10000 images [1, 28, 28] scaled to [0, 1] then normalized; int64 labels."""
+    """FashionMNIST: 60000 / 10000 images [1, 28, 28] scaled to [0, 1] then normalized; int64 labels.
+
+    Args:
+        root: the data root (None: $SHARPLIB_DATA, else ./data).
+        device: where the task's tensors go.
+        download: fetch missing files (also with SHARPLIB_DOWNLOAD=1).
+        mirror: a base URL to download from instead of the canonical one ($SHARPLIB_MIRROR).
+        cache_dir: where the images are decompressed (None: $SHARPLIB_CACHE, else ./data/cache).
+
+    Returns:
+        The Task "fashion_mnist" (loss "cross_entropy").
+    """
     from torchvision.datasets import FashionMNIST  # heavy import, only needed here
 
     for rel in (*FASHION_MNIST["train"], *FASHION_MNIST["test"]):
@@ -303,10 +355,19 @@ def load_cora(
 ) -> Task:
     """Cora node classification, public split: samples are node ids (140 train, 1000 test).
 
-    Node features are the raw binary bag-of-words vectors, as the reference notebook trained on
-    them (it built `Planetoid(..., transform=NormalizeFeatures())` but read `dataset.data.x`, which
-    a transform never touches). normalize_features=True divides each row by its sum instead: a
-    sensitivity check, under which the protocol's GATs stay at chance. The task's name says which.
+    Node features are the raw binary bag-of-words vectors, as the reference notebook trained on them (it built
+    `NormalizeFeatures()` but read `dataset.data.x`, which a transform never touches).
+
+    Args:
+        root: the data root (None: $SHARPLIB_DATA, else ./data).
+        device: where the task's tensors go.
+        download: fetch missing files (also with SHARPLIB_DOWNLOAD=1).
+        mirror: a base URL to download from instead of the canonical one ($SHARPLIB_MIRROR).
+        normalize_features: divide each feature row by its sum (a sensitivity check; the protocol's GATs
+            then stay at chance). The task's name says which.
+
+    Returns:
+        The Task "cora" or "cora-normalized" (loss "cross_entropy", with the whole graph).
     """
     if not isinstance(normalize_features, bool):  # 1 is refused, as config switches refuse it
         raise ValueError(f"load_cora: normalize_features must be True or False, got {normalize_features!r}")
@@ -334,7 +395,17 @@ def cora_val_nodes(
     download: bool = False,
     mirror: str | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The 500 validation node ids of the public split and their labels (not part of `Task`)."""
+    """The 500 validation nodes of Cora's public split (not part of `Task`).
+
+    Args:
+        root: the data root (None: $SHARPLIB_DATA, else ./data).
+        device: where the task's tensors go.
+        download: fetch missing files (also with SHARPLIB_DOWNLOAD=1).
+        mirror: a base URL to download from instead of the canonical one ($SHARPLIB_MIRROR).
+
+    Returns:
+        (node ids, labels).
+    """
     data = _read_cora(root, download, mirror)
     val = _nodes(data.val_mask)
     return val.to(device), data.y[val].to(device)
@@ -357,7 +428,18 @@ def load_task(
     download: bool = False,
     **options: Any,
 ) -> Task:
-    """The task called `name` (a dataset, or the architecture trained on it); `options` go to its loader."""
+    """The task called `name`, loaded by its loader.
+
+    Args:
+        name: a dataset ("abalone", "fashion_mnist", "cora") or the architecture trained on it ("fcnn", "lenet5", "gat").
+        root: the data root (None: $SHARPLIB_DATA, else ./data).
+        device: where the task's tensors go.
+        download: fetch missing files.
+        **options: passed to the loader (e.g. normalize_features for Cora).
+
+    Returns:
+        The Task.
+    """
     key = name.lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in LOADERS:

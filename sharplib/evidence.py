@@ -131,7 +131,9 @@ def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 5) -> lis
     return found[:limit]
 
 
-def upstream_reproduced(results_dir: str | Path, arch: str, step: str, lock: dict[str, Any], root: Path, into: Path) -> dict[str, Any] | str:
+def upstream_reproduced(
+    results_dir: str | Path, arch: str, step: str, lock: dict[str, Any], root: Path, into: Path
+) -> dict[str, Any] | str:
     """Whether the upstream step's files now hold the numbers `lock` read: the record of the check, or why not."""
     upstream = STEPS[step].upstream
     try:
@@ -162,7 +164,9 @@ class Side:
     def __init__(self, commit: str, folder: Path, profile: str, backend: str, log: Path, root: Path = REPO) -> None:
         self.commit, self.folder, self.profile, self.backend, self.log, self.root = commit, folder, profile, backend, log, root
         self.done: set[tuple[str, str]] = set()
-        run = subprocess.run(["git", "worktree", "add", "--detach", "--force", str(folder), commit], cwd=root, capture_output=True, text=True)
+        run = subprocess.run(
+            ["git", "worktree", "add", "--detach", "--force", str(folder), commit], cwd=root, capture_output=True, text=True
+        )
         if run.returncode != 0:
             raise EvidenceError(f"git worktree add {commit}: {run.stderr.strip()}")
 
@@ -188,8 +192,10 @@ class Side:
         env = {**os.environ, "PYTHONPATH": str(self.folder)}  # this commit's sharplib, not the installed one
         print(f"  {self.commit[:10]}: {step} {arch} ({', '.join(f'{k}={v}' for k, v in settings.items())})", flush=True)
         with self.log.open("a") as log:
-            for command in ([tools / "jupytext", "--quiet", "--to", "ipynb", "--output", source, self.folder / STEPS[step].notebook],
-                            [tools / "papermill", "--kernel", "python3", "--cwd", self.folder, source, source.with_suffix(".out.ipynb"), *flags]):
+            for command in (
+                [tools / "jupytext", "--quiet", "--to", "ipynb", "--output", source, self.folder / STEPS[step].notebook],
+                [tools / "papermill", "--kernel", "python3", "--cwd", self.folder, source, source.with_suffix(".out.ipynb"), *flags],
+            ):
                 process = subprocess.Popen([str(c) for c in command], cwd=self.folder, env=env, stdout=log, stderr=subprocess.STDOUT)
                 try:
                     returncode = process.wait()

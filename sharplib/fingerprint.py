@@ -125,7 +125,10 @@ def main(argv: list[str]) -> int:
     if found.reusable and not args.rerun:
         print(f"{where}: {args.step} {found.state} ({found.detail}), not rerun")
         return 0
-    print(f"{where}: running {STEPS[args.step].notebook} for {args.arch}: {'RERUN was asked for' if args.rerun else found.state + ': ' + found.detail}")
+    print(
+        f"{where}: running {STEPS[args.step].notebook} for {args.arch}: "
+        f"{'RERUN was asked for' if args.rerun else found.state + ': ' + found.detail}"
+    )
     return 1
 
 

@@ -37,12 +37,16 @@ def losses_at(stack: Stack, task: Task, w: Tensor, batch_rows: int) -> Tensor:
         return over_models(run, stack.n_models, (0, 0))(w, stack.buffers)
 
 
-def mirrored_deviation(stack: Stack, task: Task, scale: Tensor, z: Tensor, batch_rows: int, base: Tensor, progress: str | None = None) -> Tensor:
+def mirrored_deviation(
+    stack: Stack, task: Task, scale: Tensor, z: Tensor, batch_rows: int, base: Tensor, progress: str | None = None
+) -> Tensor:
     """[M, K]: for each draw z_k, (L_D(w + s ⊙ z_k) + L_D(w − s ⊙ z_k)) / 2 − L_D(w), with s = `scale` [M, P], base = L_D(w)."""
     columns = []
     for z_k in tqdm(z, desc=progress, disable=progress is None, leave=False):
         delta = scale * z_k.to(scale)
-        columns.append((losses_at(stack, task, stack.w + delta, batch_rows) + losses_at(stack, task, stack.w - delta, batch_rows)) / 2 - base)
+        columns.append(
+            (losses_at(stack, task, stack.w + delta, batch_rows) + losses_at(stack, task, stack.w - delta, batch_rows)) / 2 - base
+        )
     return torch.stack(columns, 1)
 
 
@@ -52,11 +56,17 @@ class AverageSharpness:
     stderr: Tensor  # [M] its standard error: sd over the draws / sqrt(K)
 
 
-def average_sharpness(stack: Stack, task: Task, rho: float, n_draws: int, seed: int, batch_rows: int, progress: bool = False) -> AverageSharpness:
+def average_sharpness(
+    stack: Stack, task: Task, rho: float, n_draws: int, seed: int, batch_rows: int, progress: bool = False
+) -> AverageSharpness:
     """Adaptive average-case sharpness E_{δ ~ N(0, ρ² diag(|w|²))}[L_D(w + δ)] − L_D(w), δ = ρ |w| ⊙ z, z ~ N(0, I)."""
     z = random_vectors(n_draws, stack.w.shape[1], seed, "normal")
     base = losses_at(stack, task, stack.w, batch_rows)
-    values = mirrored_deviation(stack, task, rho * stack.w.abs(), z, batch_rows, base, "average-case sharpness" if progress else None).double().cpu()
+    values = (
+        mirrored_deviation(stack, task, rho * stack.w.abs(), z, batch_rows, base, "average-case sharpness" if progress else None)
+        .double()
+        .cpu()
+    )
     stderr = values.std(1) / n_draws**0.5 if n_draws > 1 else torch.full((len(values),), float("nan"), dtype=torch.float64)
     return AverageSharpness(values.mean(1), stderr)
 
@@ -118,7 +128,7 @@ def fisher_rao_norm(stack: Stack, task: Task, batch_rows: int) -> Tensor:
         total = 0.0
         for start in range(0, task.n_train, batch_rows):
             x, y = task.x_train[start : start + batch_rows], task.y_train[start : start + batch_rows]
-            _, along_w = jvp(lambda u: per_sample_losses(stack, task, u, buffers, x, y), (w,), (w,))
+            _, along_w = jvp(lambda u: per_sample_losses(stack, task, u, buffers, x, y), (w,), (w,))  # noqa: B023 (called at once)
             total = total + (along_w**2).sum()
         return total / task.n_train
 

@@ -17,24 +17,50 @@ Params = dict[str, Tensor]
 
 
 def split_state(model: nn.Module) -> tuple[Params, Params]:
-    """Detached copies of (trainable parameters, buffers): the model itself is never touched."""
+    """Detached copies of a model's trainable parameters and buffers (the model itself is never touched).
+
+    Args:
+        model: the network.
+
+    Returns:
+        (params, buffers), each a dict name -> tensor.
+    """
     params = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     return params, buffers
 
 
-def batch_loss(model: nn.Module, task: Task, params: Params, buffers: Params, x: Tensor, y: Tensor, weights: Tensor | None = None) -> Tensor:
-    """L_S(w) = (1/m) Σ_{z in S} l(w, z) for the batch S = (x, y), the model run with weights `params`
-    (Σ_z weights_z l(w, z) when per-sample weights are given)."""
+def batch_loss(
+    model: nn.Module, task: Task, params: Params, buffers: Params, x: Tensor, y: Tensor, weights: Tensor | None = None
+) -> Tensor:
+    """L_S(w) = (1/m) Σ_{z in S} l(w, z) on the batch S = (x, y), the model run with weights `params`.
+
+    Args:
+        model: the network whose forward pass is used (never modified).
+        task: the task (its loss, and the graph for a graph task).
+        params, buffers: the weights w and the buffers, by name.
+        x, y: the batch's inputs (rows or node ids) and targets.
+        weights: optional per-sample weights; then Σ_z weights_z l(w, z).
+
+    Returns:
+        The scalar loss.
+    """
     call: Callable[..., Tensor] = lambda *inputs: functional_call(model, (params, buffers), inputs)
     return task.loss_fn(task.predict(call, x), y, weights)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, task: Task, split: str = "test", chunk: int = 4096) -> tuple[float, float | None]:
-    """Mean loss and accuracy (None for regression) over a whole split, in eval mode.
+    """Mean loss and accuracy over a whole split, in eval mode (the model's train/eval flag is restored).
 
-    The model's train/eval flag is restored afterwards.
+    Args:
+        model: the network.
+        task: the task.
+        split: "train" or "test".
+        chunk: rows per forward pass (memory only; a graph task takes one pass).
+
+    Returns:
+        (mean loss, accuracy); accuracy is None for regression.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -58,9 +84,18 @@ def _predict_in_chunks(model: nn.Module, task: Task, x: Tensor, chunk: int) -> T
 
 
 def check_fits(model: nn.Module, task: Task) -> None:
-    """Raise a ValueError naming the model's class and the task unless the model runs on one training sample of the
-    task and gives what its loss needs (a graph model needs a graph task and a table model rows, one output per
-    sample for regression). Costs one forward pass, so callers check before any work rather than fail inside it."""
+    """Check that a model runs on the task, with one forward pass on one training sample.
+
+    A graph model needs a graph task and a table model rows; regression needs one output per sample.
+    Callers check before any work rather than fail inside it.
+
+    Args:
+        model: the network (not modified; run in eval mode).
+        task: the task.
+
+    Raises:
+        ValueError: naming the model's class and the task, when it does not fit.
+    """
     state = {k: v.to(task.device) for k, v in model.state_dict().items()}
     was_training = model.training
     model.eval()  # no dropout draw from the global generator, no BatchNorm statistics written

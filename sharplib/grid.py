@@ -65,12 +65,26 @@ def train_grid(arch: str, task: Task, grid: Grid, out_dir: str | Path, *, device
         overrides = {"lr": cell["lr"], "batch_size": cell["batch_size"], "device": device}
         if grid.max_epochs is not None:
             overrides.update(max_epochs=grid.max_epochs, min_epochs=min(grid.max_epochs, spec(arch).min_epochs))
-        entries: list[PoolEntry] = train_pool(arch, task, train_config(arch, **overrides), list(range(grid.n_seeds)), cell_folder(out_dir, cell),
-                                              backend=backend, n_workers=n_workers, progress=progress)
+        entries: list[PoolEntry] = train_pool(
+            arch,
+            task,
+            train_config(arch, **overrides),
+            list(range(grid.n_seeds)),
+            cell_folder(out_dir, cell),
+            backend=backend,
+            n_workers=n_workers,
+            progress=progress,
+        )
         rows += [{**cell, "seed": e.seed, "checkpoint": str(e.checkpoint), "reused": e.reused, **_result_columns(e)} for e in entries]
     return pd.DataFrame(rows)
 
 
 def _result_columns(entry: PoolEntry) -> dict[str, Any]:
     r = entry.result
-    return {"epochs": r.epochs, "train_loss": r.train_loss, "test_loss": r.test_loss, "test_accuracy": r.test_accuracy, "diverged": r.diverged}
+    return {
+        "epochs": r.epochs,
+        "train_loss": r.train_loss,
+        "test_loss": r.test_loss,
+        "test_accuracy": r.test_accuracy,
+        "diverged": r.diverged,
+    }

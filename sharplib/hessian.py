@@ -11,8 +11,8 @@ random vectors for every model (common random numbers), so a model's value does 
   k x k tridiagonal matrix; its residual β_k |s_k| bounds |λ − θ| for some eigenvalue λ of H.
 - tr(H): Hutchinson, tr(H) = E_v[vᵀ H v] for Rademacher v, the mean over probes with its standard error.
 
-Hessian-vector products are reverse-over-reverse, Hv = ∇_w <∇_w L_D(w), v>: on CPU this measured as fast
-as forward-over-reverse (jvp of ∇L) for LeNet-5 and 3x faster for the GAT.
+Hessian-vector products are reverse-over-reverse, Hv = ∇_w <∇_w L_D(w), v> (on CPU at least as fast as
+forward-over-reverse for these networks).
 """
 from __future__ import annotations
 

@@ -168,7 +168,11 @@ def state(step: str, arch: str, profile: str, backend: str, results_dir: str | P
     if lock["hash"] != current["hash"]:
         changed = changed_inputs(lock, current)
         return StepState(step, arch, "stale", f"changed since {lock['commit'][:10]}: {', '.join(changed) or 'the hash'}", lock)
-    if verify_commit and not lock.get("computed", {}).get("dirty") and lock["hash"] not in (hashes_at_commit(step, arch, profile, backend, lock["commit"], root) or {lock["hash"]}):
+    if (
+        verify_commit
+        and not lock.get("computed", {}).get("dirty")
+        and lock["hash"] not in (hashes_at_commit(step, arch, profile, backend, lock["commit"], root) or {lock["hash"]})
+    ):
         return StepState(step, arch, "invalid", f"{path}: its hash is not that of commit {lock['commit'][:10]}'s code", lock)
     origin = f"computed at {lock['computed']['commit'][:10]} on {lock['computed'].get('device', '?')}"
     if lock["accepted"]:

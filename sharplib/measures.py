@@ -1,18 +1,10 @@
 """The measures panel: many flatness and norm measures of a pool of trained models, one row per model.
 
-`compute_panel(models, task, inits, cfg)` measures every model of one architecture on one task (MEASURES lists
-the columns, each with its equation and whether it is invariant by construction to the function-preserving
-rescalings of reparam.py). Which data each measure reads:
-
-- the worst-case sharpness (adaptive and standard) is the study's estimator (sharpness.estimate_pool_sharpness):
-  random m-batches of the whole training set, as PROTOCOL.md defines it;
-- every other data-dependent measure (Hessian, average-case sharpness, PAC-Bayes, Fisher–Rao) reads one fixed
-  subset D of `subset_rows` training rows, drawn without replacement from the seed, the same for every model
-  (a graph task: D's nodes, the forward pass seeing the whole graph);
-- the training loss and epoch count are the pool's (TrainResult rows) when given, else the loss is measured
-  on the whole training set and the epochs are missing.
-
-All models run in eval mode (dropout off, BatchNorm on its running statistics); buffers are never perturbed.
+`compute_panel(models, task, inits, cfg)` measures every model of one architecture (MEASURES lists the
+columns, each with its equation and whether it is invariant to the rescalings of reparam.py). The
+worst-case sharpness (adaptive and standard) is the study's estimator on random m-batches of the whole
+training set; every other data-dependent measure reads one fixed subset D of `subset_rows` training rows,
+drawn from the seed, the same for every model. All models run in eval mode; buffers are never perturbed.
 """
 from __future__ import annotations
 
@@ -70,7 +62,15 @@ class MeasuresConfig:
         for field in ("rho_standard", "rho_average"):
             if getattr(self, field) is not None:
                 check_number(name, field, getattr(self, field), minimum=0, strict=True)
-        for field in ("n_restarts", "batch_size", "n_gaussian_draws", "hessian_iters", "n_hutchinson_probes", "pac_bayes_steps", "batch_rows"):
+        for field in (
+            "n_restarts",
+            "batch_size",
+            "n_gaussian_draws",
+            "hessian_iters",
+            "n_hutchinson_probes",
+            "pac_bayes_steps",
+            "batch_rows",
+        ):
             check_number(name, field, getattr(self, field), minimum=1, integer=True)
         check_choice(name, "step", self.step, ("gradient", "steepest"))
         check_number(name, "pac_bayes_target", self.pac_bayes_target, minimum=0, strict=True)
@@ -197,7 +197,9 @@ def models_per_call(model: nn.Module, n_models: int, device: torch.device, asked
 def stack_measures(stack: Stack, subset: Task, cfg: MeasuresConfig, progress: bool) -> dict[str, Tensor]:
     """Every measure on D for one stack of models: {column: [M]}."""
     rows = cfg.batch_rows
-    average = average_sharpness(stack, subset, cfg.rho_average or cfg.rho, cfg.n_gaussian_draws, cfg.seed + STREAMS["gaussian"], rows, progress)
+    average = average_sharpness(
+        stack, subset, cfg.rho_average or cfg.rho, cfg.n_gaussian_draws, cfg.seed + STREAMS["gaussian"], rows, progress
+    )
     top = hessian_top_eigenvalue(stack, subset, cfg.hessian_iters, cfg.seed + STREAMS["lanczos"], rows, progress)
     trace = hessian_trace(stack, subset, cfg.n_hutchinson_probes, cfg.seed + STREAMS["hutchinson"], rows, progress)
     pac = pac_bayes_sigma(stack, subset, cfg.pac_bayes_target, cfg.pac_bayes_eps, cfg.n_gaussian_draws, cfg.pac_bayes_steps,
@@ -216,9 +218,18 @@ def compute_panel(models: Sequence[nn.Module], task: Task, init_models_or_seeds:
                   train_rows: Sequence[Any] | pd.DataFrame | None = None, progress: bool = True) -> pd.DataFrame:
     """One row per model, one column per measure of MEASURES (in its order), then the DIAGNOSTICS.
 
-    init_models_or_seeds: each model's initial model, or its seed (the initial model is then rebuilt as the pool
-    built it, with cfg.init). train_rows: each model's TrainResult (or a mapping with train_loss and epochs).
-    The models are never modified.
+    Args:
+        models: trained networks of one architecture (never modified).
+        task: the task (the panel reads its training set, and D drawn from it).
+        init_models_or_seeds: each model's initial model, or its seed (the initial model is then rebuilt as
+            the pool built it, with cfg.init): for the distance from initialization.
+        cfg: the panel's settings (ρ, η, draws, D's size, seed, device).
+        train_rows: each model's TrainResult (or a mapping with train_loss and epochs); None: the training
+            loss is measured on the whole training set and the epochs are missing.
+        progress: show a progress bar.
+
+    Returns:
+        The panel as a DataFrame.
     """
     models = list(models)
     _check_one_architecture(models)

@@ -38,8 +38,13 @@ def overview(summary: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     rows = {}
     for measure, entry in summary.items():
         g = entry["granulated"]
-        rows[LABELS.get(measure, measure)] = {"τ seed-only": entry["tau_seed"]["tau"], "τ varied": entry["tau_varied"]["tau"], "Ψ": g["psi"],
-                                              "ψ learning rate": g["psi_i"].get("lr"), "ψ batch size": g["psi_i"].get("batch_size")}
+        rows[LABELS.get(measure, measure)] = {
+            "τ seed-only": entry["tau_seed"]["tau"],
+            "τ varied": entry["tau_varied"]["tau"],
+            "Ψ": g["psi"],
+            "ψ learning rate": g["psi_i"].get("lr"),
+            "ψ batch size": g["psi_i"].get("batch_size"),
+        }
     return pd.DataFrame.from_dict(rows, orient="index").astype(float)
 
 
@@ -84,15 +89,26 @@ def paragraph(arch: str, summary: Mapping[str, Mapping[str, Any]]) -> str:
     measures = {m: e for m, e in summary.items() if m not in CONTROLS}
     seed_strong = [LABELS[m] for m, e in measures.items() if _excludes_zero(e["tau_seed"]["ci_low"], e["tau_seed"]["ci_high"])]
     parts = [f"For {name}, on the seed-only pool "]
-    parts.append(f"the confidence interval of τ excludes zero for: {', '.join(seed_strong)}." if seed_strong else "no measure's τ interval excludes zero.")
+    parts.append(
+        f"the confidence interval of τ excludes zero for: {', '.join(seed_strong)}."
+        if seed_strong
+        else "no measure's τ interval excludes zero."
+    )
     psi = {m: e["granulated"] for m, e in measures.items() if math.isfinite(e["granulated"]["psi"])}
     if psi:
         best = max(psi, key=lambda m: abs(psi[m]["psi"]))
         g = psi[best]
-        parts.append(f" On the varied pool the largest |Ψ| is {LABELS[best]}'s, Ψ = {g['psi']:.2f} (95 % CI [{g['ci_low']:.2f}, {g['ci_high']:.2f}]).")
+        parts.append(
+            f" On the varied pool the largest |Ψ| is {LABELS[best]}'s, "
+            f"Ψ = {g['psi']:.2f} (95 % CI [{g['ci_low']:.2f}, {g['ci_high']:.2f}])."
+        )
     # ψ far apart across the two axes: the measure follows one hyperparameter rather than test loss as such
-    lopsided = [f"{LABELS[m]} (ψ = {e['granulated']['psi_i']['lr']:.2f} across learning rates, {e['granulated']['psi_i']['batch_size']:.2f} across batch sizes)"
-                for m, e in measures.items() if abs(e["granulated"]["psi_i"]["lr"] - e["granulated"]["psi_i"]["batch_size"]) >= 0.5]
+    lopsided = [
+        f"{LABELS[m]} (ψ = {e['granulated']['psi_i']['lr']:.2f} across learning rates, "
+        f"{e['granulated']['psi_i']['batch_size']:.2f} across batch sizes)"
+        for m, e in measures.items()
+        if abs(e["granulated"]["psi_i"]["lr"] - e["granulated"]["psi_i"]["batch_size"]) >= 0.5
+    ]
     if lopsided:
         parts.append(f" Its rank agreement with test loss depends on which hyperparameter varies for: {'; '.join(lopsided)}.")
     return "".join(parts)

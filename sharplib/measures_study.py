@@ -113,7 +113,9 @@ def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str,
     for measure in MEASURES:
         seed_pool, varied = (_finite(table[table["pool"] == name], measure) for name in ("seed", "varied"))
         # A measure constant within a sub-pool ranks nothing there: τ = 0, Jiang et al.'s convention (subpools' undefined="zero")
-        granulated = granulated_kendall(varied, measure, "test_loss", list(HYPERPARAMETERS), n_resamples=n_resamples, seed=seed, undefined="zero")
+        granulated = granulated_kendall(
+            varied, measure, "test_loss", list(HYPERPARAMETERS), n_resamples=n_resamples, seed=seed, undefined="zero"
+        )
         by_lr = conditional_kendall(varied, measure, "test_loss", "lr", n_resamples=n_resamples, seed=seed)
         summary[measure] = {
             "tau_seed": _kendall(seed_pool[measure], seed_pool["test_loss"], n_resamples),

@@ -1,11 +1,9 @@
 """The three networks of the study, their notebook variants, and the report's Xavier initialization.
 
-Widths follow PROTOCOL.md: FCNN 10-64-64-1 (4929 parameters), LeNet-5 with BatchNorm and
-dropout 0.5 (175546), and for Cora PyG's own `GAT` class, 1433-8-7 with one head (11565).
-
-A *variant* is a network that differs from the study's in its forward pass only (same
-parameters): the reference notebooks' FCNN with ELU on every layer, and a GAT that also drops
-the input features. `build_model(arch, variant=...)` is the one place that builds any of them.
+FCNN 10-64-64-1 (4929 parameters), LeNet-5 with BatchNorm and dropout 0.5 (175546), and for Cora PyG's
+own `GAT` class, 1433-8-7 with one head (11565). A *variant* differs from the study's network in its
+forward pass only (same parameters): the reference notebooks' FCNN with ELU on every layer, and a GAT
+that also drops the input features. `build_model(arch, variant=...)` builds any of them.
 """
 from __future__ import annotations
 
@@ -91,9 +89,16 @@ ARCHITECTURES = tuple(VARIANTS)
 
 
 def xavier_init_(model: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """Xavier-uniform for every weight matrix/kernel (and GAT attention vectors), zeros for biases.
+    """Xavier-uniform for every weight matrix/kernel (and GAT attention vectors), zeros for biases, in place.
 
     BatchNorm keeps its identity affine (weight 1, bias 0): Xavier is undefined for 1-D weights.
+
+    Args:
+        model: the network.
+        generator: the random generator of the draws (None: the global one).
+
+    Returns:
+        `model` itself.
     """
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -109,7 +114,15 @@ def xavier_init_(model: nn.Module, generator: torch.Generator | None = None) -> 
 
 
 def check_variant(arch: str, variant: str) -> None:
-    """Raise a ValueError naming `arch` or `variant` unless the pair is registered in VARIANTS."""
+    """Check that (arch, variant) is registered in VARIANTS.
+
+    Args:
+        arch: "fcnn", "lenet5" or "gat".
+        variant: one of VARIANTS[arch].
+
+    Raises:
+        ValueError: naming `arch` or `variant` when it is not.
+    """
     if arch not in VARIANTS:
         raise ValueError(f"arch must be one of {sorted(VARIANTS)}, got {arch!r}")
     if variant not in VARIANTS[arch]:
@@ -117,10 +130,16 @@ def check_variant(arch: str, variant: str) -> None:
 
 
 def build_model(arch: str, generator: torch.Generator | None = None, init: str = "xavier", variant: str = "standard") -> nn.Module:
-    """A fresh model of `arch` ("fcnn", "lenet5", "gat") and `variant` on CPU.
+    """A fresh model of `arch` and `variant`, on CPU.
 
-    init="xavier" is the report's initialization; init="default" keeps PyTorch's/PyG's own
-    (what the reference notebooks used). The generator makes either draw reproducible.
+    Args:
+        arch: "fcnn", "lenet5" or "gat".
+        generator: the random generator of the initial weights, for a reproducible draw.
+        init: "xavier" (the report's) or "default" (PyTorch's/PyG's own, as the reference notebooks used).
+        variant: the network variant (VARIANTS[arch]); "standard" is the study's.
+
+    Returns:
+        The initialized network.
     """
     check_variant(arch, variant)
     if init not in ("xavier", "default"):
@@ -135,5 +154,5 @@ def build_model(arch: str, generator: torch.Generator | None = None, init: str =
 
 
 def n_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars."""
+    """Number of trainable scalars of `model`."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,34 +1,11 @@
 """Pools of models: train many seeds, checkpoint each model the moment it is done, resume.
 
-A checkpoint is one file per model (`seed0007.pt`) holding the weights, the config, the
-TrainResult, the pool's resume key and a SHA-256 digest of all of these, written to a
-temporary name and renamed, so a killed run loses at most the models in progress (the
-temporary files a killed writer leaves are removed the next time the folder is used).
-
-A rerun reuses a checkpoint only when it verifies (this package's format marker, its digest)
-and its key matches. The key (`pool_hash`) covers what makes two models interchangeable:
-arch and network variant, the data (`Task.fingerprint`, a digest of the task's tensors, so
-another file, split or preprocessing never matches) and the TrainConfig (not the device).
-A file that is not an intact checkpoint of this package is warned about and retrained; a
-checkpoint of another config or other data is retrained (overwritten) without a word.
-
-The training path is not in the key: batched (`vmap`) and sequential training agree only to
-float rounding (about 1e-4 in an FCNN's test loss), so instead a folder never mixes them.
-backend="auto" continues with the path of the models already in the folder, and an explicit
-backend that would add models of the other path is refused. (In the key, a pool resumed on a
-machine where "auto" picks the other path, GPU vs CPU, would be retrained from scratch.)
-
-Where models train: "batched" stacks them under `vmap` (GPU, and tiny models on CPU);
-"processes" runs one single-threaded worker per core (CPU convolutions use threads poorly);
-"ray" sends them to Ray tasks on a cluster (cluster.py) and writes their checkpoints here.
-Workers are spawned, so a script that uses them needs the `if __name__ == "__main__":` guard
-(code read from standard input, which they cannot import, trains in the calling process, with a warning),
-and they die with the process that started them, however it ends (`_die_with_parent`).
-
-On the CPU a resumed pool is the uninterrupted one bit for bit, whichever process trains a model: one
-trained in the calling process uses the workers' thread count, and a batched model never trains in a stack of
-one (`train.train_batched`). Batched models with dropout are the exception: a stack's dropout draws depend on
-which seeds train together.
+A checkpoint is one file per model (`seed0007.pt`): weights, config, TrainResult, the pool's resume key
+and a SHA-256 digest of all of these, written atomically. A rerun reuses a checkpoint only when it
+verifies and its key (`pool_hash`: arch, variant, `Task.fingerprint`, TrainConfig but the device) matches.
+Batched (`vmap`) and sequential training agree only to float rounding, so a folder never mixes the two paths.
+On the CPU a resumed pool is the uninterrupted one bit for bit, except for batched models with dropout
+(a stack's dropout draws depend on which seeds train together).
 """
 from __future__ import annotations
 
@@ -173,9 +150,18 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
 
 
 def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained model (eval mode, CPU) of the checkpoint's arch and variant, and its checkpoint contents.
+    """A trained model and its checkpoint contents.
 
-    Raises FileNotFoundError when there is no file, CheckpointError (a ValueError) when it is not intact."""
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        (the model of the checkpoint's arch and variant, in eval mode on CPU; the checkpoint's contents).
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        CheckpointError: (a ValueError) the file is not an intact checkpoint.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -226,12 +212,26 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
                backend: str = "auto", n_workers: int | None = None, batch_models: int = 50, progress: bool = True) -> list[PoolEntry]:
     """Train one model per seed (cfg with its seed replaced) and checkpoint each in `out_dir`.
 
-    variant: the network variant of `arch` (models.VARIANTS); "standard" is the study's.
-    backend: "auto" (the path of the models already in `out_dir`, else batched on CUDA or for the FCNN,
-    else processes), "batched", "processes", "ray" (Ray tasks: `cluster.train_on_ray`; needs the cluster extra).
-    n_workers: worker processes for "processes" (default: one per core); 1 trains in this process.
-    batch_models: how many models one vmapped stack holds (for "ray": on a GPU worker).
-    Every argument is checked before any model is trained.
+    Intact checkpoints of the same pool are reused; other files are retrained (a damaged one with a warning).
+    Every argument is checked before any model is trained. Workers are spawned: a script that uses them needs
+    the `if __name__ == "__main__":` guard, and they die with the process that started them.
+
+    Args:
+        arch: "fcnn", "lenet5" or "gat".
+        task: the training data.
+        cfg: how each model trains (its seed is replaced by each of `seeds`).
+        seeds: distinct integers >= 0, one model each.
+        out_dir: the pool's folder.
+        variant: the network variant of `arch` (models.VARIANTS); "standard" is the study's.
+        backend: "auto" (the path of the models already in `out_dir`, else batched on CUDA or for the FCNN,
+            else processes), "batched" (vmap stacks), "processes" (one single-threaded worker per core) or
+            "ray" (Ray tasks, `cluster.train_on_ray`; needs the cluster extra).
+        n_workers: worker processes for "processes" (default: one per core); 1 trains in this process.
+        batch_models: how many models one vmapped stack holds (for "ray": on a GPU worker).
+        progress: show a progress bar.
+
+    Returns:
+        One PoolEntry (seed, checkpoint path, TrainResult, reused) per seed, in the order of `seeds`.
     """
     seeds = _check_seeds(seeds)
     check_variant(arch, variant)
@@ -317,8 +317,9 @@ def _train_batched_groups(arch, variant, task, cfg, seeds, out_dir, batch_models
         cfgs = [dataclasses.replace(cfg, seed=s) for s in group]
 
         def on_done(i: int, model: nn.Module, result: TrainResult) -> None:
-            save_checkpoint(checkpoint_path(out_dir, group[i]), arch, task, cfgs[i], model, result, variant)
-            record(group[i], result)
+            # train_batched calls this within the loop's iteration, so it sees that iteration's group and cfgs
+            save_checkpoint(checkpoint_path(out_dir, group[i]), arch, task, cfgs[i], model, result, variant)  # noqa: B023
+            record(group[i], result)  # noqa: B023
 
         train_batched([init_model(arch, c, variant) for c in cfgs], task, cfgs, on_done=on_done)
 

@@ -70,9 +70,14 @@ def trajectory_plot(ax: plt.Axes, summary: Mapping[str, Any], arch: str) -> None
         ax.axvspan(epoch - 0.4, epoch + 0.4, color="grey", alpha=0.1 + 0.5 * count / max(stops.values()), linewidth=0,
                    label="the protocol's stopping epochs" if i == 0 else None)
     colors = sns.color_palette("deep", 3)
-    for (column, low, high, label), color in zip((("tau", "tau_ci_low", "tau_ci_high", "τ"),
-                                                  ("partial_tau", "partial_ci_low", "partial_ci_high", "partial τ | train loss"),
-                                                  ("stratified_tau", "stratified_ci_low", "stratified_ci_high", "stratified τ | train loss")), colors):
+    for (column, low, high, label), color in zip(
+        (
+            ("tau", "tau_ci_low", "tau_ci_high", "τ"),
+            ("partial_tau", "partial_ci_low", "partial_ci_high", "partial τ | train loss"),
+            ("stratified_tau", "stratified_ci_low", "stratified_ci_high", "stratified τ | train loss"),
+        ),
+        colors,
+    ):
         sns.lineplot(x=table["epoch"], y=table[column], ax=ax, marker="o", color=color, label=label)
         ax.fill_between(table["epoch"], table[low], table[high], color=color, alpha=0.15)
     sns.lineplot(x=table["epoch"], y=table["partial_null_tau"], ax=ax, color=colors[1], linestyle="--", label="null value of the partial τ")
@@ -138,13 +143,17 @@ def paragraph(arch: str, summary: Mapping[str, Any]) -> str:
     """Per architecture, in sentences chosen by the numbers: τ on each pool, τ given the training loss, and the verdict."""
     name, pools = spec(arch).model_name, summary["pools"]
     proto = pools["protocol"]["taus"]["test_loss"]
-    parts = [f"For {name}, on the protocol's pool adaptive sharpness has τ = {_ci(proto['tau'])} with test loss, and the training loss alone "
-             f"τ = {_ci(proto['tau_target_train_loss'])}.", _given(proto)]
+    parts = [f"For {name}, on the protocol's pool adaptive sharpness has τ = {_ci(proto['tau'])} with test loss, and the training loss "
+             f"alone τ = {_ci(proto['tau_target_train_loss'])}.", _given(proto)]
     verdicts = {"protocol": beyond_progress(proto)}
     if "equalized" in pools:
         eq = pools["equalized"]
         missed = eq["n_missed_target"]
-        who = f" ({missed} of {eq['n_models']} missed L* and are left out: seeds {', '.join(map(str, eq['missed_target_seeds']))})" if missed else ""
+        who = (
+            f" ({missed} of {eq['n_models']} missed L* and are left out: seeds {', '.join(map(str, eq['missed_target_seeds']))})"
+            if missed
+            else ""
+        )
         spread = ""
         if eq["train_loss"] and pools["protocol"]["train_loss"]:
             a, b = eq["train_loss"], pools["protocol"]["train_loss"]
@@ -171,8 +180,9 @@ def settings(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     for arch, record in summaries.items():
         restarts = record.get("trajectory_sharpness_config", {}).get("n_restarts", "?")
         epochs = ", ".join(str(e) for e in record.get("trajectory_epochs", []))
-        parts.append(f"{spec(arch).model_name}: L* = {record['target_loss']:g} within at most {record.get('max_epochs', '?')} epochs; along training "
-                     f"{record.get('trajectory_models', '?')} models after epochs {epochs}, sharpness with {restarts} restarts")
+        parts.append(f"{spec(arch).model_name}: L* = {record['target_loss']:g} within at most {record.get('max_epochs', '?')} epochs; "
+                     f"along training {record.get('trajectory_models', '?')} models after epochs {epochs}, "
+                     f"sharpness with {restarts} restarts")
     return "; ".join(parts) + "."
 
 
@@ -182,7 +192,8 @@ def provenance_note(results_dir: Path, archs: list[str]) -> str:
     note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} equalized and along-training pools were trained and"
                     f" measured {origin}." for origin, group in origins.items())
     note += (" The protocol's pool is the study's, read from its results; the other pools retrain the study's seeds, so where training"
-             " draws random numbers on the device (the GAT's dropout) they are pools of their own, not continuations of the study's models.")
+             " draws random numbers on the device (the GAT's dropout) they are pools of their own, not continuations of the study's"
+             " models.")
     missing = [spec(a).model_name for a in ARCHS if a not in archs]
     if missing:
         commands = ", ".join(f"make progress-{a}" for a in ARCHS if a not in archs)

@@ -1,27 +1,11 @@
-"""Is sharpness more than training progress? (issue #21) The progress study of one architecture.
+"""Is sharpness more than training progress? The progress study of one architecture.
 
-The protocol stops a model when its epoch loss changes by less than 5 %, so the models of a pool end
-at different training losses, and the training loss alone ranks their test loss better than any
-flatness measure. notebooks/progress.py asks, per architecture, whether adaptive sharpness still
-ranks test loss once training progress is held fixed, in three ways:
-
-- the protocol's pool (the study's results.json and models.csv, nothing retrained): τ of sharpness with
-  each target (targets.TARGETS), and Kendall's partial τ and the stratified τ given the training loss
-  (conditional.py), each with its bootstrap interval; a partial τ is read against its null value;
-- the equalized pool: the study's seeds trained until the epoch loss first reaches a common L*
-  (TrainConfig.target_loss, min_epochs 1, `max_epochs` the cap), measured with the study's
-  SharpnessConfig; a model that misses L* by the cap is counted, named, and left out of every τ;
-- τ along training (trajectory.py): a pool checkpointed after each of a few epochs, with the
-  protocol's stopping epochs beside it.
-
-How L* was chosen (TARGET_LOSS). Probe: seeds 0-7 of each architecture trained on the CPU with the
-study's settings and no stopping rule (FCNN 30 epochs, LeNet-5 6, GAT 24), their epoch loss L_e (mean
-minibatch loss, dropout on) recorded. L* is the highest L_e among the probe models at the protocol's last
-stopping epoch in the study (FCNN: epoch 5, where the worst probe model had 0.507; LeNet-5: epoch 6, 0.363;
-GAT: epoch 12, 1.606), rounded up to 0.01: FCNN 0.51, LeNet-5 0.37, GAT 1.61. The probe models first reach
-it at epochs 3-5 (FCNN), 5-6 (LeNet-5) and 7-12 (GAT), where the protocol stops its models (3-5, 5-6 and
-10-12). The cap, MAX_EPOCHS, is twice that epoch (10, 12 and 24), so a model slower than every probe model
-still has room.
+The protocol stops a model when its epoch loss changes by less than 5 %, so a pool's models end at
+different training losses, and the training loss alone ranks test loss better than any flatness
+measure. notebooks/progress.py asks whether adaptive sharpness still ranks test loss with progress held
+fixed: on the protocol's pool by partial and stratified τ given the training loss (conditional.py); on an
+equalized pool, the study's seeds trained to a common epoch loss L* (TrainConfig.target_loss), models
+missing L* by the cap counted and left out; and along training (trajectory.py).
 
     <results_dir>/<arch>/progress.csv    one row per (pool, model): pool, epoch, seed, losses, targets, sharpness
     <results_dir>/<arch>/progress.json   every τ with its interval, L*, counts, the seeds that missed L*
@@ -48,7 +32,10 @@ from .study import write_json_atomic
 from .targets import TARGETS, target_columns
 from .train import TrainConfig
 
-# L* per architecture: the epoch loss L_e (mean minibatch loss) every model trains to (see the docstring).
+# L* per architecture: the epoch loss L_e (mean minibatch loss) every model trains to. Chosen from a probe: seeds 0-7
+# trained on the CPU with the study's settings and no stopping rule; L* is the highest L_e among them at the protocol's
+# last stopping epoch in the study (FCNN epoch 5, LeNet-5 6, GAT 12), rounded up to 0.01. The probe models first reach
+# it at epochs 3-5, 5-6 and 7-12, where the protocol stops its models. MAX_EPOCHS, the cap, is twice that epoch.
 TARGET_LOSS: dict[str, float] = {"fcnn": 0.51, "lenet5": 0.37, "gat": 1.61}
 MAX_EPOCHS: dict[str, int] = {"fcnn": 10, "lenet5": 12, "gat": 24}
 # Per profile: the bootstrap, and per arch the trajectory's epochs, its pool (the first seeds) and its restarts (None: the
@@ -219,9 +206,19 @@ def tau_set(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str, d
             continue
         kept = pool[np.isfinite(pool[target].to_numpy(dtype=np.float64))]
         x, y, z = (kept[c].to_numpy(dtype=np.float64) for c in ("sharpness", target, CONDITIONED_ON))
-        strata = (stratified_kendall(x, y, z, min_per_stratum=MIN_PER_STRATUM, n_resamples=n_resamples, seed=seed).as_dict() if len(kept) >= 3
-                  else {"tau": np.nan, "ci_low": np.nan, "ci_high": np.nan, "stratum_size": [], "n": len(kept), "ci_method": "undefined",
-                        "reason": f"need at least 3 models, got {len(kept)}"})
+        strata = (
+            stratified_kendall(x, y, z, min_per_stratum=MIN_PER_STRATUM, n_resamples=n_resamples, seed=seed).as_dict()
+            if len(kept) >= 3
+            else {
+                "tau": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "stratum_size": [],
+                "n": len(kept),
+                "ci_method": "undefined",
+                "reason": f"need at least 3 models, got {len(kept)}",
+            }
+        )
         out[target] = {
             "tau": _kendall(x, y, n_resamples, seed),
             "partial": partial_kendall(x, y, z, n_resamples=n_resamples, seed=seed).as_dict(),

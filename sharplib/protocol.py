@@ -14,8 +14,9 @@ from .train import TrainConfig
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """One row of Table I plus what PROTOCOL.md adds to it, and the words the study notebook
-    (notebooks/study.py, one template for all three) uses to introduce it."""
+    """One row of Table I plus the settings the protocol adds to it, and the words the study notebook
+    (notebooks/study.py, one template for all three) uses to introduce it.
+    """
 
     arch: str  # "fcnn", "lenet5", "gat"
     model_name: str  # as printed in the paper

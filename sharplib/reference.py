@@ -1,46 +1,11 @@
 """The reference notebooks' procedures, as named switches on the one training and sharpness path.
 
-The paper follows the report's text; the authors' public notebooks (github.com/HadiHammoud44/
-CS439_Sharpness) computed something else, per architecture. Each difference is one row of
-`DEVIATIONS`: the TrainConfig fields, network variant, data option or SharpnessConfig fields it
-sets. Nothing here trains or ascends by itself: `train.train_batched` and `sharpness.ascent` take
-every switch as a field, so a variant runs stacked under `vmap`, on CUDA, like the study. The two
-exceptions are the notebooks' estimators that are not m-sharpness at all (`full_set_passes`,
-`epoch_ascent`); they follow the estimator contract of `sharpness.estimate_pool_sharpness`, so
-they too run batched over models.
-
-Switch (arch)                   what the notebook did (or, sensitivity rows, what else we try)
-------------------------------  --------------------------------------------------------------------
-Training (each needs its own pool):
-default_init (all)              PyTorch's / PyG's default initialization instead of Xavier.
-elu_all_layers (fcnn)           ELU after every layer, the output included (variant "elu_output").
-full_set_steps (fcnn)           each of the ceil(n/64) SGD steps of an epoch on the whole training set.
-notebook_lr (fcnn) *            lr 0.102 (the notebook's LR-finder value) for training and ascent.
-eval_after_first_epoch (lenet5)* epochs >= 2 train in eval() mode: the per-epoch test pass called
-                                model.eval() and never switched back (dropout off, BN frozen).
-row_normalized_features (gat) s each node's features divided by their sum (the notebook built this
-                                transform but never applied it); the protocol's GATs stay at chance.
-input_dropout (gat) s           dropout 0.6 on the input features as well (the original GAT recipe).
-Sharpness (reuse the pool):
-full_set_ascent (fcnn, lenet5)  ascent passes over the whole training set, no m-batches, no restarts;
-                                sharpness = full-training-set loss difference (the two estimators below).
-swapped_bounds (fcnn)           clamp(w, w0 - ρ w0, w0 + ρ w0): bounds swapped for w0 < 0.
-drifting_anchor (lenet5) *      the box is centred on the weights after the first, unprojected ascent
-                                step (`clone_w = [p.detach() ...]` shares storage with the parameters).
-train_mode (lenet5, gat)        ascent (and GAT's losses) in train() mode: dropout on, BN updated.
-five_restarts (gat)             5 restarts instead of 50.
-collapse_duplicates (gat)       the m = 64 nodes drawn with replacement become a boolean mask.
-all_train_nodes_loss (gat)      after each step the loss is the notebook's `train(do_update=False)` on
-                                all 140 training nodes: the sum of the batch means of a shuffled split.
-
-* not in PROTOCOL.md's list of the notebooks' differences: found reading the notebooks themselves.
-s sensitivity rows: not part of the notebook's procedure ("reference code" leaves them off).
-
-Left as they are (too small to matter, or not reproducible here; the paper's notes list them):
-the FCNN notebook's signed stopping rule and up to 12 epochs, its lost first Abalone row and
-sklearn split; GAT's stopping check from epoch 11 instead of 10; LeNet's full-set losses as means
-of batch means; the GAT notebook's one forward pass per batch of the all-nodes loss (here one pass,
-so in train mode its three batches share a dropout draw).
+The paper follows the report's text; the authors' public notebooks (github.com/HadiHammoud44/CS439_Sharpness)
+computed something else, per architecture. Each difference is one row of `DEVIATIONS`: the TrainConfig
+fields, network variant, data option or SharpnessConfig fields it sets (the table above DEVIATIONS lists
+them). `train.train_batched` and `sharpness.ascent` take every switch as a field, so a variant runs
+stacked under `vmap`, on CUDA, like the study. The notebooks' estimators that are not m-sharpness at
+all (`full_set_passes`, `epoch_ascent`) follow the estimator contract of `sharpness.estimate_pool_sharpness`.
 """
 from __future__ import annotations
 
@@ -80,6 +45,38 @@ class Deviation:
         return bool(self.train or self.variant or self.data)
 
 
+# Switch (arch)                   what the notebook did (or, sensitivity rows, what else we try)
+# ------------------------------  --------------------------------------------------------------------
+# Training (each needs its own pool):
+# default_init (all)              PyTorch's / PyG's default initialization instead of Xavier.
+# elu_all_layers (fcnn)           ELU after every layer, the output included (variant "elu_output").
+# full_set_steps (fcnn)           each of the ceil(n/64) SGD steps of an epoch on the whole training set.
+# notebook_lr (fcnn) *            lr 0.102 (the notebook's LR-finder value) for training and ascent.
+# eval_after_first_epoch (lenet5)* epochs >= 2 train in eval() mode: the per-epoch test pass called
+#                                 model.eval() and never switched back (dropout off, BN frozen).
+# row_normalized_features (gat) s each node's features divided by their sum (the notebook built this
+#                                 transform but never applied it); the protocol's GATs stay at chance.
+# input_dropout (gat) s           dropout 0.6 on the input features as well (the original GAT recipe).
+# Sharpness (reuse the pool):
+# full_set_ascent (fcnn, lenet5)  ascent passes over the whole training set, no m-batches, no restarts;
+#                                 sharpness = full-training-set loss difference (the two estimators below).
+# swapped_bounds (fcnn)           clamp(w, w0 - ρ w0, w0 + ρ w0): bounds swapped for w0 < 0.
+# drifting_anchor (lenet5) *      the box is centred on the weights after the first, unprojected ascent
+#                                 step (`clone_w = [p.detach() ...]` shares storage with the parameters).
+# train_mode (lenet5, gat)        ascent (and GAT's losses) in train() mode: dropout on, BN updated.
+# five_restarts (gat)             5 restarts instead of 50.
+# collapse_duplicates (gat)       the m = 64 nodes drawn with replacement become a boolean mask.
+# all_train_nodes_loss (gat)      after each step the loss is the notebook's `train(do_update=False)` on
+#                                 all 140 training nodes: the sum of the batch means of a shuffled split.
+#
+# * not among the differences the protocol lists: found reading the notebooks themselves.
+# s sensitivity rows: not part of the notebook's procedure ("reference code" leaves them off).
+#
+# Left as they are (too small to matter, or not reproducible here; the paper's notes list them):
+# the FCNN notebook's signed stopping rule and up to 12 epochs, its lost first Abalone row and
+# sklearn split; GAT's stopping check from epoch 11 instead of 10; LeNet's full-set losses as means
+# of batch means; the GAT notebook's one forward pass per batch of the all-nodes loss (here one pass,
+# so in train mode its three batches share a dropout draw).
 DEVIATIONS: dict[str, Deviation] = {
     "default_init": Deviation("default init", ("fcnn", "lenet5", "gat"), train={"init": "default"}),
     "elu_all_layers": Deviation("ELU on all layers", ("fcnn",), variant="elu_output"),

@@ -120,12 +120,21 @@ def overall(results: dict[str, tuple[dict, pd.DataFrame]]) -> str:
     if len(negative) == len(results):
         return "adaptive sharpness is negatively rank-correlated with test loss for all three architectures, as the report found"
     if not negative and not positive:
-        return "for none of the three architectures is the rank correlation between adaptive sharpness and test loss distinguishable from zero"
-    parts = [f"{kind} beyond its uncertainty for {names(archs)}" for kind, archs in (("negative", negative), ("positive", positive)) if archs]
+        return (
+            "for none of the three architectures is the rank correlation between adaptive sharpness and test loss distinguishable from zero"
+        )
+    parts = [
+        f"{kind} beyond its uncertainty for {names(archs)}" for kind, archs in (("negative", negative), ("positive", positive)) if archs
+    ]
     rest = [a for a in results if a not in negative + positive]
     if rest:
         parts.append(f"indistinguishable from zero for {names(rest)}")
-    return "the rank correlation between adaptive sharpness and test loss is " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+    return (
+        "the rank correlation between adaptive sharpness and test loss is "
+        + ", ".join(parts[:-1])
+        + (" and " if len(parts) > 1 else "")
+        + parts[-1]
+    )
 
 
 # ---------------------------------------------------------------- the .tex files
@@ -219,16 +228,28 @@ def results_tex(results: dict[str, tuple[dict, pd.DataFrame]], results_dir: str 
         used = table[~table["diverged"]]
         sharp, train = summary["sharpness_config"], summary["train_config"]
         macros += [
-            _macro(f"{m}Tau", f"{summary['tau']:.3f}"), _macro(f"{m}TauLow", f"{low:.3f}"), _macro(f"{m}TauHigh", f"{high:.3f}"),
-            _macro(f"{m}P", tex_number(summary["p_value"])), _macro(f"{m}ReportTau", f"{REPORT_TAU[arch]:.3f}"),
-            _macro(f"{m}Models", str(summary["n_models"])), _macro(f"{m}Used", str(summary["n_used"])),
+            _macro(f"{m}Tau", f"{summary['tau']:.3f}"),
+            _macro(f"{m}TauLow", f"{low:.3f}"),
+            _macro(f"{m}TauHigh", f"{high:.3f}"),
+            _macro(f"{m}P", tex_number(summary["p_value"])),
+            _macro(f"{m}ReportTau", f"{REPORT_TAU[arch]:.3f}"),
+            _macro(f"{m}Models", str(summary["n_models"])),
+            _macro(f"{m}Used", str(summary["n_used"])),
             _macro(f"{m}Diverged", str(summary["n_diverged"])),
-            _macro(f"{m}Restarts", str(sharp["n_restarts"])), _macro(f"{m}Rho", f"{sharp['rho']:g}"), _macro(f"{m}LR", f"{train['lr']:g}"),
-            _macro(f"{m}Epochs", f"{used['epochs'].min()}--{used['epochs'].max()}" if used["epochs"].nunique() > 1 else str(used["epochs"].iloc[0])),
-            _macro(f"{m}TestLossLow", f"{used['test_loss'].min():.3f}"), _macro(f"{m}TestLossHigh", f"{used['test_loss'].max():.3f}"),
-            _macro(f"{m}SharpLow", tex_number(used["sharpness"].min())), _macro(f"{m}SharpHigh", tex_number(used["sharpness"].max())),
+            _macro(f"{m}Restarts", str(sharp["n_restarts"])),
+            _macro(f"{m}Rho", f"{sharp['rho']:g}"),
+            _macro(f"{m}LR", f"{train['lr']:g}"),
+            _macro(
+                f"{m}Epochs",
+                f"{used['epochs'].min()}--{used['epochs'].max()}" if used["epochs"].nunique() > 1 else str(used["epochs"].iloc[0]),
+            ),
+            _macro(f"{m}TestLossLow", f"{used['test_loss'].min():.3f}"),
+            _macro(f"{m}TestLossHigh", f"{used['test_loss'].max():.3f}"),
+            _macro(f"{m}SharpLow", tex_number(used["sharpness"].min())),
+            _macro(f"{m}SharpHigh", tex_number(used["sharpness"].max())),
             _macro(f"{m}FracBelow", f"{100 * summary['frac_below_mean']:.1f}"),
-            _macro(f"{m}Finding", finding(summary)), _macro(f"{m}Agreement", agreement(summary, REPORT_TAU[arch])),
+            _macro(f"{m}Finding", finding(summary)),
+            _macro(f"{m}Agreement", agreement(summary, REPORT_TAU[arch])),
             _macro(f"{m}Minutes", f"{sum(summary['seconds'].values()) / 60:.1f}"),
         ]
         if arch in N_CLASSES:
@@ -330,7 +351,11 @@ def ablation_paragraph(df_by_arch: Mapping[str, pd.DataFrame]) -> str:
             text += " Outside that interval: " + "; ".join(said) + "."
             rest = len(singles) - len(moved) - len(undefined)
             if rest:
-                text += " The other switch alone leaves $\\tau$ inside it." if rest == 1 else f" The other {rest} switches alone leave $\\tau$ inside it."
+                text += (
+                    " The other switch alone leaves $\\tau$ inside it."
+                    if rest == 1
+                    else f" The other {rest} switches alone leave $\\tau$ inside it."
+                )
         elif len(singles):
             text += " No single switch moves $\\tau$ outside that interval."
         if undefined:
@@ -382,7 +407,11 @@ def _decimal(x: float) -> str:
 
 def _span(kind: str, tau: pd.Series) -> str:
     low, high = f"{tau.min():.2f}", f"{tau.max():.2f}"
-    return f"{kind} sharpness gives $\\tau = {low}$ at every $\\rho$" if low == high else f"{kind} sharpness gives $\\tau$ from ${low}$ to ${high}$"
+    return (
+        f"{kind} sharpness gives $\\tau = {low}$ at every $\\rho$"
+        if low == high
+        else f"{kind} sharpness gives $\\tau$ from ${low}$ to ${high}$"
+    )
 
 
 def rho_sentence(df_by_arch: Mapping[str, pd.DataFrame]) -> str:

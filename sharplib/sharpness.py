@@ -2,34 +2,11 @@
 
     S(w) = E_{S ~ P^m} max_{||δ ⊘ c||_p <= ρ} L_S(w + δ) - L_S(w),   c = |w| (adaptive) or 1
 
-The estimator (PROTOCOL.md): for each of `n_restarts` restarts draw a batch S of m training
-samples with replacement, start at δ = 0, take `n_steps` ascent steps, each followed by the
-exact projection onto {||δ ⊘ c||_p <= ρ}, and keep the highest L_S(w + δ_t) over t = 1..n_steps.
-The estimate is the mean over restarts of (highest perturbed loss - L_S(w)); a restart whose
-ascent ends below L_S(w) contributes a negative value (kept, and counted in `frac_below`).
-
-Step rules:
-- "gradient" (the report's): p = ∞: δ <- clamp(δ + η ∇L, -ρc, ρc), η = the training learning rate.
-  p = 2: ascent in u = δ ⊘ c, whose gradient is c ⊙ ∇L: δ <- Proj(δ + η c² ⊙ ∇L).
-- "steepest": a step of length α·ρ in u along sign(c ⊙ ∇L) (p = ∞) or c ⊙ ∇L / ||c ⊙ ∇L||₂ (p = 2).
-
-Why only "steepest" is exactly reparametrization-invariant: if w' = w ⊙ r leaves the function
-unchanged, then ∇L(w') = ∇L(w) ⊘ r and c' = c ⊙ r, so every quantity written in u (c ⊙ ∇L,
-the set, the sign/normalized step) is the same for w and w': the iterates map onto each other
-by δ' = δ ⊙ r. The report's gradient step adds η ∇L(w') = η ∇L(w) ⊘ r in δ-space, i.e.
-η ∇L ⊘ (c ⊙ r²)·c in u — a step that changes with r, so the ascent path (not the set) changes.
-
-The reference notebooks' own deviations (SharpnessConfig's REFERENCE_HOOKS: swapped bounds, a drifting anchor,
-collapsed duplicates, the loss recorded on the whole training set) are branches of this one ascent,
-off by default; `sharpness_plain` implements each of them separately, restart by restart, for the tests.
-
-Everything runs as one batched computation: `ascent` handles all restarts of one model with
-`vmap`, and `estimate_pool_sharpness` wraps a second `vmap` around it for many models (any function
-with `ascent`'s signature and result can take its place: the notebooks' full-set estimators do). No value
-leaves the device inside the ascent loop. Two exceptions, both for speed and both exact (the
-losses are the same, up to float rounding): convolutional models on CPU run their restarts one
-after another (`_over_restarts`), and a graph task is cut down to the part of the graph the
-training nodes' outputs depend on (`receptive_field`).
+Each of `n_restarts` restarts draws a batch S of m training samples with replacement, starts at δ = 0,
+takes `n_steps` ascent steps, each followed by the exact projection onto {||δ ⊘ c||_p <= ρ}, and keeps the
+highest L_S(w + δ_t); the estimate is the mean over restarts of (that loss - L_S(w)), negative values kept.
+The reference notebooks' deviations (REFERENCE_HOOKS) are branches of the same ascent, off by default.
+`ascent` runs all restarts of one model under `vmap`; `estimate_pool_sharpness` adds a second `vmap` over models.
 """
 from __future__ import annotations
 
@@ -150,7 +127,17 @@ def _norm(rows: Tensor) -> Tensor:
 
 
 def project(delta: Tensor, c: Tensor, rho: float, p: str | int) -> Tensor:
-    """Exact projection of each row of δ onto {||δ ⊘ c||_p <= ρ} (coordinates with c = 0 are pinned at 0)."""
+    """Exact projection of each row of δ onto {||δ ⊘ c||_p <= ρ} (coordinates with c = 0 are pinned at 0).
+
+    Args:
+        delta: δ, one row per restart [R, D].
+        c: the scale c (|w| or 1), broadcastable to δ.
+        rho: ρ.
+        p: "inf" or 2.
+
+    Returns:
+        The projected δ [R, D].
+    """
     if p == "inf":
         # |δ_i| <= ρ c_i  (with a signed c < 0, min > max and clamp returns max = ρc: the swapped bounds)
         return torch.clamp(delta, -rho * c, rho * c)
@@ -165,6 +152,12 @@ def ascent_step(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) ->
     return project(move(delta, grad, c, cfg), c, cfg.rho, cfg.p)
 
 
+# Step rules. "gradient" (the report's): p = ∞: δ <- clamp(δ + η ∇L, -ρc, ρc), η the training learning rate;
+# p = 2: ascent in u = δ ⊘ c, whose gradient is c ⊙ ∇L: δ <- Proj(δ + η c² ⊙ ∇L). "steepest": a step of length
+# α·ρ in u along sign(c ⊙ ∇L) (p = ∞) or c ⊙ ∇L / ||c ⊙ ∇L||₂ (p = 2).
+# Only "steepest" is exactly reparametrization-invariant: if w' = w ⊙ r leaves the function unchanged, then
+# ∇L(w') = ∇L(w) ⊘ r and c' = c ⊙ r, so everything written in u is the same and the iterates map by δ' = δ ⊙ r.
+# The gradient step adds η ∇L(w) ⊘ r in δ-space, a step that changes with r: the path (not the set) changes.
 def move(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) -> Tensor:
     """The PGA update of each row of δ, before the projection."""
     if cfg.step == "gradient" and cfg.p == "inf":
@@ -272,8 +265,8 @@ def draw(n_train: int, w: Params, cfg: SharpnessConfig) -> Draws:
 def _over_restarts(fn: Callable, in_dims: tuple, vectorize: bool) -> Callable:
     """`fn` mapped over the restarts (dim 0 of the arguments whose in_dim is 0): one vmap, or a loop.
 
-    The loop is for convolutional models on CPU: there vmap turns the per-restart convolutions into
-    grouped ones and BatchNorm into permuted element-wise ops, ~30% slower than one restart at a time.
+    The loop is for convolutional models on CPU, where vmap turns the per-restart convolutions into grouped
+    ones and BatchNorm into permuted element-wise ops, slower than one restart at a time (same losses).
     """
     if vectorize:
         return vmap(fn, in_dims=in_dims, randomness="different")
@@ -297,12 +290,25 @@ def _vectorize_restarts(model: nn.Module, device: torch.device, cfg: SharpnessCo
     return device.type != "cpu" or cfg.mode == "train" or not has_conv
 
 
-def ascent(model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffers: Params, draws: Draws, vectorize: bool = True) -> tuple[Tensor, Tensor]:
-    """All restarts of one model at once: (L_S(w) [R], trace of L_S(w + δ_t) [R, T+1]).
+def ascent(
+    model: nn.Module, task: Task, cfg: SharpnessConfig, w: Params, buffers: Params, draws: Draws, vectorize: bool = True
+) -> tuple[Tensor, Tensor]:
+    """All restarts of one model at once.
 
-    Worst-case: t = 0 is the start, t = 1..T follow the ascent steps. Average-case: the T
-    entries t = 1..T are random perturbations in the set. The notebooks' hooks (REFERENCE_HOOKS) change
-    the box (swapped bounds, drifting anchor), the batch's weights or the loss that is recorded.
+    Worst-case: t = 0 is the start, t = 1..T follow the ascent steps. Average-case: the T entries t = 1..T
+    are random perturbations in the set. The notebooks' hooks (REFERENCE_HOOKS) change the box (swapped
+    bounds, drifting anchor), the batch's weights or the loss that is recorded.
+
+    Args:
+        model: the network whose forward pass is used (never modified).
+        task: the task (its training rows).
+        cfg: the estimator's settings (ρ, p, c, steps, hooks).
+        w, buffers: the model's weights and buffers, by name.
+        draws: the batches S and other random draws (`draw`).
+        vectorize: vmap the restarts (else loop over them).
+
+    Returns:
+        (L_S(w) [R], the trace L_S(w + δ_t) [R, T+1]).
     """
     w_flat = flatten(w)
     c = scale_of(w_flat, cfg.adaptive, signed=cfg.swapped_bounds)
@@ -381,12 +387,17 @@ def _check_one_architecture(models: list[nn.Module]) -> None:
     shapes = [{k: tuple(v.shape) for k, v in m.state_dict().items()} for m in models]
     for i, other in enumerate(shapes[1:], start=1):
         if other != shapes[0]:
-            raise ValueError(f"model {i} ({type(models[i]).__name__}) has other parameters or shapes than model 0: one call takes models of one architecture")
+            raise ValueError(
+                f"model {i} ({type(models[i]).__name__}) has other parameters or shapes than model 0: "
+                "one call takes models of one architecture"
+            )
 
 
 def _device_for(models: list[nn.Module], task: Task, cfg: SharpnessConfig) -> torch.device:
     if cfg.batch_size > task.n_train:
-        raise ValueError(f"SharpnessConfig.batch_size = {cfg.batch_size} is larger than the {task.n_train} training samples of task {task.name!r}")
+        raise ValueError(
+            f"SharpnessConfig.batch_size = {cfg.batch_size} is larger than the {task.n_train} training samples of task {task.name!r}"
+        )
     if cfg.device != "auto":
         return resolve_device(cfg.device)
     for i, model in enumerate(models):
@@ -442,19 +453,36 @@ def receptive_field(model: nn.Module, task: Task, device: torch.device) -> Task:
 
 
 def estimate_sharpness(model: nn.Module, task: Task, cfg: SharpnessConfig) -> SharpnessResult:
-    """Sharpness of one model on `task` (the model is never modified)."""
+    """Sharpness S(w) of one model on `task` (the model is never modified).
+
+    Args:
+        model: the trained network.
+        task: the task whose training rows S is drawn from.
+        cfg: the estimator's settings (ρ, p, adaptive, m, steps, restarts, seed).
+
+    Returns:
+        The SharpnessResult: the estimate `mean` and its per-restart parts.
+    """
     return estimate_pool_sharpness([model], task, cfg, models_per_call=1)[0]
 
 
 def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessConfig, models_per_call: int | None = None,
                             estimator: Estimator = ascent) -> list[SharpnessResult]:
-    """Sharpness of many models of one architecture, `models_per_call` of them per batched call.
+    """Sharpness S(w) of many models of one architecture, `models_per_call` of them per batched call.
 
-    Every model sees the same batches S (common random numbers), so the estimate of each
-    model equals what `estimate_sharpness` gives it alone. Default: all at once on GPU, one at a
-    time on CPU (where a stack of models gains nothing over a stack of restarts).
-    estimator: `ascent` (m-sharpness), or another function of one model's weights with its
-    signature and (unperturbed, trace) contract (the notebooks' full-set estimators, reference.py).
+    Every model sees the same batches S (common random numbers), so each estimate equals what
+    `estimate_sharpness` gives the model alone.
+
+    Args:
+        models: trained networks of one architecture (never modified).
+        task: the task whose training rows S is drawn from.
+        cfg: the estimator's settings.
+        models_per_call: models per vmapped call; None: all at once on GPU, one at a time on CPU.
+        estimator: `ascent` (m-sharpness), or a function with its signature and (unperturbed, trace)
+            result (the notebooks' full-set estimators, reference.py).
+
+    Returns:
+        One SharpnessResult per model, in order.
     """
     if not models:
         raise ValueError("estimate_pool_sharpness needs at least one model")

@@ -38,7 +38,7 @@ def estimate_sharpness_plain(model: nn.Module, task: Task, cfg: SharpnessConfig)
 
         def loss_at(delta: list[torch.Tensor]) -> torch.Tensor:
             _load(net, params, w, buffers0, delta)
-            return task.loss_fn(task.predict(net, x), y)
+            return task.loss_fn(task.predict(net, x), y)  # noqa: B023 (called in this iteration only)
 
         with torch.no_grad():
             loss0 = loss_at(zero).item() if train_set_start is None else train_set_start
@@ -80,7 +80,9 @@ def _update(delta: list[torch.Tensor], grads: list[torch.Tensor], c: list[torch.
     return [d + cfg.step_size * cfg.rho * ci * (ci * g) / max(norm.item(), 1e-30) for d, g, ci in zip(delta, grads, c)]
 
 
-def _load(net: nn.Module, params: list[torch.Tensor], w: list[torch.Tensor], buffers0: dict[str, torch.Tensor], delta: list[torch.Tensor]) -> None:
+def _load(
+    net: nn.Module, params: list[torch.Tensor], w: list[torch.Tensor], buffers0: dict[str, torch.Tensor], delta: list[torch.Tensor]
+) -> None:
     """Put w + δ into the net's parameters and its original buffers back (BatchNorm statistics never carry over)."""
     net.load_state_dict(buffers0, strict=False)
     with torch.no_grad():

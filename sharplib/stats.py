@@ -1,14 +1,11 @@
 """Kendall's rank correlation between sharpness and test loss, with a bootstrap CI over models.
 
-Report's form, for M models with sharpness s_i and test loss t_i:
+The report's form, for M models with sharpness s_i and test loss t_i, is τ-a:
 
     τ = 2 / (M(M−1)) Σ_{i<j} sign(t_i − t_j) sign(s_i − s_j)
 
-That is τ-a. We compute τ-b (scipy's default), which equals τ-a when neither variable has
-ties and otherwise divides by the number of untied pairs instead of M(M−1)/2, so that a
-perfectly monotone pool still reaches ±1.
-
-The granulated τ Ψ and τ within sub-pools of a hyperparameter grid are in `subpools`.
+We compute τ-b (scipy's default): equal to τ-a without ties, otherwise divided by the number of untied
+pairs, so that a perfectly monotone pool still reaches ±1. Granulated τ Ψ and sub-pool τ are in `subpools`.
 """
 from __future__ import annotations
 
@@ -74,7 +71,14 @@ def _paired(sharpness: Any, test_loss: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def finite_pairs(sharpness: Any, test_loss: Any) -> FinitePairs:
-    """Drop the models (e.g. diverged ones) whose sharpness or test loss is NaN or ±inf."""
+    """Drop the models (e.g. diverged ones) whose sharpness or test loss is NaN or ±inf.
+
+    Args:
+        sharpness, test_loss: one value per model (lists, numpy arrays or torch tensors).
+
+    Returns:
+        FinitePairs: the kept values, the mask of kept models in input order, and how many were dropped.
+    """
     s, t = _paired(sharpness, test_loss)
     mask = np.isfinite(s) & np.isfinite(t)
     return FinitePairs(s[mask], t[mask], mask, int(mask.size - mask.sum()))
@@ -92,8 +96,14 @@ def tau_b_batched(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     """Kendall's τ-b along `axis` of x and y (one τ per other index); NaN where x or y is constant.
 
     Summing over all ordered pairs doubles numerator and both denominator factors alike, and
-    Σ|sign(x_i − x_j)| counts exactly the pairs untied in x, which is τ-b's tie correction.
-    `axis` is part of scipy.stats.bootstrap's vectorized-statistic contract.
+    Σ|sign(x_i − x_j)| counts the pairs untied in x: τ-b's tie correction.
+
+    Args:
+        x, y: arrays of one shape.
+        axis: the axis of the models (scipy.stats.bootstrap's vectorized-statistic contract).
+
+    Returns:
+        τ-b per index of the other axes.
     """
     x, y = np.moveaxis(np.asarray(x), axis, -1), np.moveaxis(np.asarray(y), axis, -1)
     dx = np.sign(x[..., :, None] - x[..., None, :]).astype(np.int8)
@@ -133,13 +143,23 @@ def _bootstrap_ci(
 def kendall(
     sharpness: Any, test_loss: Any, n_resamples: int = 9999, confidence: float = 0.95, seed: int = 0
 ) -> KendallResult:
-    """Kendall's τ-b between the sharpness s_i and test loss t_i of M models, p-value and bootstrap CI.
+    """Kendall's τ-b between the sharpness s_i and test loss t_i of M models, with p-value and bootstrap CI.
 
-    τ and the two-sided p-value are scipy.stats.kendalltau's (exact p for small M without ties,
-    asymptotic otherwise). The CI resamples the M models with replacement `n_resamples` times
-    (seeded by `seed`); see `_bootstrap_ci` for the interval method. Inputs are 1-D lists,
-    numpy arrays or torch tensors. Non-finite values are refused rather than silently
-    dropped: call `finite_pairs` first and report how many models it dropped.
+    τ and the two-sided p-value are scipy.stats.kendalltau's (exact p for small M without ties, asymptotic
+    otherwise). The CI resamples the M models with replacement (BCa, else percentile: `_bootstrap_ci`).
+
+    Args:
+        sharpness, test_loss: one value per model (lists, numpy arrays or torch tensors); all finite
+            (call `finite_pairs` first and report how many models it dropped).
+        n_resamples: bootstrap resamples.
+        confidence: the CI's level.
+        seed: seed of the resampling.
+
+    Returns:
+        KendallResult: τ, p-value, CI, M and the CI method.
+
+    Raises:
+        ValueError: for non-finite values, fewer than 3 models, or a constant variable.
     """
     s, t = _paired(sharpness, test_loss)
     n_bad = int(s.size - (np.isfinite(s) & np.isfinite(t)).sum())

@@ -186,7 +186,11 @@ def git_commit(repo: Path) -> tuple[str, bool]:
     """(commit, dirty) of the checkout holding the code, or ("unknown", True) outside git."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True).stdout.strip())
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+            ).stdout.strip()
+        )
         return commit, dirty
     except (OSError, subprocess.CalledProcessError):
         return "unknown", True

@@ -145,13 +145,10 @@ def _subpool_taus(
 def _resample_weights(cells: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Weights of the position pairs (first, second) of a stratified resample: n_c/(n_c − 1) within a cell, else 1.
 
-    Two positions of one cell (n_c models) hold the same model with probability 1/n_c, a pair
-    tied in both variables that drops out of τ-b; across cells this never happens. Unweighted,
-    a resample would hold a fraction (n_c − 1)/n_c of the data's within-cell (seed-to-seed)
-    pairs and tilt τ toward the across-cell pairs: for a measure constant within cells, the
-    whole bootstrap distribution of τ-b lay above τ (5 seeds: +3 %). With the weight, the
-    expected weighted counts of concordant, measure-untied and target-untied pairs equal the
-    data's (n_c positions drawn from n_c models).
+    Two positions of one cell (n_c models) hold the same model with probability 1/n_c, a pair tied in both
+    variables that drops out of τ-b. Unweighted, a resample under-counts the within-cell (seed-to-seed)
+    pairs and tilts τ toward the across-cell pairs; with the weight, the expected weighted counts of
+    concordant and untied pairs equal the data's.
     """
     _, inverse, counts = np.unique(cells, return_inverse=True, return_counts=True)
     size = counts[inverse].astype(np.float64)  # n_c of each position's cell (its positions in this sub-pool)
@@ -181,33 +178,25 @@ def granulated_kendall(
     confidence: float = 0.95,
     undefined: Undefined = "omit",
 ) -> GranulatedResult:
-    """Jiang et al.'s granulated Kendall τ: Ψ = (1/n) Σ_i ψ_i, each ψ_i with its sub-pool count, and CIs.
+    """Jiang et al.'s granulated Kendall τ: Ψ = (1/n) Σ_i ψ_i, ψ_i = (1/m_i) Σ_k τ_{i,k}, with CIs.
 
-    `table` has one row per model: the column `measure` (e.g. sharpness), the column `target`
-    (the generalization quantity, e.g. test loss) and one column per hyperparameter (the grid
-    axes; seeds are *not* a hyperparameter: the seeds of a cell are the cell's models). For
-    axis i, the sub-pools are the groups of rows sharing the values of all other
-    hyperparameters; τ_{i,k} is τ-b (scipy's, computed by `tau_b_batched`) over sub-pool k.
+    For axis i, the sub-pools are the groups of rows sharing the values of all other hyperparameters, and
+    τ_{i,k} is τ-b over sub-pool k. The CI resamples models within each grid cell (a within-cell pair
+    weighs n_c/(n_c − 1), `_resample_weights`) and takes the percentile interval.
 
-    Undefined sub-pools. τ-b is NaN over a sub-pool where the measure or the target takes fewer
-    than 2 distinct values (0/0), or where θ_i itself takes a single value (an incomplete grid:
-    nothing varies along axis i). They are counted in `n_undefined`, and `undefined` decides
-    how they enter ψ_i:
-      - "omit" (default): left out of the mean; ψ_i is NaN when no sub-pool of axis i has a τ,
-        and then Ψ is NaN too (the measure says nothing along that axis; we do not score it);
-      - "zero": counted as τ = 0 over all m_i sub-pools. This is Jiang et al.'s own convention:
-        their τ is τ-a, Σ sign·sign over all pairs / #pairs, which is exactly 0 when the
-        measure is constant in a sub-pool. A measure blind to θ_i then gets ψ_i = 0.
-    Bootstrap. Models are resampled with replacement *within each grid cell* (each full
-    assignment of the hyperparameters keeps its number of models), so every resample has the
-    same grid and every sub-pool its structure; Ψ (and each ψ_i) is recomputed on each of the
-    `n_resamples` resamples (seeded by `seed`), and the CI is the percentile interval over the
-    resamples where it is defined. A cell of one model is fixed under this resampling. In a
-    resample, a pair of positions within one cell weighs n_c/(n_c − 1) in τ-b's three sums
-    (`_resample_weights`): it holds one model twice with probability 1/n_c, and without the
-    weight the bootstrap would under-count seed-to-seed pairs and sit off-centre. The point
-    estimates Ψ and ψ_i are plain (unweighted) τ-b, equal to scipy.stats.kendalltau per sub-pool.
-    Cost: B·Σ_k m_k² pair look-ups (150 models on a 3 × 3 grid, B = 9999: a few seconds).
+    Args:
+        table: one row per model, with the columns `measure`, `target` and each hyperparameter.
+        measure: the measure's column (e.g. sharpness).
+        target: the generalization quantity's column (e.g. test loss).
+        hyperparameters: the grid axes (seeds are not one: a cell's seeds are its models).
+        n_resamples: bootstrap resamples.
+        seed: seed of the resampling.
+        confidence: the CI's level.
+        undefined: how a sub-pool without τ (measure or target constant, or θ_i single-valued) enters ψ_i:
+            "omit" (left out; ψ_i and Ψ NaN when none has a τ) or "zero" (τ = 0, Jiang et al.'s τ-a convention).
+
+    Returns:
+        GranulatedResult: Ψ and each ψ_i with their CIs and sub-pool counts.
     """
     hyperparameters = list(hyperparameters)
     if not hyperparameters:

@@ -1,16 +1,12 @@
 """`Task`: one dataset in memory, ready for training and sharpness.
 
-A task is a set of *samples* with targets, split into train and test, plus the loss
-the models are trained with. For image and tabular data a sample is a row of `x`;
-for a graph (Cora) a sample is a node id, and every forward pass sees the whole graph
-(`node_features`, `edge_index`) before the rows of the sampled nodes are picked.
-That one convention lets training and the sharpness estimator index batches the
-same way for all three architectures.
+A task is a set of *samples* with targets, split into train and test, plus the training loss. For image
+and tabular data a sample is a row of `x`; for a graph (Cora) a sample is a node id, and every forward pass
+sees the whole graph (`node_features`, `edge_index`) before the sampled nodes' rows are picked, so training
+and sharpness index batches the same way for all three architectures.
 
-`Task.fingerprint` is a SHA-256 of the task's content, the data part of a pool's resume key.
-It is computed from the tensors, not recorded by the loader: a loader's record would survive
-`dataclasses.replace` (a subset, another split pasted in) and name data the task no longer
-holds, whereas the content changes with every file, split and preprocessing option.
+`Task.fingerprint` (SHA-256 of the task's tensors) is the data part of a pool's resume key. It is computed
+from the content, not recorded by the loader, so a subset or another split never keeps a stale name.
 """
 from __future__ import annotations
 
@@ -83,10 +79,16 @@ class Task:
         return copy
 
     def first_train_rows(self, n: int | None) -> "Task":
-        """A task holding only the first `n` training rows (the test split whole); None: this task itself.
+        """A task holding only the first `n` training rows (the test split whole).
 
-        A new Task, so its fingerprint is that of the rows it holds and a pool trained on the cut is
-        keyed by them. For a graph task the rows are node ids: the graph stays whole.
+        A new Task, so its fingerprint is that of the rows it holds. For a graph task the rows are node ids
+        and the graph stays whole.
+
+        Args:
+            n: how many training rows to keep (1 to n_train), or None.
+
+        Returns:
+            The cut task; this task itself when n is None.
         """
         if n is None:
             return self
@@ -95,14 +97,30 @@ class Task:
         return replace(self, x_train=self.x_train[:n], y_train=self.y_train[:n])
 
     def predict(self, call: Callable[..., Tensor], x: Tensor) -> Tensor:
-        """Outputs of the network `call` for the samples `x` (rows, or node ids of the graph)."""
+        """Outputs of the network `call` for the samples `x`.
+
+        Args:
+            call: the network's forward pass (a module, or a function of its inputs).
+            x: rows, or node ids of the graph (then `call` sees the whole graph).
+
+        Returns:
+            One output row per sample of `x`.
+        """
         if self.is_graph:
             return call(self.node_features, self.edge_index)[x]
         return call(x)
 
     def loss_fn(self, outputs: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
-        """Loss over a batch, MSE for regression, cross-entropy for classification: the mean, or
-        Σ_i weights_i l_i when per-sample `weights` are given."""
+        """Loss over a batch: MSE for regression, cross-entropy for classification.
+
+        Args:
+            outputs: the network's outputs for the batch.
+            targets: the batch's targets.
+            weights: optional per-sample weights w_i.
+
+        Returns:
+            The mean loss (1/m) Σ_i l_i, or Σ_i w_i l_i when `weights` are given.
+        """
         reduction = "mean" if weights is None else "none"
         if self.loss == "mse":
             losses = F.mse_loss(outputs.squeeze(-1), targets, reduction=reduction)
@@ -112,7 +130,12 @@ class Task:
 
 
 def hash_tensors(digest: Any, tensors: dict[str, Tensor]) -> None:
-    """Feed each tensor's name, dtype, shape and bytes into the hashlib object `digest`, in the dict's order."""
+    """Feed each tensor's name, dtype, shape and bytes into a hash, in the dict's order.
+
+    Args:
+        digest: a hashlib object (updated in place).
+        tensors: the tensors by name.
+    """
     for name, tensor in tensors.items():
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
@@ -120,10 +143,19 @@ def hash_tensors(digest: Any, tensors: dict[str, Tensor]) -> None:
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cpu', 'cuda' and 'cuda:N' only when this machine has that device.
+    """The torch device a config's `device` names, checked against this machine.
 
-    Checked here, where configs are built, so a missing GPU is reported with the parameter that asked for it
-    rather than later by torch ("Found no NVIDIA driver").
+    Checked where configs are built, so a missing GPU is reported with the parameter that asked for it
+    rather than later by torch.
+
+    Args:
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda" or "cuda:N".
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: for another name, or a device this machine does not have.
     """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,5 +170,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but this machine has no usable CUDA device (torch.cuda.is_available() is False)")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise ValueError(
+            f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     return resolved

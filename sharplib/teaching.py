@@ -128,7 +128,9 @@ class Exercises:
         self._judge(1, answer, lambda a: math.isclose(float(a), BOX_RADIUS, rel_tol=1e-6),
                            "the adaptive box is |δ_i| <= ρ |w_i|; a size is never negative.")
 
-    def rescaled(self, answer: Any, network: Any, model: nn.Module, x: torch.Tensor, sharpness_of: Callable[[nn.Module, str], float]) -> None:
+    def rescaled(
+        self, answer: Any, network: Any, model: nn.Module, x: torch.Tensor, sharpness_of: Callable[[nn.Module, str], float]
+    ) -> None:
         """Exercise 2: `network` computes `model`'s function with other weights, and `answer` holds the relative changes
         of standard and adaptive (steepest) sharpness, as `sharpness_of(net, variant)` measures them."""
         if self._unanswered(2, answer):
@@ -167,7 +169,9 @@ class Exercises:
         done = sorted(n for n, v in self.verdicts.items() if v in ("correct", "written"))
         todo = {v: sorted(n for n, w in self.verdicts.items() if w == v) for v in ("not yet", "open")}
         parts = [f"{len(done)} of {len(self.verdicts)} exercises done"]
-        parts += [f"{label}: {', '.join(map(str, todo[v]))}" for v, label in (("not yet", "not yet right"), ("open", "unanswered")) if todo[v]]
+        parts += [
+            f"{label}: {', '.join(map(str, todo[v]))}" for v, label in (("not yet", "not yet right"), ("open", "unanswered")) if todo[v]
+        ]
         print("; ".join(parts))
 
 

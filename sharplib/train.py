@@ -1,17 +1,13 @@
 """Training by the report's protocol: plain SGD, batch 64, stop when the epoch loss settles.
 
-Stopping rule (PROTOCOL.md): after epoch e >= max(2, min_epochs), stop when
-|L_e - L_{e-1}| / L_{e-1} < tol, or after max_epochs; L_e is the mean of the minibatch
-losses seen during epoch e. A model whose epoch loss is NaN/inf is marked diverged and stops.
-With `TrainConfig.target_loss` = L* set (issue #21: models at equal training progress), the rule is
-instead: stop at the first epoch e >= min_epochs with L_e <= L*, or after max_epochs; the
-TrainResult's `reached_target` says which (a pool counts and leaves out the models that did not).
+Stopping rule: after epoch e >= max(2, min_epochs), stop when |L_e - L_{e-1}| / L_{e-1} < tol, or after
+max_epochs; L_e is the mean of the minibatch losses of epoch e, and a NaN/inf L_e marks the model diverged.
+With a target L* (`TrainConfig.target_loss`, models at equal training progress) the rule is instead: stop at
+the first epoch e >= min_epochs with L_e <= L*, or after max_epochs.
 
-One SGD step function serves one model and, under `vmap`, a stack of models that train
-together, each with its own data order and its own stopping epoch. Two fields of TrainConfig
-reproduce the reference notebooks' training on that same path (the report's values are the
-defaults): `step_rows="train_set"` takes every step on the whole training set (FCNN notebook),
-`train_mode_epochs=1` trains epochs after the first in eval mode (LeNet-5 notebook).
+One SGD step function serves one model and, under `vmap`, a stack of models that train together, each with
+its own data order and stopping epoch. `step_rows="train_set"` and `train_mode_epochs=1` reproduce the
+FCNN and LeNet-5 reference notebooks' training on the same path.
 """
 from __future__ import annotations
 
@@ -97,7 +93,18 @@ class TrainResult:
 
 
 def should_stop(epoch_losses: list[float], cfg: TrainConfig) -> bool:
-    """The report's rule: relative change of the epoch loss below tol, or max epochs, or diverged (with a target L*: L_e <= L*)."""
+    """Whether training stops after the last epoch of `epoch_losses`.
+
+    The report's rule: |L_e - L_{e-1}| / L_{e-1} < tol (from epoch max(2, min_epochs) on), or e = max_epochs,
+    or a non-finite L_e. With a target L*: L_e <= L* (from epoch min_epochs on) replaces the relative change.
+
+    Args:
+        epoch_losses: L_1, ..., L_e, the mean minibatch loss of each epoch so far.
+        cfg: the model's TrainConfig (tol, min_epochs, max_epochs, target_loss).
+
+    Returns:
+        True when the model stops now.
+    """
     epoch = len(epoch_losses)
     if not math.isfinite(epoch_losses[-1]) or epoch >= cfg.max_epochs:
         return True
@@ -110,38 +117,83 @@ def should_stop(epoch_losses: list[float], cfg: TrainConfig) -> bool:
     return abs(current - previous) / abs(previous) < cfg.tol
 
 
-# L_e <= L*
 def reached_target(epoch_losses: list[float], cfg: TrainConfig) -> bool | None:
-    """Whether the last epoch's loss L_e is at most cfg.target_loss (L*); None when no target is set."""
+    """Whether the last epoch's loss L_e is at most the target L* (cfg.target_loss).
+
+    Args:
+        epoch_losses: L_1, ..., L_e.
+        cfg: the TrainConfig whose target_loss is L*.
+
+    Returns:
+        L_e <= L* (False for no epoch or a non-finite L_e); None when no target is set.
+    """
     if cfg.target_loss is None:
         return None
     return bool(epoch_losses) and math.isfinite(epoch_losses[-1]) and epoch_losses[-1] <= cfg.target_loss
 
 
-def sgd_step(model: nn.Module, task: Task, lr: float, weight_decay: float, params: Params, buffers: Params, x: Tensor, y: Tensor) -> tuple[Params, Tensor]:
-    """One plain SGD step on the batch (x, y); BatchNorm updates `buffers` in place in train mode."""
+def sgd_step(
+    model: nn.Module, task: Task, lr: float, weight_decay: float, params: Params, buffers: Params, x: Tensor, y: Tensor
+) -> tuple[Params, Tensor]:
+    """One plain SGD step on the batch (x, y): w <- w - lr (∇L_S(w) + λ w).
+
+    In train mode BatchNorm updates `buffers` in place.
+
+    Args:
+        model: the network whose forward pass is run with `params` (`functional.batch_loss`).
+        task: the task whose loss is used.
+        lr: learning rate η.
+        weight_decay: λ.
+        params, buffers: the weights w and the buffers, by name.
+        x, y: the batch's inputs (rows or node ids) and targets.
+
+    Returns:
+        (the updated weights, the batch loss L_S(w) before the step).
+    """
     grads, loss = grad_and_value(partial(batch_loss, model, task))(params, buffers, x, y)
     # w <- w - lr (∇L_S(w) + λ w)
     return {k: w - lr * (grads[k] + weight_decay * w) for k, w in params.items()}, loss
 
 
 def train_model(model: nn.Module, task: Task, cfg: TrainConfig) -> tuple[nn.Module, TrainResult]:
-    """Train `model` (already initialized) one epoch at a time until the stopping rule fires.
+    """Train one model (already initialized) one epoch at a time until the stopping rule fires.
 
-    Returns `model` itself, moved to cfg.device, trained and in eval mode, and its TrainResult.
     The same seed gives bit-identical weights on CPU.
+
+    Args:
+        model: the initialized network; it is trained in place.
+        task: the training data.
+        cfg: how to train (learning rate, batch size, stopping rule, seed, device).
+
+    Returns:
+        (`model` itself, on cfg.device, trained and in eval mode; its TrainResult).
     """
     return train_batched([model], task, [cfg], trained_by="sequential")[0]
 
 
-def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], on_done: Callable[[int, nn.Module, TrainResult], None] | None = None, trained_by: str = "batched", cuda_graph: bool | None = None) -> list[tuple[nn.Module, TrainResult]]:
+def train_batched(
+    models: list[nn.Module],
+    task: Task,
+    cfgs: list[TrainConfig],
+    on_done: Callable[[int, nn.Module, TrainResult], None] | None = None,
+    trained_by: str = "batched",
+    cuda_graph: bool | None = None,
+) -> list[tuple[nn.Module, TrainResult]]:
     """Train several models of one architecture together under `vmap`.
 
-    cfgs may differ only in `seed`. Each model draws its own data order; a model that meets the
-    stopping rule leaves the stack (and `on_done(i, model, result)` is called at once, so a pool
-    can checkpoint it). With one model this is plain sequential training.
-    `cuda_graph` replays a stack's minibatch steps from a captured CUDA graph (`GraphedEpoch`);
-    None: on CUDA when an epoch has many steps (LeNet-5), where the step is launch-bound.
+    Each model draws its own data order; a model that meets the stopping rule leaves the stack at once.
+
+    Args:
+        models: initialized networks of one architecture; each is trained in place (moved to the device).
+        task: the training data.
+        cfgs: one TrainConfig per model; they may differ only in `seed`.
+        on_done: called as `on_done(i, model, result)` the moment model i finishes (a pool checkpoints it there).
+        trained_by: "batched" (vmap even for one model) or "sequential" (one model, no vmap); recorded in the result.
+        cuda_graph: replay a stack's minibatch steps from a captured CUDA graph (`GraphedEpoch`); None: on CUDA
+            when an epoch has at least GRAPH_MIN_STEPS steps (LeNet-5), where a step is launch-bound.
+
+    Returns:
+        (model, TrainResult) per model, in the order of `models`.
     """
     _check_same_except_seed(cfgs)
     cfg = cfgs[0]
@@ -196,11 +248,13 @@ def train_batched(models: list[nn.Module], task: Task, cfgs: list[TrainConfig], 
     return results  # type: ignore[return-value]
 
 
-def _eager_epoch(step: Callable, params: Params, buffers: Params, task: Task, orders: Tensor, cfg: TrainConfig, batched: bool) -> tuple[Params, list[float]]:
+def _eager_epoch(
+    step: Callable, params: Params, buffers: Params, task: Task, orders: Tensor, cfg: TrainConfig, batched: bool
+) -> tuple[Params, list[float]]:
     """One epoch of SGD steps over the rows in `orders` ([models, n_train]); returns the weights and each model's epoch loss L_e."""
     batch_losses = []
     for idx in orders.split(cfg.batch_size, dim=1):
-        if cfg.step_rows == "train_set":  # each of the ceil(n/64) steps on every training row
+        if cfg.step_rows == "train_set":  # each of the ceil(n / batch_size) steps on every training row
             idx = torch.arange(task.n_train, device=orders.device).expand(len(orders), -1)
         x, y = task.x_train[idx], task.y_train[idx]
         if not batched:
@@ -211,26 +265,26 @@ def _eager_epoch(step: Callable, params: Params, buffers: Params, task: Task, or
     return params, torch.stack(batch_losses).mean(0).reshape(-1).tolist()
 
 
-GRAPH_MIN_STEPS = 64  # fewer steps an epoch (Abalone: 47, Cora: 1) gain little from a graph
+GRAPH_MIN_STEPS = 64  # fewer full steps an epoch (Abalone: 52, Cora: 2) gain little from a graph
 
 
 def _wants_graph(cuda_graph: bool | None, device: torch.device, batched: bool, task: Task, cfg: TrainConfig) -> bool:
     possible = device.type == "cuda" and batched and cfg.step_rows == "batch" and task.n_train // cfg.batch_size >= 1
     if cuda_graph and not possible:
-        raise ValueError(f"cuda_graph=True needs a stack of models stepping on minibatches on CUDA (device {device}, step_rows {cfg.step_rows!r})")
+        raise ValueError(
+            f"cuda_graph=True needs a stack of models stepping on minibatches on CUDA (device {device}, step_rows {cfg.step_rows!r})"
+        )
     return possible and (cuda_graph if cuda_graph is not None else task.n_train // cfg.batch_size >= GRAPH_MIN_STEPS)
 
 
 class GraphedEpoch:
     """An epoch's full minibatches as replays of one captured CUDA graph of the vmapped SGD step.
 
-    A stack of 50 LeNet-5 models takes 938 steps an epoch, each a few hundred tiny kernels
-    launched from Python: the GPU waits on the launches. The graph holds one step with its
-    inputs at fixed addresses (the weights, the epoch's row orders, a step counter on the GPU),
-    so a replay costs one launch. The step is the same function as the eager path's, so the
-    arithmetic is the same; the last, shorter batch of an epoch runs eagerly. The graph is
-    captured again when its shapes change (a model left the stack) or the train/eval mode does.
-    `capture=False` runs the same bookkeeping with each step called directly (how the CPU tests check it).
+    A stack of LeNet-5 models takes 938 steps an epoch, each hundreds of tiny kernels launched from Python.
+    The graph holds one step with its inputs at fixed addresses (weights, the epoch's row orders, a step
+    counter on the GPU), so a replay is one launch; the arithmetic is the eager step's. The last, shorter
+    batch runs eagerly. The graph is captured again when its shapes (a model left the stack) or the
+    train/eval mode change. `capture=False` runs the same bookkeeping without a graph (the CPU tests).
     """
 
     def __init__(self, task: Task, batch_size: int, capture: bool = True) -> None:
@@ -280,7 +334,11 @@ class GraphedEpoch:
             return
         # Warm-up steps (on a side stream, as capture requires) must leave no trace: weights, BatchNorm
         # statistics and the dropout generator are put back afterwards.
-        saved = ({k: v.clone() for k, v in self.params.items()}, {k: v.clone() for k, v in buffers.items()}, torch.cuda.get_rng_state(device))
+        saved = (
+            {k: v.clone() for k, v in self.params.items()},
+            {k: v.clone() for k, v in buffers.items()},
+            torch.cuda.get_rng_state(device),
+        )
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
@@ -297,7 +355,9 @@ class GraphedEpoch:
         torch.cuda.set_rng_state(saved[2], device)
 
 
-def _finish(model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, trained_by: str) -> tuple[nn.Module, TrainResult]:
+def _finish(
+    model: nn.Module, state: Params, task: Task, cfg: TrainConfig, epoch_losses: list[float], seconds: float, trained_by: str
+) -> tuple[nn.Module, TrainResult]:
     model.load_state_dict(state)
     model.eval()
     diverged = not all(math.isfinite(v) for v in epoch_losses) or not all(torch.isfinite(v).all() for v in state.values())
@@ -322,5 +382,6 @@ def _check_same_except_seed(cfgs: list[TrainConfig]) -> None:
 
 
 def _group_seed(cfgs: list[TrainConfig]) -> int:
-    # A stack's dropout draws depend on which seeds train together; the checkpoint records the group.
+    # A stack's dropout draws depend on which seeds train together; checkpoints do not record the group, so a
+    # resumed pool of models with dropout is not the uninterrupted one bit for bit.
     return (sum(c.seed * 7919 for c in cfgs) + DROPOUT_STREAM) % (2**63)

@@ -66,7 +66,9 @@ class Session:
             elif kind in ("display_data", "execute_result") and "image/png" in content.get("data", {}):
                 shown.images += 1
             elif kind == "error":
-                shown.error = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in content["traceback"]] or [f"{content['ename']}: {content['evalue']}"]
+                shown.error = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in content["traceback"]] or [
+                    f"{content['ename']}: {content['evalue']}"
+                ]
 
         self.kc.execute_interactive(source, output_hook=hook, timeout=timeout)
         return shown

@@ -14,7 +14,7 @@ from sharplib import ablation as A
 from sharplib import reference as R
 from sharplib.data import load_abalone
 from sharplib.pool import load_model
-from sharplib.protocol import TABLE1, sharpness_config, train_config
+from sharplib.protocol import TABLE1, sharpness_config
 from sharplib.sharpness import estimate_pool_sharpness, estimate_sharpness
 from sharplib.task import Task
 
@@ -31,7 +31,9 @@ def _one_thread() -> None:
 @pytest.fixture(scope="module")
 def abalone(data_root: Path) -> Task:
     task = load_abalone(data_root)
-    return dataclasses.replace(task, x_train=task.x_train[:384], y_train=task.y_train[:384], x_test=task.x_test[:128], y_test=task.y_test[:128])
+    return dataclasses.replace(
+        task, x_train=task.x_train[:384], y_train=task.y_train[:384], x_test=task.x_test[:128], y_test=task.y_test[:128]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,11 @@ def test_the_report_row_is_the_studys_estimate(ablation_run: tuple[Path, pd.Data
 
 @pytest.mark.parametrize("arch", ["gat"])  # LeNet-5's rows are covered one by one in test_reference and test_train (and on CUDA)
 def test_every_row_of_the_other_archs_runs_on_a_tiny_pool(arch: str, tasks: dict[str, Task], data_root: Path, tmp_path: Path) -> None:
-    task = tasks[arch] if arch == "gat" else dataclasses.replace(tasks[arch], x_train=tasks[arch].x_train[:192], y_train=tasks[arch].y_train[:192])
+    task = (
+        tasks[arch]
+        if arch == "gat"
+        else dataclasses.replace(tasks[arch], x_train=tasks[arch].x_train[:192], y_train=tasks[arch].y_train[:192])
+    )
     df = A.run_ablation(arch, task, range(3), tmp_path, n_restarts=2, n_resamples=50, train_overrides={"max_epochs": 1, "min_epochs": 1},
                         n_workers=1, data_root=str(data_root), progress=False)
     assert list(df["variant"]) == ["report", "reference code", *R.applicable(arch)]
@@ -98,7 +104,9 @@ def test_rerun_recomputes_nothing(ablation_run: tuple[Path, pd.DataFrame], abalo
 def test_cache_follows_config_and_subset(ablation_run: tuple[Path, pd.DataFrame], abalone: Task, monkeypatch: pytest.MonkeyPatch) -> None:
     root, _ = ablation_run
     calls = []
-    monkeypatch.setattr(A, "estimate_pool_sharpness", lambda models, *a, **k: calls.append(len(models)) or estimate_pool_sharpness(models, *a, **k))
+    monkeypatch.setattr(
+        A, "estimate_pool_sharpness", lambda models, *a, **k: calls.append(len(models)) or estimate_pool_sharpness(models, *a, **k)
+    )
     variants = [A.Variant("report", ())]
     A.run_ablation("fcnn", abalone, range(3), root, variants=variants, **QUICK)
     assert calls == []  # a subset of the cached models
@@ -110,7 +118,9 @@ def test_cache_follows_the_data(ablation_run: tuple[Path, pd.DataFrame], abalone
     # The same checkpoints measured on a cut of the training set (the quick profile's train_rows) are new estimates.
     root, _ = ablation_run
     calls = []
-    monkeypatch.setattr(A, "estimate_pool_sharpness", lambda models, *a, **k: calls.append(len(models)) or estimate_pool_sharpness(models, *a, **k))
+    monkeypatch.setattr(
+        A, "estimate_pool_sharpness", lambda models, *a, **k: calls.append(len(models)) or estimate_pool_sharpness(models, *a, **k)
+    )
     checkpoints = {s: root / "pool" / f"seed{s:04d}.pt" for s in range(3)}
     cfg = sharpness_config("fcnn", n_restarts=QUICK["n_restarts"])
     A.cached_sharpness(checkpoints, abalone, cfg, root / "ablation_cache")
@@ -124,7 +134,9 @@ def test_a_variant_that_loads_its_own_data_keeps_the_studys_cut(abalone: Task, d
     # A loader option (GAT's row-normalized features) loads the dataset again: it must hold the rows the study's pool trained on.
     full = load_abalone(data_root)
     monkeypatch.setattr(A, "load_task", lambda dataset, root, device, **options: full)
-    monkeypatch.setattr(A, "setup", lambda arch, switches: dataclasses.replace(R.setup(arch, switches), data={"option": True} if switches else {}))
+    monkeypatch.setattr(
+        A, "setup", lambda arch, switches: dataclasses.replace(R.setup(arch, switches), data={"option": True} if switches else {})
+    )
     seen = []
     monkeypatch.setattr(A, "cached_sharpness", lambda checkpoints, task, *a: seen.append(task.n_train) or
                         [{"sharpness": float(s), "frac_below": 0.0, "seconds": 0.0} for s in checkpoints])
@@ -146,7 +158,12 @@ def test_study_inputs_carry_the_studys_cut(tmp_path: Path) -> None:
     from tests.test_report import fake_table
 
     for arch, rows in (("lenet5", 6000), ("fcnn", None)):
-        write_results(StudyParams(arch, profile="quick", results_dir=str(tmp_path)), fake_table(6, slope=1.0), KendallResult(0.5, 0.1, 0.1, 0.9, 6), {})
+        write_results(
+            StudyParams(arch, profile="quick", results_dir=str(tmp_path)),
+            fake_table(6, slope=1.0),
+            KendallResult(0.5, 0.1, 0.1, 0.9, 6),
+            {},
+        )
         assert A.study_inputs(tmp_path, arch).train_rows == rows
     path = tmp_path / "lenet5" / "results.json"
     summary = json.loads(path.read_text())
@@ -183,7 +200,14 @@ def test_rho_sweep_matches_the_estimator_and_is_cached(ablation_run: tuple[Path,
 def test_tau_by_rho_ranks_per_rho_and_kind() -> None:
     seeds = range(8)
     test_loss = {s: float(s) for s in seeds}
-    rows = [{"seed": s, "rho": rho, "adaptive": a, "sharpness": (s if a else -s) * rho} for s in seeds for rho in (0.1, 1.0) for a in (True, False)]
+    rows = [
+        {"seed": s, "rho": rho, "adaptive": a, "sharpness": (s if a else -s) * rho}
+        for s in seeds
+        for rho in (0.1, 1.0)
+        for a in (True, False)
+    ]
     tau = A.tau_by_rho(pd.DataFrame(rows), test_loss, n_resamples=100)
     assert len(tau) == 4 and (tau["n_models"] == 8).all()
-    assert tau.loc[tau["adaptive"], "tau"].tolist() == pytest.approx([1, 1]) and tau.loc[~tau["adaptive"], "tau"].tolist() == pytest.approx([-1, -1])
+    assert tau.loc[tau["adaptive"], "tau"].tolist() == pytest.approx([1, 1]) and tau.loc[~tau["adaptive"], "tau"].tolist() == pytest.approx(
+        [-1, -1]
+    )

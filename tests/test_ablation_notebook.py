@@ -69,7 +69,11 @@ def test_tiny_run_writes_the_tables_and_json(tiny_run: Path, study_dir: Path) ->
     assert table["tau"].between(-1, 1).all() and (table["ci_low"] <= table["ci_high"]).all()
     assert sorted(rho["rho"].unique()) == pytest.approx([0.0025, 0.025, 0.25]) and len(rho) == 6 and set(rho["adaptive"]) == {True, False}
     assert summary["profile"] == "quick" and summary["n_models"] == 4 and summary["n_models_pool"] == 5 and summary["seeds"] == [0, 1, 2, 3]
-    assert summary["n_restarts"] == 3 and summary["variants"] == VARIANTS and re.fullmatch(r"[0-9a-f]{40}|unknown", summary["provenance"]["git_commit"])
+    assert (
+        summary["n_restarts"] == 3
+        and summary["variants"] == VARIANTS
+        and re.fullmatch(r"[0-9a-f]{40}|unknown", summary["provenance"]["git_commit"])
+    )
     assert set(summary["seconds"]) == {"ablation", "rho_sweep"} and not list(tiny_run.glob(".*.tmp"))
     # the sweep at the report's ρ (adaptive) is the report row's estimator on the same models and batches
     at_report = rho[np.isclose(rho["rho"], 0.025) & rho["adaptive"]].iloc[0]
@@ -119,11 +123,31 @@ def fake_ablation(results_dir: Path, arch: str, n_models: int, pool: int, seed: 
     rows = []
     for v in A.default_variants(arch):
         tau = float(rng.uniform(-0.6, 0.6))
-        rows.append({"arch": arch, "variant": v.name, "label": v.name, "switches": ",".join(v.switches) or "none", "n_models": n_models, "n_diverged": 0,
-                     "tau": tau, "p_value": float(rng.uniform(0, 1)), "ci_low": tau - 0.2, "ci_high": tau + 0.2, "seconds": 1.0})
+        rows.append(
+            {
+                "arch": arch,
+                "variant": v.name,
+                "label": v.name,
+                "switches": ",".join(v.switches) or "none",
+                "n_models": n_models,
+                "n_diverged": 0,
+                "tau": tau,
+                "p_value": float(rng.uniform(0, 1)),
+                "ci_low": tau - 0.2,
+                "ci_high": tau + 0.2,
+                "seconds": 1.0,
+            }
+        )
     rho = pd.DataFrame([{"rho": r, "adaptive": a, "tau": float(rng.uniform(-0.5, 0.5)), "p_value": 0.5, "ci_low": -0.7, "ci_high": 0.7,
                          "n_models": n_models, "arch": arch} for r in A.default_rho_grid(arch) for a in (True, False)])
-    summary = {"arch": arch, "profile": "quick", "n_models": n_models, "n_models_pool": pool, "n_restarts": 7, "rho": A.protocol.spec(arch).rho}
+    summary = {
+        "arch": arch,
+        "profile": "quick",
+        "n_models": n_models,
+        "n_models_pool": pool,
+        "n_restarts": 7,
+        "rho": A.protocol.spec(arch).rho,
+    }
     write_ablation(results_dir / arch, pd.DataFrame(rows), rho, summary)
 
 

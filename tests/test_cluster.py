@@ -55,7 +55,8 @@ from sharplib.data import load_abalone
 from sharplib.pool import train_pool
 from sharplib.protocol import train_config
 task = load_abalone({root!r})
-for call in (cluster.connect, lambda: train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0], {out!r}, backend="ray", progress=False)):
+for call in (cluster.connect, lambda: train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0], {out!r},
+                                                  backend="ray", progress=False)):
     start = time.monotonic()
     try:
         call()

@@ -50,7 +50,9 @@ SMALL = [
 def test_partial_matches_brute_force(x: list, y: list, z: list) -> None:
     result = partial_kendall(x, y, z, n_resamples=FEW)
     assert result.tau == pytest.approx(_brute_partial(x, y, z), abs=1e-12)
-    assert (result.tau_xy, result.tau_xz, result.tau_yz) == pytest.approx((_brute_tau_b(x, y), _brute_tau_b(x, z), _brute_tau_b(y, z)), abs=1e-12)
+    assert (result.tau_xy, result.tau_xz, result.tau_yz) == pytest.approx(
+        (_brute_tau_b(x, y), _brute_tau_b(x, z), _brute_tau_b(y, z)), abs=1e-12
+    )
     assert result.n == len(x) and result.ci_method == "percentile" and result.reason == ""
 
 

@@ -125,8 +125,18 @@ def test_every_ablation_row_runs_on_cuda(arch: str, cpu_tasks: dict[str, Task], 
     from sharplib import ablation, reference
 
     task = cpu_tasks[arch].to("cuda")
-    df = ablation.run_ablation(arch, task, range(3), tmp_path, n_restarts=2, n_resamples=50, train_overrides={"max_epochs": 1, "min_epochs": 1,
-                               "device": "cuda"}, sharpness_overrides={"device": "cuda"}, data_root=str(data_root), progress=False)
+    df = ablation.run_ablation(
+        arch,
+        task,
+        range(3),
+        tmp_path,
+        n_restarts=2,
+        n_resamples=50,
+        train_overrides={"max_epochs": 1, "min_epochs": 1, "device": "cuda"},
+        sharpness_overrides={"device": "cuda"},
+        data_root=str(data_root),
+        progress=False,
+    )
     assert list(df["variant"]) == ["report", "reference code", *reference.applicable(arch)]
     assert df["tau"].notna().all()
     devices = {torch.load(p, weights_only=False)["device"] for p in tmp_path.glob("pool*/seed*.pt")}

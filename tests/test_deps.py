@@ -1,4 +1,6 @@
-"""sharplib/deps.py lists every sharplib module a notebook runs: the report's rule depends on that list, the notebooks' hash (fingerprint.py) on theirs."""
+"""sharplib/deps.py lists every sharplib module a notebook runs: the report's rule depends on that list, the notebooks' hash
+(fingerprint.py) on theirs."""
+
 from __future__ import annotations
 
 import json

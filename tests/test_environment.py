@@ -38,7 +38,9 @@ def test_same_packages_and_versions() -> None:
 
 def test_torch_pair_is_pinned_together() -> None:
     pins = pyproject_pins()
-    assert {"torch", "torchvision", "torch-geometric", "scipy", "seaborn", "pandas", "tqdm", "papermill", "jupytext", "jupyterlab"} <= set(pins)
+    assert {"torch", "torchvision", "torch-geometric", "scipy", "seaborn", "pandas", "tqdm", "papermill", "jupytext", "jupyterlab"} <= set(
+        pins
+    )
 
 
 def test_python_version_agrees() -> None:

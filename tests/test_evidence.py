@@ -68,7 +68,9 @@ def make_runs_no_notebook(repo: Path) -> bool:
 
 
 def accept(root: Path) -> int:
-    return evidence.accept("a test", root / "results", "full", "auto", archs=("fcnn",), steps=("study",), root=root, work=root.parent / "work")
+    return evidence.accept(
+        "a test", root / "results", "full", "auto", archs=("fcnn",), steps=("study",), root=root, work=root.parent / "work"
+    )
 
 
 @pytest.mark.slow
@@ -115,12 +117,26 @@ def _write_step(results: Path, summary: dict, rows: str, cache: dict[str, dict])
 
 
 def test_evidence_compares_numbers_not_settings_names_or_timings(tmp_path: Path) -> None:
-    summary = {"tau": 0.25, "undefined": float("nan"), "seeds": [0, 1, 2], "seconds": {"total": 3.0}, "train_config": {"lr": 0.1, "device": "cpu"}}
+    summary = {
+        "tau": 0.25,
+        "undefined": float("nan"),
+        "seeds": [0, 1, 2],
+        "seconds": {"total": 3.0},
+        "train_config": {"lr": 0.1, "device": "cpu"},
+    }
     old = evidence.numbers(_write_step(tmp_path / "old", summary, "variant,tau,seconds\nreport,0.25,1.0\n",
                                        {"aa.json": {"seed": 0, "sharpness": 0.5, "seconds": 1.0}}), "fcnn", "ablation")
     renamed = {**summary, "seconds": {"total": 9.0}, "train_config": {"lr": 0.1, "device": "cpu", "target_loss": None}, "train_rows": None}
-    new = evidence.numbers(_write_step(tmp_path / "new", renamed, "variant,tau,seconds,new_column\nreport,0.25,7.0,\n",
-                                       {"bb.json": {"seed": 0, "sharpness": 0.5, "seconds": 2.0, "checkpoint": "/elsewhere/seed0000.pt"}}), "fcnn", "ablation")
+    new = evidence.numbers(
+        _write_step(
+            tmp_path / "new",
+            renamed,
+            "variant,tau,seconds,new_column\nreport,0.25,7.0,\n",
+            {"bb.json": {"seed": 0, "sharpness": 0.5, "seconds": 2.0, "checkpoint": "/elsewhere/seed0000.pt"}},
+        ),
+        "fcnn",
+        "ablation",
+    )
     assert evidence.differences(old, new) == [], "timings, cache names, unset settings, empty new columns, NaN as NaN: no change"
     moved = evidence.numbers(_write_step(tmp_path / "moved", {**summary, "tau": 0.2500001}, "variant,tau,seconds\nreport,0.25,1.0\n",
                                          {"cc.json": {"seed": 0, "sharpness": 0.51, "seconds": 1.0}}), "fcnn", "ablation")

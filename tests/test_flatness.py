@@ -39,7 +39,9 @@ def fcnns(abalone_task: Task) -> list[nn.Module]:
 def lenet(fmnist_small: Task) -> tuple[nn.Module, Task]:
     """A LeNet-5 after one epoch on 512 images, and 48 of them as D (BatchNorm and dropout are in play)."""
     task = dataclasses.replace(fmnist_small, x_train=fmnist_small.x_train[:512], y_train=fmnist_small.y_train[:512])
-    model, _ = train_model(build_model("lenet5", torch.Generator().manual_seed(0)), task, train_config("lenet5", max_epochs=1, seed=0, device="cpu"))
+    model, _ = train_model(
+        build_model("lenet5", torch.Generator().manual_seed(0)), task, train_config("lenet5", max_epochs=1, seed=0, device="cpu")
+    )
     return model, dataclasses.replace(task, x_train=task.x_train[:48], y_train=task.y_train[:48])
 
 
@@ -82,7 +84,7 @@ def test_pac_bayes_bisection_ends_where_the_condition_switches(fcnns, fcnn_task)
     z = random_vectors(n_draws, result_dim(fcnns[0]), seed, "normal")
     for i, model in enumerate(fcnns):
         w = parameters_to_vector(model.parameters()).detach()
-        deviation = lambda sigma: sum(plain_deviation(model, torch.sqrt(sigma**2 * w**2 + eps**2), z, fcnn_task)) / n_draws
+        deviation = lambda sigma: sum(plain_deviation(model, torch.sqrt(sigma**2 * w**2 + eps**2), z, fcnn_task)) / n_draws  # noqa: B023 (used in this iteration)
         sigma, upper = result.sigma[i].item(), result.upper[i].item()
         assert 1e-6 < sigma < upper < 1e2, "the condition should switch inside the range"
         assert upper / sigma == pytest.approx(bisection_ratio(steps), rel=1e-6)

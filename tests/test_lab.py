@@ -214,7 +214,9 @@ def test_student_runs_edits_reruns_and_answers_in_the_lab(tmp_path, data_root):
     shots = {}
 
     def git_status() -> str:
-        return subprocess.run(["git", "status", "--porcelain", "notebooks/"], cwd=project, capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["git", "status", "--porcelain", "notebooks/"], cwd=project, capture_output=True, text=True, check=True
+        ).stdout
 
     with make_lab(project, tmp_path, data_root, short_autosave) as (base, token), sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium)  # Debian's Chromium: Playwright downloads none

@@ -39,8 +39,17 @@ def make(project: Path, data_root: Path, *targets: str) -> subprocess.Popen:
     variables on to sub-makes (`make test BACKEND=ray` would otherwise reach this make)."""
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env["SHARPLIB_DATA"] = str(data_root)
-    return subprocess.Popen(["make", *targets, "PROFILE=quick", f"VENV={VENV}"], cwd=project, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True, preexec_fn=_as_from_a_shell)
+    return subprocess.Popen(
+        ["make", *targets, "PROFILE=quick", f"VENV={VENV}"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_as_from_a_shell,
+    )
 
 
 def _as_from_a_shell() -> None:

@@ -13,7 +13,6 @@ from torch import nn
 
 from sharplib.functional import evaluate
 from sharplib.measures import DIAGNOSTICS, MEASURES, MeasuresConfig, compute_panel, initial_model, measure_subset
-from sharplib.models import build_model
 from sharplib.pool import init_model
 from sharplib.protocol import train_config
 from sharplib.reparam import rescale
@@ -67,7 +66,14 @@ def test_config_errors_name_the_parameter(field: str, value) -> None:
 def test_config_builds_the_studys_estimator() -> None:
     cfg = MeasuresConfig(rho=0.025, lr=0.014, rho_standard=0.5, n_restarts=7, batch_size=32, seed=3, device="cpu")
     adaptive, standard = cfg.sharpness_config(True), cfg.sharpness_config(False)
-    assert (adaptive.rho, adaptive.adaptive, adaptive.lr, adaptive.n_restarts, adaptive.batch_size, adaptive.seed) == (0.025, True, 0.014, 7, 32, 3)
+    assert (adaptive.rho, adaptive.adaptive, adaptive.lr, adaptive.n_restarts, adaptive.batch_size, adaptive.seed) == (
+        0.025,
+        True,
+        0.014,
+        7,
+        32,
+        3,
+    )
     assert (adaptive.p, adaptive.kind, adaptive.mode, adaptive.n_steps) == ("inf", "worst", "eval", 5)
     assert (standard.rho, standard.adaptive) == (0.5, False)
 
@@ -130,14 +136,20 @@ def test_batched_panel_equals_one_model_at_a_time(arch: str, pools) -> None:
     batched = compute_panel(models, task, list(range(len(models))), _cfg(arch, models_per_call=len(models)), rows, progress=False)
     alone = compute_panel(models, task, list(range(len(models))), _cfg(arch, models_per_call=1), rows, progress=False)
     for column in [*MEASURES, *DIAGNOSTICS]:
-        if column in ("hessian_top_eigenvalue_residual", "sharpness_adaptive_frac_below", "sharpness_standard_frac_below", "epochs", "seed"):
+        if column in (
+            "hessian_top_eigenvalue_residual",
+            "sharpness_adaptive_frac_below",
+            "sharpness_standard_frac_below",
+            "epochs",
+            "seed",
+        ):
             continue  # a residual near 0 has no relative precision; the rest are not computed in the stack
         # Float32 rounding only: vmap runs LeNet-5's convolutions as grouped ones, which sum in another order, and vᵀHv sums
         # 175 546 products of both signs (in float64 the two agree to 1e-15).
         # The sd of 3 probes' vᵀHv amplifies that rounding again.
         rtol = 1e-2 if column == "hessian_trace_stderr" else 1e-3 if column.startswith("hessian") else 2e-4
         torch.testing.assert_close(torch.tensor(batched[column].tolist()), torch.tensor(alone[column].tolist()), rtol=rtol, atol=1e-7,
-                                   msg=lambda m: f"{column}: {m}")
+                                   msg=lambda m: f"{column}: {m}")  # noqa: B023 (called in this iteration)
 
 
 def test_gat_panel_on_the_graph(cora_task: Task) -> None:

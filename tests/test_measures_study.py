@@ -49,7 +49,9 @@ def test_summarize_matches_the_statistics_it_reports() -> None:
     # the learning rate as a "measure": a high plain τ on the varied pool, no τ within a batch-size sub-pool
     weight = summary["weight_norm"]
     # (τ-b of a measure with ties: 0.76 where every pair of distinct learning rates agrees)
-    assert weight["tau_varied"]["tau"] > 0.5 and weight["granulated"]["psi_i"]["lr"] > 0.7 and weight["granulated"]["psi_i"]["batch_size"] == 0
+    assert (
+        weight["tau_varied"]["tau"] > 0.5 and weight["granulated"]["psi_i"]["lr"] > 0.7 and weight["granulated"]["psi_i"]["batch_size"] == 0
+    )
     assert np.isnan(weight["tau_seed"]["tau"]), "a constant measure has no τ"
     assert set(weight["tau_within_lr"]) == {"0.01", "0.02"}
 
@@ -107,7 +109,7 @@ def test_survives_a_second_run_all_and_cells_run_too_early(tmp_path: Path, data_
     run_notebook("study", tmp_path, data_root, arch="fcnn", results_dir=str(results), **TINY)
     cells = edit(code_cells("measures"), results_dir=str(results), device="cpu", n_resamples=99)
     with session(tmp_path, data_root, "measures") as kernel:
-        for run in range(2):  # Run All twice, no restart: the second reuses the grid's checkpoints
+        for _ in range(2):  # Run All twice, no restart: the second reuses the grid's checkpoints
             shown = kernel.run_all(cells)
             assert all(s.ok for s in shown) and len(shown) == len(cells), shown[-1].error
             assert not any(s.stderr for s in shown), [s.stderr for s in shown if s.stderr]

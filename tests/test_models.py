@@ -59,7 +59,10 @@ def test_the_study_gat_is_pygs_class_with_the_notebooks_dropout_sites() -> None:
 def test_gat_drops_no_input_features_but_the_input_dropout_variant_does(cora_task: Task) -> None:
     # Only input dropout makes the output depend on which input features were zeroed: with attention
     # and hidden dropout off (p = 0) and input dropout on, two draws give different outputs.
-    study, variant = build_model("gat", torch.Generator().manual_seed(0)), build_model("gat", torch.Generator().manual_seed(0), variant="input_dropout")
+    study, variant = (
+        build_model("gat", torch.Generator().manual_seed(0)),
+        build_model("gat", torch.Generator().manual_seed(0), variant="input_dropout"),
+    )
     for model in (study, variant):
         model.train()
         model.dropout.p = 0.0

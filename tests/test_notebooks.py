@@ -124,4 +124,7 @@ def test_study_survives_edits_reruns_and_cells_run_too_early(tmp_path: Path, dat
     with session(tmp_path, data_root, "study") as kernel:  # a restart, then a cell from the middle
         training = next(c for c in cells if c.startswith("seconds = {}"))
         shown = kernel.run(training)
-        assert len(shown.error) == 1 and "`load_task` is not defined yet: run the cell that starts `from sharplib import notebook`" in shown.error[0]
+        assert (
+            len(shown.error) == 1
+            and "`load_task` is not defined yet: run the cell that starts `from sharplib import notebook`" in shown.error[0]
+        )

@@ -151,7 +151,9 @@ def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(pool, name, lambda *a, **k: pytest.fail("a model was trained before the bad input was refused"))
 
 
-def test_out_dir_that_cannot_be_created_is_refused_before_training(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_dir_that_cannot_be_created_is_refused_before_training(
+    abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Row 8: every model trained first, then NotADirectoryError."""
     _no_training(monkeypatch)
     (tmp_path / "a-file").write_text("")
@@ -160,7 +162,9 @@ def test_out_dir_that_cannot_be_created_is_refused_before_training(abalone_task:
 
 
 @pytest.mark.parametrize("seeds", [[0.5], [1.0], [True], [-1], [], "01"])
-def test_seeds_that_are_not_integers_are_refused(seeds: object, abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_seeds_that_are_not_integers_are_refused(
+    seeds: object, abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Row 9: seeds=[0.5] failed with `Unknown format code 'd' for object of type 'float'`."""
     _no_training(monkeypatch)
     with pytest.raises(ValueError, match="train_pool: seeds must be"):
@@ -360,7 +364,9 @@ def _numbers(entry) -> dict:
     return {**{k: v for k, v in entry.result.as_dict().items() if k != "seconds"}, **{k: v.tolist() for k, v in model.state_dict().items()}}
 
 
-def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(cora_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(
+    cora_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Row 3: the one model left of a GAT pool was retrained in the calling process with its 2 threads, where the
     workers use 1: its test loss differed in the 7th digit. Now it trains with the workers' thread count."""
     import sharplib.pool as pool
@@ -381,7 +387,9 @@ def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(cora_ta
         assert _numbers(a) == _numbers(b), f"seed {a.seed}"
 
 
-def test_a_folder_where_a_checkpoint_goes_is_refused_before_training(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_folder_where_a_checkpoint_goes_is_refused_before_training(
+    abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Row 5: a folder named seed0002.pt crashed the pool after training (IsADirectoryError)."""
     _no_training(monkeypatch)
     (tmp_path / "seed0002.pt").mkdir()
@@ -430,7 +438,9 @@ class _FullDisk:
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 5056 vs 4944") from None
 
 
-def test_a_full_disk_is_named_and_keeps_the_checkpoints_written(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_is_named_and_keeps_the_checkpoints_written(
+    abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Row 6: a pool on a 160 KiB filesystem failed with `[enforce fail at inline_container.cc:672] . unexpected pos`."""
     cfg = train_config("fcnn", max_epochs=1, device="cpu")
     (first,) = train_pool("fcnn", abalone_task, cfg, [0], tmp_path / "sized", progress=False)
@@ -451,7 +461,8 @@ from sharplib.data import load_abalone
 from sharplib.pool import train_pool
 from sharplib.protocol import train_config
 task = load_abalone({root!r})
-entries = train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0, 1], {out!r}, backend="processes", n_workers=2, progress=False)
+entries = train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0, 1], {out!r}, backend="processes",
+                     n_workers=2, progress=False)
 print("trained", [e.seed for e in entries])
 """
 

@@ -1,7 +1,6 @@
 """The progress study: its parameters, its τ set on synthetic pools, the writer, and the notebook end to end on a tiny FCNN pool."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,8 @@ from tests.test_notebooks import markdown_shown
 
 
 def synthetic_pool(n: int = 40, seed: int = 0, pool: str = "protocol", beyond: bool = False) -> pd.DataFrame:
-    """A pool whose test loss follows the training loss; sharpness follows the training loss too, and (beyond=True) the rest of test loss."""
+    """A pool whose test loss follows the training loss; sharpness follows the training loss too, and (beyond=True) the rest of
+    test loss."""
     rng = np.random.default_rng(seed)
     train = rng.uniform(0.4, 0.6, n)
     test = train + rng.normal(0, 0.02, n)
@@ -35,11 +35,19 @@ def test_params_resolve_the_profile_and_the_architecture() -> None:
     assert quick.trajectory_models <= quick.n and quick.trajectory_epochs
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"arch": "resnet"}, "arch"), ({"arch": "fcnn", "profile": "medium"}, "profile"), ({"arch": "fcnn", "n_models": 2}, "n_models"),
-    ({"arch": "fcnn", "target_loss": 0}, "target_loss"), ({"arch": "fcnn", "target_loss": "low"}, "target_loss"),
-    ({"arch": "fcnn", "max_epochs": 0}, "max_epochs"), ({"arch": "fcnn", "device": "tpu"}, "device"), ({"arch": "fcnn", "backend": "mpi"}, "backend"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"arch": "resnet"}, "arch"),
+        ({"arch": "fcnn", "profile": "medium"}, "profile"),
+        ({"arch": "fcnn", "n_models": 2}, "n_models"),
+        ({"arch": "fcnn", "target_loss": 0}, "target_loss"),
+        ({"arch": "fcnn", "target_loss": "low"}, "target_loss"),
+        ({"arch": "fcnn", "max_epochs": 0}, "max_epochs"),
+        ({"arch": "fcnn", "device": "tpu"}, "device"),
+        ({"arch": "fcnn", "backend": "mpi"}, "backend"),
+    ],
+)
 def test_bad_parameters_are_named(bad: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ProgressParams(**bad)
@@ -48,7 +56,13 @@ def test_bad_parameters_are_named(bad: dict, message: str) -> None:
 def test_equalized_config_trains_to_L_star_from_the_first_epoch() -> None:
     study_train = {"lr": 0.236, "max_epochs": 20, "min_epochs": 10, "device": "auto"}
     cfg = ProgressParams("gat", device="cpu").equalized_config(study_train)
-    assert (cfg.target_loss, cfg.max_epochs, cfg.min_epochs, cfg.lr, cfg.device) == (progress_study.TARGET_LOSS["gat"], progress_study.MAX_EPOCHS["gat"], 1, 0.236, "cpu")
+    assert (cfg.target_loss, cfg.max_epochs, cfg.min_epochs, cfg.lr, cfg.device) == (
+        progress_study.TARGET_LOSS["gat"],
+        progress_study.MAX_EPOCHS["gat"],
+        1,
+        0.236,
+        "cpu",
+    )
     assert ProgressParams("gat").trajectory_config(study_train).target_loss is None
 
 
@@ -70,12 +84,20 @@ def test_models_that_missed_L_star_are_counted_named_and_left_out() -> None:
     table.loc[[2, 7], "reached_target"] = False
     table.loc[5, "diverged"] = True
     summary = pool_summary(table, n_resamples=99)
-    assert (summary["n_models"], summary["n_used"], summary["n_missed_target"], summary["missed_target_seeds"], summary["n_diverged"]) == (12, 9, 2, [2, 7], 1)
+    assert (summary["n_models"], summary["n_used"], summary["n_missed_target"], summary["missed_target_seeds"], summary["n_diverged"]) == (
+        12,
+        9,
+        2,
+        [2, 7],
+        1,
+    )
     assert summary["taus"]["test_loss"]["tau"]["n"] == 9 and len(counted(table)) == 9
 
 
 def test_writer_round_trips(tmp_path: Path) -> None:
-    table = progress_study.with_targets(pd.concat([synthetic_pool(10), synthetic_pool(10, 1, "equalized").assign(reached_target=True)], ignore_index=True))
+    table = progress_study.with_targets(
+        pd.concat([synthetic_pool(10), synthetic_pool(10, 1, "equalized").assign(reached_target=True)], ignore_index=True)
+    )
     trajectory = pd.DataFrame([{"epoch": 1, "tau": 0.1}])
     summary = progress_study.summarize(table, trajectory, table["epochs"], n_resamples=99)
     path = progress_study.write_progress(tmp_path / "fcnn", table, summary, {"arch": "fcnn", "target_loss": 0.51})

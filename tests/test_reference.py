@@ -20,7 +20,9 @@ from sharplib.train import TrainConfig, train_model
 
 
 def _rows(task: Task, n_train: int, n_test: int) -> Task:
-    return dataclasses.replace(task, x_train=task.x_train[:n_train], y_train=task.y_train[:n_train], x_test=task.x_test[:n_test], y_test=task.y_test[:n_test])
+    return dataclasses.replace(
+        task, x_train=task.x_train[:n_train], y_train=task.y_train[:n_train], x_test=task.x_test[:n_test], y_test=task.y_test[:n_test]
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)

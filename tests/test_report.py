@@ -29,7 +29,9 @@ def summary(tau: float, low: float, high: float, p: float) -> dict:
 
 
 def test_finding_follows_sign_and_interval() -> None:
-    assert "negative" in report.finding(summary(-0.3, -0.5, -0.1, 0.002)) and "excludes zero" in report.finding(summary(-0.3, -0.5, -0.1, 0.002))
+    assert "negative" in report.finding(summary(-0.3, -0.5, -0.1, 0.002)) and "excludes zero" in report.finding(
+        summary(-0.3, -0.5, -0.1, 0.002)
+    )
     assert "positive" in report.finding(summary(0.6, 0.4, 0.8, 1e-6))
     assert "no rank correlation" in report.finding(summary(-0.1, -0.3, 0.1, 0.3))
 
@@ -92,14 +94,36 @@ def test_mixed_profiles_are_refused(results_dir: Path, tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the ablation section's builders
 
 def _frame(report: tuple[float, float, float], **taus: float) -> pd.DataFrame:
-    rows = [{"variant": "report", "label": "report", "tau": report[0], "ci_low": report[1], "ci_high": report[2], "p_value": 0.01, "n_models": 50}]
-    rows += [{"variant": name, "label": DEVIATIONS[name].label if name in DEVIATIONS else name, "tau": tau, "ci_low": tau - 0.1, "ci_high": tau + 0.1,
-              "p_value": 0.5, "n_models": 50} for name, tau in taus.items()]
+    rows = [
+        {
+            "variant": "report",
+            "label": "report",
+            "tau": report[0],
+            "ci_low": report[1],
+            "ci_high": report[2],
+            "p_value": 0.01,
+            "n_models": 50,
+        }
+    ]
+    rows += [
+        {
+            "variant": name,
+            "label": DEVIATIONS[name].label if name in DEVIATIONS else name,
+            "tau": tau,
+            "ci_low": tau - 0.1,
+            "ci_high": tau + 0.1,
+            "p_value": 0.5,
+            "n_models": 50,
+        }
+        for name, tau in taus.items()
+    ]
     return pd.DataFrame(rows)
 
 
 def test_paragraph_names_the_switch_that_moves_tau_and_its_direction() -> None:
-    shifted = _frame((-0.31, -0.45, -0.15), **{"reference code": 0.10, "swapped_bounds": 0.05, "elu_all_layers": -0.30, "notebook_lr": -0.60})
+    shifted = _frame(
+        (-0.31, -0.45, -0.15), **{"reference code": 0.10, "swapped_bounds": 0.05, "elu_all_layers": -0.30, "notebook_lr": -0.60}
+    )
     text = report.ablation_paragraph({"fcnn": shifted})
     assert "$\\tau = -0.31$" in text and "$[-0.45, -0.15]$" in text
     assert "swapped bounds alone raises it to $0.05$" in text and "lr 0.102 alone lowers it to $-0.60$" in text
@@ -124,6 +148,8 @@ def test_table_marks_taus_outside_the_report_interval() -> None:
 
 
 def test_rho_figure_writes_both_files(tmp_path: Path) -> None:
-    frame = pd.DataFrame([{"rho": r, "adaptive": a, "tau": 0.1 * r, "ci_low": -0.2, "ci_high": 0.3} for r in (0.01, 0.1, 1.0) for a in (True, False)])
+    frame = pd.DataFrame(
+        [{"rho": r, "adaptive": a, "tau": 0.1 * r, "ci_low": -0.2, "ci_high": 0.3} for r in (0.01, 0.1, 1.0) for a in (True, False)]
+    )
     report.rho_figure({"fcnn": frame, "gat": frame}, tmp_path / "rho.pdf", tmp_path / "rho.png")
     assert (tmp_path / "rho.pdf").stat().st_size > 0 and (tmp_path / "rho.png").stat().st_size > 0

@@ -22,7 +22,9 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def hashes(root: Path, profile: str = "full", backend: str = "auto") -> dict[tuple[str, str], str]:
-    return {(step, arch): stephash.fingerprint(step, arch, profile, backend, root)["hash"] for step in stephash.STEPS for arch in stephash.ARCHS}
+    return {
+        (step, arch): stephash.fingerprint(step, arch, profile, backend, root)["hash"] for step in stephash.STEPS for arch in stephash.ARCHS
+    }
 
 
 def append(path: Path, text: str) -> None:

@@ -27,7 +27,12 @@ def test_profile_defaults_and_overrides() -> None:
 def test_the_quick_profile_trains_lenet5_on_its_first_6000_images() -> None:
     assert StudyParams("lenet5", profile="quick").resolved("train_rows") == 6000
     assert StudyParams("lenet5", profile="quick", train_rows=100).resolved("train_rows") == 100
-    assert [StudyParams(arch, profile=p).resolved("train_rows") for arch in TABLE1 for p in ("full", "quick") if (arch, p) != ("lenet5", "quick")] == [None] * 5
+    assert [
+        StudyParams(arch, profile=p).resolved("train_rows")
+        for arch in TABLE1
+        for p in ("full", "quick")
+        if (arch, p) != ("lenet5", "quick")
+    ] == [None] * 5
     assert "training on the first 6000 training images only" in introduction(StudyParams("lenet5", profile="quick"))
     assert "training on the first" not in introduction(StudyParams("lenet5"))
 
@@ -94,8 +99,21 @@ def test_check_device_names_the_field(value: object, message: str) -> None:
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("field, value", [("n_models", 0), ("n_models", "50"), ("rho", -1.0), ("profile", "huge"), ("device", "gpu0"), ("n_restarts", 2.5),
-                                          ("rho", math.inf), ("device", "cuda:99"), ("train_rows", 0), ("train_rows", 60.5)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("n_models", 0),
+        ("n_models", "50"),
+        ("rho", -1.0),
+        ("profile", "huge"),
+        ("device", "gpu0"),
+        ("n_restarts", 2.5),
+        ("rho", math.inf),
+        ("device", "cuda:99"),
+        ("train_rows", 0),
+        ("train_rows", 60.5),
+    ],
+)
 def test_bad_values_name_the_parameter(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field if field != "device" else "device"):
         StudyParams("fcnn", **{field: value})

@@ -10,8 +10,16 @@ from sharplib.task import Task
 def _task(n_train: int = 10, graph: bool = False) -> Task:
     generator = torch.Generator().manual_seed(0)
     if graph:
-        return Task("graph", torch.arange(n_train), torch.arange(n_train) % 3, torch.arange(n_train, n_train + 4), torch.zeros(4, dtype=torch.long),
-                    "cross_entropy", node_features=torch.rand(n_train + 4, 5, generator=generator), edge_index=torch.tensor([[0, 1], [1, 0]]))
+        return Task(
+            "graph",
+            torch.arange(n_train),
+            torch.arange(n_train) % 3,
+            torch.arange(n_train, n_train + 4),
+            torch.zeros(4, dtype=torch.long),
+            "cross_entropy",
+            node_features=torch.rand(n_train + 4, 5, generator=generator),
+            edge_index=torch.tensor([[0, 1], [1, 0]]),
+        )
     return Task("rows", torch.rand(n_train, 3, generator=generator), torch.rand(n_train, generator=generator),
                 torch.rand(4, 3, generator=generator), torch.rand(4, generator=generator), "mse")
 

@@ -15,7 +15,6 @@ import torch
 from jupyter_client.manager import KernelManager
 
 from sharplib import handout
-from sharplib.notebook import RunEarlierCell, missing_name_message
 from sharplib.task import resolve_device
 from sharplib.teaching import Exercises, TeachingParams
 from tests.kernel_session import code_cells, edit, session
@@ -49,7 +48,9 @@ def test_course_framing_is_there():
     for words in ("Learning objectives", "Prerequisites", "**Time.**", "## Discussion questions", "## References",
                   "Dinh", "Kwon", "Andriushchenko", "Hammoud"):
         assert words in text, words
-    assert text.index("## Discussion questions") > text.index("## 5. Exercises") and text.index("## References") > text.index("## Discussion")
+    assert text.index("## Discussion questions") > text.index("## 5. Exercises") and text.index("## References") > text.index(
+        "## Discussion"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,9 @@ def test_the_rescaling_exercise_measures_the_students_network(abalone_task, caps
 
     model = init_model("fcnn", train_config("fcnn"))
     x = abalone_task.x_train[:200]
-    sharpness_of = lambda net, variant: float(sum(p.detach().abs().sum() for p in net.parameters())) if variant.startswith("standard") else 1.0
+    sharpness_of = lambda net, variant: (
+        float(sum(p.detach().abs().sum() for p in net.parameters())) if variant.startswith("standard") else 1.0
+    )
     mine = rescale(model, 3.0, layer=1)
     expected = abs(sharpness_of(mine, "standard") - sharpness_of(model, "standard")) / sharpness_of(model, "standard")
     exercises = Exercises()
@@ -227,7 +230,9 @@ def test_a_cell_run_too_early_says_which_cell_to_run(tmp_path, data_root):
     with session(tmp_path, data_root, kernel_config=False) as kernel:  # no lab config, no notebook path: still one line
         assert kernel.run(cells[1]).ok
         shown = kernel.run(train)
-        assert shown.error == ["NameError: `DATA_ROOT` is not defined yet: run the cells above this one first (Run → Run All Above Selected Cell)"]
+        assert shown.error == [
+            "NameError: `DATA_ROOT` is not defined yet: run the cells above this one first (Run → Run All Above Selected Cell)"
+        ]
 
 
 @pytest.mark.slow
@@ -238,7 +243,10 @@ def test_a_wrong_answer_gets_a_hint_and_run_all_goes_on(tmp_path, data_root):
         shown = kernel.run_all(cells)
     assert all(s.ok for s in shown) and len(shown) == len(cells)
     check = next(s for s in shown if s.source.startswith("exercises.box_radius"))
-    assert check.stdout.splitlines() == ["Exercise 1: not yet (0.025).", "  Hint: the adaptive box is |δ_i| <= ρ |w_i|; a size is never negative."]
+    assert check.stdout.splitlines() == [
+        "Exercise 1: not yet (0.025).",
+        "  Hint: the adaptive box is |δ_i| <= ρ |w_i|; a size is never negative.",
+    ]
     assert shown[-1].stdout.strip() == f"{EXERCISES - 1} of {EXERCISES} exercises done; not yet right: 1"
     assert not any(s.stderr for s in shown), [s.stderr for s in shown if s.stderr]
 

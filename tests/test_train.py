@@ -16,7 +16,17 @@ from sharplib.protocol import train_config
 from sharplib.task import Task
 from torch.func import stack_module_state, vmap
 
-from sharplib.train import GraphedEpoch, TrainConfig, TrainResult, _eager_epoch, reached_target, sgd_step, should_stop, train_batched, train_model
+from sharplib.train import (
+    GraphedEpoch,
+    TrainConfig,
+    TrainResult,
+    _eager_epoch,
+    reached_target,
+    sgd_step,
+    should_stop,
+    train_batched,
+    train_model,
+)
 
 
 def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
