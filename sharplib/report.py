@@ -171,6 +171,7 @@ def _macro(name: str, value: str) -> str:
 
 
 STEP_WORDS = {"study": "studies", "ablation": "ablations", "measures": "measures panels", "progress": "progress pools"}
+STEP_WORD = {"study": "study", "ablation": "ablation", "measures": "measures panel", "progress": "progress pool"}
 
 
 def provenance_sentence(results_dir: str | Path) -> str:
@@ -205,7 +206,8 @@ def provenance_sentence(results_dir: str | Path) -> str:
                 if isinstance(a.get("settings", {}).get("ablation"), dict) and "variants" in a["settings"]["ablation"]}
         cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
         cap += "".join(f", {name}'s ablation on {n} of its rows" for name, n in sorted(rows.items()))
-        sentence += (f"; accepted unchanged through commit {', '.join(through)}, the old and new code checked on the CPU "
+        which = ", ".join(f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in locks if lock["accepted"])
+        sentence += (f"; {which} accepted unchanged through commit {', '.join(through)}, the old and new code checked on the CPU "
                      f"with {' or '.join(map(str, models))} models per seed pool{cap}")
     return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
 
