@@ -94,7 +94,8 @@ def new_lock(step: str, arch: str, profile: str, backend: str, results_dir: str 
     """The lock of results just computed at `computed["commit"]`: no accepts yet."""
     current = fingerprint(step, arch, profile, backend, root)
     if computed.get("dirty"):  # dirty: the code that computes is not the commit's (results written meanwhile do not count)
-        computed = {**computed, "dirty": current["hash"] not in (hashes_at_commit(step, arch, profile, backend, computed["commit"], root) or set())}
+        at_commit = hashes_at_commit(step, arch, profile, backend, computed["commit"], root) or set()
+        computed = {**computed, "dirty": current["hash"] not in at_commit}
     upstream = STEPS[step].upstream
     return {**current, "step": step, "arch": arch, "profile": profile, "backend": backend, "commit": computed["commit"],
             "outputs": output_hashes(results_dir, arch, step), "computed": {**computed, "hash": current["hash"]}, "accepted": [],
