@@ -1,4 +1,4 @@
-# sharplib: `make paper` rebuilds the paper (default), `make test` runs the test suite.
+# sharplib: `make paper` rebuilds the paper (default), `make test` runs the test suite (CI), `make test-fast` all but its slow tests.
 #   make paper                 the full study: 3 pools of 50 models, sharpness, Kendall τ, paper/main.pdf
 #   make paper PROFILE=quick   small pools, the whole chain in minutes (the PDF says so on every page)
 #   make -j3 paper             the three studies side by side (then their three ablations)
@@ -159,7 +159,7 @@ paper/main.pdf: paper/main.tex paper/references.bib $(GENERATED)/results.tex $(G
     $(GENERATED)/progress.tex $(GENERATED)/progress_tau.pdf $(GENERATED)/progress_trajectory.pdf | tex
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
 
-.PHONY: paper results measures progress status accept test lab clean clean-results venv FORCE $(foreach arch,$(ARCHS),measures-$(arch) progress-$(arch))
+.PHONY: paper results measures progress status accept test test-fast lab clean clean-results venv FORCE $(foreach arch,$(ARCHS),measures-$(arch) progress-$(arch))
 paper: paper/main.pdf
 results: $(STUDIES) $(ABLATIONS) $(MEASURES) $(PROGRESS)
 measures: $(MEASURES)
@@ -168,6 +168,11 @@ venv: $(VENV)/.installed
 
 test: $(VENV)/.installed $(VENV)/.cluster
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The suite less the tests marked slow (Ray, notebooks under papermill, make in a copy, LeNet-5 training, the
+# browser): about 2 min on the idle 2-core machine, while `make test` takes 8 to 30. No Ray: no test that needs it runs.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Serves notebooks/ on 127.0.0.1. lab/overrides.json (copied into the venv, where JupyterLab reads
 # setting overrides) makes a double-click open the percent .py files as notebooks and switches off

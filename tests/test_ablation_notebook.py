@@ -62,6 +62,7 @@ def test_notebook_has_one_literal_parameters_cell() -> None:
     parameters_cell("ablation")
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_the_tables_and_json(tiny_run: Path, study_dir: Path) -> None:
     table, rho = pd.read_csv(tiny_run / "ablation.csv"), pd.read_csv(tiny_run / "rho.csv")
     summary = json.loads((tiny_run / "ablation.json").read_text())
@@ -101,6 +102,7 @@ def test_bad_parameters_are_named(study_dir: Path, overrides: dict, message: str
     assert message in str(err.value)
 
 
+@pytest.mark.slow
 def test_papermill_bad_parameter_stops_the_run_before_any_work(study_dir: Path, data_root: Path, tmp_path: Path) -> None:
     with pytest.raises(papermill.PapermillExecutionError) as err:
         execute(tmp_path, data_root, results_dir=str(study_dir), **{**TINY, "n_restarts": "3"})
@@ -151,6 +153,7 @@ def fake_ablation(results_dir: Path, arch: str, n_models: int, pool: int, seed: 
     write_ablation(results_dir / arch, pd.DataFrame(rows), rho, summary)
 
 
+@pytest.mark.slow
 def test_builder_prints_the_csv_numbers(tiny_run: Path, study_dir: Path, tmp_path: Path) -> None:
     fake_ablation(study_dir, "lenet5", n_models=4, pool=50, seed=1)
     fake_ablation(study_dir, "gat", n_models=50, pool=50, seed=2)
@@ -172,6 +175,7 @@ def test_builder_prints_the_csv_numbers(tiny_run: Path, study_dir: Path, tmp_pat
     assert not math.isnan(adaptive.min())
 
 
+@pytest.mark.slow
 def test_builder_refuses_mixed_profiles(tiny_run: Path, study_dir: Path, tmp_path: Path) -> None:
     fake_ablation(study_dir, "lenet5", n_models=4, pool=50, seed=1)
     fake_ablation(study_dir, "gat", n_models=50, pool=50, seed=2)
@@ -179,6 +183,7 @@ def test_builder_refuses_mixed_profiles(tiny_run: Path, study_dir: Path, tmp_pat
         report.build_ablation(study_dir, tmp_path, profile="full")
 
 
+@pytest.mark.slow
 def test_report_build_adds_the_ablation_only_when_all_three_ran(tiny_run: Path, study_dir: Path, tmp_path: Path) -> None:
     from tests.test_report import fake_table
 

@@ -30,6 +30,9 @@ from tests.notebook_runner import check_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 NO_RAY = 'Ray is the optional cluster extra, not installed here: pip install -e ".[cluster]" (make test installs it)'
+# A local Ray instance, worker processes and timeouts: about a minute on 2 cores, so the whole module is `slow`
+# (`make test-fast` leaves it out; `make test` and CI run it).
+pytestmark = pytest.mark.slow
 
 
 def test_without_ray_the_error_says_how_to_install(abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

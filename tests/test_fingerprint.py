@@ -80,6 +80,7 @@ def append(path: Path, text: str) -> None:
 pytestmark = pytest.mark.skipif(shutil.which("make") is None or shutil.which("flock") is None, reason="needs make and flock")
 
 
+@pytest.mark.slow
 def test_make_reruns_exactly_the_steps_whose_inputs_changed(checkout: Path) -> None:
     assert runs(checkout) == EVERYTHING
     assert runs(checkout) == []
@@ -101,6 +102,7 @@ def test_rerun_takes_only_one_and_zero(checkout: Path) -> None:
     assert done.returncode != 0 and "RERUN must be 1" in done.stderr
 
 
+@pytest.mark.slow
 def test_status_names_every_step_and_what_would_run_and_runs_nothing(checkout: Path) -> None:
     runs(checkout)
     (checkout / "runs.log").unlink()
@@ -115,6 +117,7 @@ def test_status_names_every_step_and_what_would_run_and_runs_nothing(checkout: P
     assert not (checkout / "runs.log").exists(), "make status ran a notebook"
 
 
+@pytest.mark.slow
 def test_a_hand_run_into_results_is_rerun_by_make(checkout: Path) -> None:
     """The README's papermill command with -p n_models 10 -p results_dir results-quick, as a new user might."""
     runs(checkout)
@@ -126,6 +129,7 @@ def test_a_hand_run_into_results_is_rerun_by_make(checkout: Path) -> None:
     assert runs(checkout) == ["ablation gat", "measures gat", "progress gat", "study gat"]
 
 
+@pytest.mark.slow
 def test_two_makes_at_once_both_finish_and_run_each_step_once(checkout: Path) -> None:
     """Issue #24, row 1: no shared temporary file, no deleted build file; the second make waits for the first."""
     make(checkout, "-s", "build/deps.mk")
@@ -147,6 +151,6 @@ def test_args_are_the_parameters_the_hash_covers(capsys: pytest.CaptureFixture) 
 
 def test_the_setup_targets_exist(checkout: Path) -> None:
     """What .ci/run and the README call before anything else: a dry run of each must find its rule."""
-    for target in ("venv", "tex", "browser", "test", "status"):
+    for target in ("venv", "tex", "browser", "test", "test-fast", "status"):
         done = make(checkout, "-n", target, check=False)
         assert done.returncode == 0 and "No rule to make target" not in done.stderr, f"make {target}: {done.stderr}"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,10 +85,24 @@ def test_bad_parameters_name_the_field() -> None:
         MeasuresParams("resnet")
 
 
-@pytest.mark.slow
-def test_quick_run_writes_both_pools(tmp_path: Path, data_root: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """The tiny FCNN study the measures notebook starts from, run once under papermill; each test copies it."""
+    tmp = tmp_path_factory.mktemp("study")
+    run_notebook("study", tmp, data_root, arch="fcnn", results_dir=str(tmp / "results"), **TINY)
+    return tmp / "results"
+
+
+def fresh_study(tiny_study: Path, tmp_path: Path) -> Path:
+    """A results folder of this test's own holding only the study's files, as if the study notebook had just run into it."""
     results = tmp_path / "results"
-    run_notebook("study", tmp_path, data_root, arch="fcnn", results_dir=str(results), **TINY)
+    shutil.copytree(tiny_study, results)
+    return results
+
+
+@pytest.mark.slow
+def test_quick_run_writes_both_pools(tiny_study: Path, tmp_path: Path, data_root: Path) -> None:
+    results = fresh_study(tiny_study, tmp_path)
     nb = run_notebook("measures", tmp_path, data_root, arch="fcnn", profile="quick", results_dir=str(results), device="cpu", n_resamples=99)
     table = pd.read_csv(results / "fcnn" / "measures.csv")
     summary = json.loads((results / "fcnn" / "measures.json").read_text())
@@ -102,11 +117,10 @@ def test_quick_run_writes_both_pools(tmp_path: Path, data_root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_survives_a_second_run_all_and_cells_run_too_early(tmp_path: Path, data_root: Path) -> None:
+def test_survives_a_second_run_all_and_cells_run_too_early(tiny_study: Path, tmp_path: Path, data_root: Path) -> None:
     from tests.kernel_session import code_cells, edit, session
 
-    results = tmp_path / "results"
-    run_notebook("study", tmp_path, data_root, arch="fcnn", results_dir=str(results), **TINY)
+    results = fresh_study(tiny_study, tmp_path)
     cells = edit(code_cells("measures"), results_dir=str(results), device="cpu", n_resamples=99)
     with session(tmp_path, data_root, "measures") as kernel:
         for _ in range(2):  # Run All twice, no restart: the second reuses the grid's checkpoints

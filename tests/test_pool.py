@@ -63,6 +63,7 @@ def test_unreadable_checkpoint_is_retrained(abalone_task: Task, tmp_path: Path) 
     assert not entry.reused and read_checkpoint(entry.checkpoint) is not None
 
 
+@pytest.mark.slow
 def test_worker_processes_match_in_process_training(tasks: dict[str, Task], tmp_path: Path) -> None:
     cfg = train_config("lenet5", max_epochs=1, device="cpu")
     entries = train_pool("lenet5", tasks["lenet5"], cfg, [0, 1], tmp_path, backend="processes", n_workers=2, progress=False)
@@ -364,6 +365,7 @@ def _numbers(entry) -> dict:
     return {**{k: v for k, v in entry.result.as_dict().items() if k != "seconds"}, **{k: v.tolist() for k, v in model.state_dict().items()}}
 
 
+@pytest.mark.slow
 def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(
     cora_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

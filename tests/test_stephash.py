@@ -36,6 +36,7 @@ def test_archs_and_data_folders_follow_the_protocol() -> None:
     assert {arch: spec(arch).dataset.replace("_", "-") + "/" for arch in stephash.ARCHS} == stephash.DATA_FOLDERS
 
 
+@pytest.mark.slow
 def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
     before = hashes(checkout)
     assert len(set(before.values())) == 12, "each step (4) of each arch (3) has its own hash"
@@ -46,6 +47,7 @@ def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
     assert hashes(checkout) == before
 
 
+@pytest.mark.slow
 def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout: Path) -> None:
     before = hashes(checkout)
     append(checkout / "sharplib" / "measures.py", "\nEDITED = True\n")  # the panel: the measures step only
@@ -58,6 +60,7 @@ def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout
     assert all(a != b for a, b in zip(hashes(checkout).values(), again.values()))
 
 
+@pytest.mark.slow
 def test_docstrings_comments_and_layout_of_computing_code_leave_every_hash_alone(checkout: Path) -> None:
     before = hashes(checkout)
     train = checkout / "sharplib" / "train.py"
