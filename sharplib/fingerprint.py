@@ -3,7 +3,8 @@
     python -m sharplib.fingerprint status                 every step: current, accepted, stale, modified, missing
     python -m sharplib.fingerprint check STEP ARCH        exit 0 when make may reuse the step's results
     python -m sharplib.fingerprint args STEP ARCH         the notebook's papermill parameters, as make passes them
-    python -m sharplib.fingerprint lock STEP ARCH         after a run: write the step's lock
+    python -m sharplib.fingerprint lock STEP ARCH         after a run: write the step's lock (its files first name the
+                                                          checkout's folders relative to it: no machine's paths in results)
     python -m sharplib.fingerprint accept --reason "..."  accept stale steps whose evidence agrees (evidence.py)
 
 Make calls it for every step; notebooks never do. Standard library only.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,25 @@ def recorded_parameters_problem(step: str, arch: str, profile: str, backend: str
     wrong = [f"{name}={recorded[name]!r} (make passes {expected[name]!r})" for name in sorted(set(expected) & set(recorded))
              if name not in PLACEMENT and json.dumps(recorded[name]) != json.dumps(expected[name])]
     return f"{summary_path} was made with other parameters: {', '.join(wrong)}" if wrong else None
+
+
+def relative_paths(folder: Path, names: tuple[str, ...], root: Path) -> list[str]:
+    """Rewrite the checkout's absolute path (`root`/) out of the text files `names` in `folder` (an executed notebook
+    prints where it wrote); the names of the files changed. Numbers are untouched: only that prefix is removed."""
+    prefix = f"{root.resolve()}/"
+    changed = []
+    for name in names:
+        path = folder / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if prefix in text:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text.replace(prefix, ""), encoding="utf-8")
+            os.replace(tmp, path)
+            changed.append(name)
+    return changed
 
 
 def _computed(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,6 +133,7 @@ def main(argv: list[str]) -> int:
         if problem:
             print(f"no lock written: {problem}", file=sys.stderr)
             return 1
+        relative_paths(Path(args.results) / args.arch, STEPS[args.step].outputs, Path(args.root))
         record = lockfile.new_lock(args.step, args.arch, args.profile, args.backend, args.results, _computed(args), args.root)
         missing = [name for name, sha in record["outputs"].items() if sha is None]
         if missing:

@@ -136,3 +136,14 @@ def test_the_tracked_results_are_current_or_accepted() -> None:
             if (step, arch) in NOT_YET_RUN and found.state == "missing":
                 continue
             assert found.reusable, f"{step} {arch}: {found.state}: {found.detail} (make status; then make accept or a rerun)"
+
+
+def test_lock_takes_the_checkouts_folder_out_of_the_files(checkout: Path) -> None:
+    # An executed notebook prints where it wrote: tracked results must not carry one machine's paths.
+    results = checkout / "results"
+    write_outputs(results, "study", "fcnn")
+    notebook = results / "fcnn" / "notebook.ipynb"
+    notebook.write_text(json.dumps({"text": f"the results go to `{checkout.resolve()}/results/fcnn/`", "tau": 0.25}))
+    assert lock(results, "study", "fcnn", checkout) == 0
+    assert json.loads(notebook.read_text()) == {"text": "the results go to `results/fcnn/`", "tau": 0.25}
+    assert state(results, "study", "fcnn", checkout).state == "current"
