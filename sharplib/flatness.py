@@ -7,10 +7,6 @@ mode, for M models at once under vmap (hessian.Stack), with the same random draw
 - magnitude-aware PAC-Bayes σ'       the largest σ' with E_u[L_D(w + u)] − L_D(w) <= target, u_i ~ N(0, σ'² w_i² + ε²)
 - Fisher–Rao norm                    (1/|D|) Σ_{z in D} <w, ∇_w l(w, z)>²
 - ℓ2 norm and distance from initialization, ||w||₂ and ||w − w₀||₂
-
-Both Gaussian measures average each draw z with its mirror −z (antithetic pairs): E[L(w + δ)] is unchanged,
-as δ and −δ are equally likely, and the first-order term ∇Lᵀδ, which dominates the noise of a plain
-Monte-Carlo mean at small ρ, cancels exactly.
 """
 from __future__ import annotations
 
@@ -40,7 +36,23 @@ def losses_at(stack: Stack, task: Task, w: Tensor, batch_rows: int) -> Tensor:
 def mirrored_deviation(
     stack: Stack, task: Task, scale: Tensor, z: Tensor, batch_rows: int, base: Tensor, progress: str | None = None
 ) -> Tensor:
-    """[M, K]: for each draw z_k, (L_D(w + s ⊙ z_k) + L_D(w − s ⊙ z_k)) / 2 − L_D(w), with s = `scale` [M, P], base = L_D(w)."""
+    """[M, K]: for each draw z_k, (L_D(w + s ⊙ z_k) + L_D(w − s ⊙ z_k)) / 2 − L_D(w).
+
+    Each draw is averaged with its mirror −z (antithetic pairs): E[L(w + δ)] is unchanged, as δ and −δ are
+    equally likely, and the first-order term ∇Lᵀδ, which dominates the noise of a plain Monte-Carlo mean at
+    small ρ, cancels exactly.
+
+    Args:
+        stack, task: the models and the task whose training rows are D.
+        scale: s [M, P], the per-weight scale of the draws.
+        z: [K, P] draws, shared by every model.
+        batch_rows: rows per forward pass.
+        base: L_D(w) [M].
+        progress: a progress bar's label, or None for no bar.
+
+    Returns:
+        [M, K] tensor of mirrored loss deviations.
+    """
     columns = []
     for z_k in tqdm(z, desc=progress, disable=progress is None, leave=False):
         delta = scale * z_k.to(scale)

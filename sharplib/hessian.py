@@ -2,17 +2,11 @@
 
     H(w) = ∇²_w L_D(w),   L_D(w) = (1/|D|) Σ_{z in D} l(w, z)
 
-D is a fixed subset of training rows (measures.py draws it once from the seed; for a graph task, training
-nodes whose forward pass sees the whole graph). A `Stack` holds M models of one architecture as flat weights
-w [M, P] and stacked buffers; every function here runs all M at once under `torch.func.vmap`, with the same
+D is a fixed subset of training rows (measures.py draws it once from the seed). A `Stack` holds M models of one
+architecture as flat weights w [M, P]; every function runs all M at once under `torch.func.vmap`, with the same
 random vectors for every model (common random numbers), so a model's value does not depend on its stack.
-
-- λ_max(H): Lanczos with full reorthogonalization, k = `iters` products Hq, the largest Ritz value of the
-  k x k tridiagonal matrix; its residual β_k |s_k| bounds |λ − θ| for some eigenvalue λ of H.
-- tr(H): Hutchinson, tr(H) = E_v[vᵀ H v] for Rademacher v, the mean over probes with its standard error.
-
-Hessian-vector products are reverse-over-reverse, Hv = ∇_w <∇_w L_D(w), v> (on CPU at least as fast as
-forward-over-reverse for these networks).
+λ_max(H) comes from Lanczos with full reorthogonalization (`hessian_top_eigenvalue`), tr(H) from Hutchinson's
+estimator tr(H) = E_v[vᵀ H v] over Rademacher v (`hessian_trace`).
 """
 from __future__ import annotations
 

@@ -1,14 +1,11 @@
-"""The generalization quantities a τ can be taken against, built from a table of models.
-
-From the columns of study.model_table (results/<arch>/models.csv: train_loss, test_loss, test_accuracy),
-each model's
+"""The generalization quantities a τ can be taken against, built from a table of models (`target_columns`).
 
     test loss            L_test
     test error           1 − acc_test        (classifiers only: the FCNN regresses, its test_accuracy is empty)
     generalization gap   L_test − L_train
 
-where L_train is the loss over the whole training set in eval mode (TrainResult.train_loss), not the
-last epoch's mean minibatch loss that the stopping rule reads.
+L_train is the loss over the whole training set in eval mode (TrainResult.train_loss), not the last
+epoch's mean minibatch loss that the stopping rule reads.
 """
 from __future__ import annotations
 
