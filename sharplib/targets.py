@@ -19,9 +19,16 @@ TARGETS = ("test_loss", "test_error", "generalization_gap")
 def target_columns(table: pd.DataFrame) -> pd.DataFrame:
     """test_loss, test_error and generalization_gap of each model (row), on the table's index.
 
-    test_error is left out (not filled with NaN) when the table has no test_accuracy column or it is
-    empty for every model (a regression); a NaN in it, or in a loss, stays NaN in that model's row, as
-    for a diverged model. A missing train_loss or test_loss column is a ValueError naming it.
+    Args:
+        table: one row per model with train_loss and test_loss, and test_accuracy for a classifier
+            (study.model_table, results/<arch>/models.csv).
+
+    Returns:
+        DataFrame of the targets. test_error is left out (not filled with NaN) when test_accuracy is missing
+        or empty for every model (a regression); a NaN in an input stays NaN in that model's row (a diverged model).
+
+    Raises:
+        ValueError: naming a missing train_loss or test_loss column.
     """
     missing = [name for name in ("train_loss", "test_loss") if name not in table.columns]
     if missing:
