@@ -1,14 +1,10 @@
 """How much each of the reference notebooks' deviations moves τ, and τ across ρ.
 
 `run_ablation` measures τ for the report's method, for the notebook's procedure (every switch of
-`reference.DEVIATIONS` that the notebook used, on) and for each switch alone. Variants that change
-only the sharpness estimate reuse the study's pool `<pool_root>/pool`; variants that retrain get
-`<pool_root>/pool_<switches>`, trained by `pool.train_pool` like the study's. Every per-model
-sharpness lands in a small JSON file keyed by the checkpoint's bytes, the data, the config and the estimator,
-so a rerun recomputes nothing; what is missing runs as one `estimate_pool_sharpness` call.
-
-`rho_sweep` measures the study's estimator over a grid of ρ (adaptive and standard), and
-`tau_by_rho` turns it into τ(ρ). The paper's table, paragraph and figure are built in `report.py`.
+`reference.DEVIATIONS` that the notebook used, on) and for each switch alone. Variants that change only the
+sharpness estimate reuse the study's pool `<pool_root>/pool`; variants that retrain get `<pool_root>/pool_<switches>`,
+trained by `pool.train_pool`. Per-model sharpness is cached (`cached_sharpness`), so a rerun recomputes nothing.
+`rho_sweep` measures the study's estimator over a grid of ρ (adaptive and standard), `tau_by_rho` gives τ(ρ).
 """
 from __future__ import annotations
 

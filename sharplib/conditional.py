@@ -94,7 +94,14 @@ class StratifiedKendallResult:
 
 # τ_xy·z = (τ_xy − τ_xz τ_yz) / sqrt((1 − τ_xz²)(1 − τ_yz²))
 def partial_tau(tau_xy: Any, tau_xz: Any, tau_yz: Any) -> np.ndarray:
-    """Kendall's partial τ from the three pairwise τ (element-wise); NaN where |τ_xz| or |τ_yz| is 1 or an input is NaN."""
+    """Kendall's partial τ from the three pairwise τ, element-wise.
+
+    Args:
+        tau_xy, tau_xz, tau_yz: τ(x, y), τ(x, z), τ(y, z), scalars or arrays of one shape.
+
+    Returns:
+        τ_xy·z as a float64 array; NaN where |τ_xz| or |τ_yz| is 1 or an input is NaN.
+    """
     tau_xy, tau_xz, tau_yz = (np.asarray(v, dtype=np.float64) for v in (tau_xy, tau_xz, tau_yz))
     denominator = np.sqrt((1 - tau_xz**2) * (1 - tau_yz**2))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -108,13 +115,27 @@ def gaussian_null_partial_tau(tau_xz: Any, tau_yz: Any) -> np.ndarray:
     Under a Gaussian copula τ = (2/π) arcsin ρ, and conditional independence means ρ_xy = ρ_xz ρ_yz; the
     result is the partial τ of those three τ (Korn 1984). It is 0 only when τ_xz or τ_yz is 0, and grows
     with both: τ_xz = τ_yz = 0.8 give ≈ +0.22.
+
+    Args:
+        tau_xz, tau_yz: τ(x, z) and τ(y, z), scalars or arrays of one shape.
+
+    Returns:
+        The null value τ⁰_xy·z, a float64 array.
     """
     rho_xz, rho_yz = (np.sin(np.pi * np.asarray(t, dtype=np.float64) / 2) for t in (tau_xz, tau_yz))
     return partial_tau(2 / np.pi * np.arcsin(rho_xz * rho_yz), tau_xz, tau_yz)
 
 
 def resampled_tau_b(x: np.ndarray, y: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """τ-b of (x[rows[b]], y[rows[b]]) for each resample b (rows: B × k model indices), in memory-bounded chunks."""
+    """τ-b of (x[rows[b]], y[rows[b]]) for each bootstrap resample b, in memory-bounded chunks.
+
+    Args:
+        x, y: one value per model.
+        rows: [B, k] model indices, one row per resample.
+
+    Returns:
+        [B] τ-b per resample.
+    """
     chunk = max(1, _ELEMENTS_PER_CHUNK // max(rows.shape[1] ** 2, 1))
     return np.concatenate([tau_b_batched(x[part], y[part]) for part in np.array_split(rows, -(-rows.shape[0] // chunk))])
 
@@ -193,9 +214,19 @@ def partial_kendall(x: Any, y: Any, z: Any, n_resamples: int = 9999, confidence:
 def quantile_strata(z: Any, min_per_stratum: int = 5, n_strata: int | None = None) -> np.ndarray:
     """Stratum index (0, 1, ... in increasing z) of each model: contiguous bins of z holding ≥ min_per_stratum models each.
 
-    The sorted models are cut into `n_strata` (default: as many as min_per_stratum allows, M // min_per_stratum)
-    bins of near-equal counts; a cut inside a run of tied z moves to the run's end, and a bin left below
-    min_per_stratum is merged with its smaller neighbour. Fewer than min_per_stratum models: one stratum.
+    The sorted models are cut into near-equal bins; a cut inside a run of tied z moves to the run's end, and a
+    bin left below min_per_stratum is merged with its smaller neighbour. Fewer than min_per_stratum models: one stratum.
+
+    Args:
+        z: the conditioning variable (e.g. training loss), one finite value per model.
+        min_per_stratum: the fewest models a stratum may hold.
+        n_strata: how many strata to aim for, at most M // min_per_stratum (None: that many).
+
+    Returns:
+        [M] int64 stratum labels, in the models' order.
+
+    Raises:
+        ValueError: for a min_per_stratum or n_strata that is not an integer ≥ 1.
     """
     z = _as_1d(z, "z")
     if isinstance(min_per_stratum, bool) or not isinstance(min_per_stratum, int) or min_per_stratum < 1:
@@ -236,7 +267,16 @@ def _merge_small(cuts: list[int], n: int, min_size: int) -> list[int]:
 
 # w_k = n_k(n_k − 1)/2 ("pairs"), n_k ("models"), 1 ("equal")
 def stratum_weights(sizes: np.ndarray, weighting: Weighting) -> np.ndarray:
-    """The weight w_k of each stratum in τ_strat; "pairs" makes τ_strat (for τ-a) the τ over all within-stratum pairs."""
+    """The weight w_k of each stratum in τ_strat.
+
+    Args:
+        sizes: n_k, the models in each stratum.
+        weighting: "pairs" (n_k(n_k − 1)/2: τ_strat for τ-a is then the τ over all within-stratum pairs),
+            "models" (n_k) or "equal" (1).
+
+    Returns:
+        float64 array of w_k, one per stratum.
+    """
     sizes = np.asarray(sizes, dtype=np.float64)
     if weighting == "pairs":
         return sizes * (sizes - 1) / 2
@@ -249,7 +289,15 @@ def stratum_weights(sizes: np.ndarray, weighting: Weighting) -> np.ndarray:
 
 # τ_strat = Σ_{k∈K} w_k τ_k / Σ_{k∈K} w_k,   K = the strata whose τ_k is defined
 def combine_strata(taus: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """τ_strat over the last axis of `taus` (NaN τ_k left out); NaN where no stratum has a τ."""
+    """τ_strat = Σ_k w_k τ_k / Σ_k w_k over the last axis of `taus`, strata whose τ_k is NaN left out.
+
+    Args:
+        taus: τ_k per stratum on the last axis (leading axes: e.g. bootstrap resamples).
+        weights: w_k per stratum (`stratum_weights`), broadcastable against `taus`.
+
+    Returns:
+        τ_strat per index of the leading axes; NaN where no stratum has a τ.
+    """
     defined = np.isfinite(taus)
     total = (weights * defined).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):

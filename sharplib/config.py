@@ -1,14 +1,11 @@
-"""Validation shared by the frozen configuration dataclasses (TrainConfig, SharpnessConfig, and
-the notebooks' parameters: StudyParams, AblationParams, TeachingParams).
+"""Validation shared by the frozen configuration dataclasses (TrainConfig, SharpnessConfig, the notebooks' parameters).
 
-Configs are filled from a notebook's papermill `parameters` cell, so a typo or a string where
-a number belongs must stop the run, before any work, with an error that names the field.
-`params_from_namespace` is the one way a notebook turns its parameters cell into such a config.
-
-Types are refused, never converted: an integer field takes an `int` (not 2.0, not True), a
-switch a `bool` (not 1), a choice the listed value of the listed type (`p=2`, not 2.0). A
-converted value would also hash differently (2.0 vs 2 in JSON), so a pool could not resume.
-Numbers must be finite: an infinite ρ or learning rate only ever gives NaN.
+Configs are filled from a notebook's papermill `parameters` cell (`params_from_namespace`), so a typo or a
+string where a number belongs must stop the run, before any work, with an error that names the field.
+Types are refused, never converted: an integer field takes an `int` (not 2.0, not True), a switch a `bool`
+(not 1), a choice the listed value of the listed type (`p=2`, not 2.0). A converted value would also hash
+differently (2.0 vs 2 in JSON), so a pool could not resume. Numbers must be finite: an infinite ρ or learning
+rate only ever gives NaN.
 """
 from __future__ import annotations
 

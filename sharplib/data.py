@@ -59,19 +59,41 @@ class DownloadError(OSError):
 # ---------------------------------------------------------------------------- locations
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: `root`, else $SHARPLIB_DATA, else ./data (absolute)."""
+    """The data root: `root`, else $SHARPLIB_DATA, else ./data.
+
+    Args:
+        root: the folder asked for, or None.
+
+    Returns:
+        The root as an absolute path (`~` expanded).
+    """
     chosen = root if root is not None else os.environ.get("SHARPLIB_DATA") or "data"
     return Path(chosen).expanduser().absolute()
 
 
 def resolve_cache(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Writable folder for derived files: `cache_dir`, else $SHARPLIB_CACHE, else ./data/cache."""
+    """Writable folder for derived files: `cache_dir`, else $SHARPLIB_CACHE, else ./data/cache.
+
+    Args:
+        cache_dir: the folder asked for, or None.
+
+    Returns:
+        The folder as an absolute path (`~` expanded).
+    """
     chosen = cache_dir if cache_dir is not None else os.environ.get("SHARPLIB_CACHE") or Path("data", "cache")
     return Path(chosen).expanduser().absolute()
 
 
 def source_url(rel: str, mirror: str | None = None) -> str:
-    """Where `rel` is downloaded from: `<mirror>/<rel>` ($SHARPLIB_MIRROR), else its canonical URL."""
+    """Where a dataset file is downloaded from.
+
+    Args:
+        rel: the file's path under the data root (e.g. "cora/..."), its first folder naming the dataset.
+        mirror: a base URL to use instead of the canonical one (None: $SHARPLIB_MIRROR, if set).
+
+    Returns:
+        `<mirror>/<rel>`, else the dataset's canonical URL (SOURCES) followed by the file name.
+    """
     mirror = mirror or os.environ.get("SHARPLIB_MIRROR")
     if mirror:
         return f"{mirror.rstrip('/')}/{rel}"
@@ -99,7 +121,14 @@ def _not_found(rel: str, root: str | os.PathLike | None, mirror: str | None) -> 
 # ---------------------------------------------------------------------------- verification
 
 def sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of the file at `path`, as hex."""
+    """SHA-256 of a file, read in 1 MiB blocks.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The digest as hex.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -3,12 +3,10 @@
     python -m sharplib.deps notebooks/study.py      ->  sharplib/__init__.py sharplib/ablation.py ...
     python -m sharplib.deps --make STUDY_MODULES=notebooks/study.py ...   ->  STUDY_MODULES := sharplib/...
 
-The Makefile writes such assignments into an included file (rewritten when a module changes)
-instead of keeping the lists by hand, so a module that joins a
-study's import chain becomes a prerequisite of that study without anyone remembering it. The
-imports are read with `ast` (nothing is imported, so this runs with any Python >= 3.10, before the
-venv exists), every `import` statement counts, also one inside a function, and the closure over
-sharplib's own imports is taken. The package's `__init__.py` counts whenever a module of it does.
+The Makefile includes such assignments, so a module that joins a study's import chain becomes its
+prerequisite without anyone remembering it. Imports are read with `ast`, nothing imported, so this runs
+before the venv exists; every `import` counts (also one inside a function), the closure over sharplib's own
+imports is taken, and the package's `__init__.py` counts whenever a module of it does.
 """
 from __future__ import annotations
 

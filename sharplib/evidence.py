@@ -1,15 +1,11 @@
 """Accept on evidence: stale results carried to new code only where old and new code compute the same numbers.
 
-For a stale step, the commit its lock names and HEAD each get a git worktree, in which the step's own
-notebooks run (the upstream study first) through papermill on the CPU with the small settings of
-EVIDENCE. Every number the step writes per model (its CSV files, the ablation's per-model cache, the
-summary's figures; timings left out) must agree bit for bit. Then the lock takes HEAD's hash, with the
-commits, what was compared, a digest of the numbers and the reason; else nothing changes and the first
-differences are printed.
-
-A step can be stale because its upstream study was rerun. When the study's new files hold the numbers
-the step read (found in git by the SHA-256s its lock recorded; timings aside), the step reads the same
-numbers as before: the accept records that, and no notebook runs for it unless its code changed too.
+For a stale step, the commit its lock names and HEAD each get a git worktree, in which the step's notebooks
+run (the upstream study first) through papermill on the CPU with the small settings of EVIDENCE. Every number
+the step writes per model (timings left out) must agree bit for bit: then the lock takes HEAD's hash, with a
+record of what was compared and why; else nothing changes and the first differences are printed. A step stale
+only because its upstream study was rerun is accepted without a run when the study's new files hold the
+numbers it read (`upstream_reproduced`) and its own code is unchanged.
 """
 from __future__ import annotations
 
@@ -134,7 +130,10 @@ def differences(old: dict[str, Any], new: dict[str, Any], limit: int = 5) -> lis
 def upstream_reproduced(
     results_dir: str | Path, arch: str, step: str, lock: dict[str, Any], root: Path, into: Path
 ) -> dict[str, Any] | str:
-    """Whether the upstream step's files now hold the numbers `lock` read: the record of the check, or why not."""
+    """Whether the upstream step's files now hold the numbers `lock` read: the record of the check, or why not.
+
+    The files the step read are found in git by the SHA-256s its lock recorded; timings are left out of the comparison.
+    """
     upstream = STEPS[step].upstream
     try:
         folder = Path(results_dir).resolve().relative_to(root.resolve()) / arch

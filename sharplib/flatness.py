@@ -7,10 +7,6 @@ mode, for M models at once under vmap (hessian.Stack), with the same random draw
 - magnitude-aware PAC-Bayes σ'       the largest σ' with E_u[L_D(w + u)] − L_D(w) <= target, u_i ~ N(0, σ'² w_i² + ε²)
 - Fisher–Rao norm                    (1/|D|) Σ_{z in D} <w, ∇_w l(w, z)>²
 - ℓ2 norm and distance from initialization, ||w||₂ and ||w − w₀||₂
-
-Both Gaussian measures average each draw z with its mirror −z (antithetic pairs): E[L(w + δ)] is unchanged,
-as δ and −δ are equally likely, and the first-order term ∇Lᵀδ, which dominates the noise of a plain
-Monte-Carlo mean at small ρ, cancels exactly.
 """
 from __future__ import annotations
 
@@ -31,7 +27,17 @@ SIGMA_RANGE = (1e-6, 1e2)  # where the PAC-Bayes bisection looks for σ' (geomet
 
 
 def losses_at(stack: Stack, task: Task, w: Tensor, batch_rows: int) -> Tensor:
-    """L_D(w_i) of every model i at weights w [M, P] (the stack's buffers): [M]."""
+    """L_D(w_i) of every model i at weights w (with the stack's buffers), without gradients.
+
+    Args:
+        stack: the models.
+        task: the task whose training rows are D.
+        w: weights [M, P], one row per model.
+        batch_rows: rows per chunk of `hessian.loss_on_rows`.
+
+    Returns:
+        [M].
+    """
     run = lambda u, buffers: loss_on_rows(stack, task, u, buffers, batch_rows)
     with torch.no_grad():
         return over_models(run, stack.n_models, (0, 0))(w, stack.buffers)
@@ -40,7 +46,23 @@ def losses_at(stack: Stack, task: Task, w: Tensor, batch_rows: int) -> Tensor:
 def mirrored_deviation(
     stack: Stack, task: Task, scale: Tensor, z: Tensor, batch_rows: int, base: Tensor, progress: str | None = None
 ) -> Tensor:
-    """[M, K]: for each draw z_k, (L_D(w + s ⊙ z_k) + L_D(w − s ⊙ z_k)) / 2 − L_D(w), with s = `scale` [M, P], base = L_D(w)."""
+    """[M, K]: for each draw z_k, (L_D(w + s ⊙ z_k) + L_D(w − s ⊙ z_k)) / 2 − L_D(w).
+
+    Each draw is averaged with its mirror −z (antithetic pairs): E[L(w + δ)] is unchanged, as δ and −δ are
+    equally likely, and the first-order term ∇Lᵀδ, which dominates the noise of a plain Monte-Carlo mean at
+    small ρ, cancels exactly.
+
+    Args:
+        stack, task: the models and the task whose training rows are D.
+        scale: s [M, P], the per-weight scale of the draws.
+        z: [K, P] draws, shared by every model.
+        batch_rows: rows per forward pass.
+        base: L_D(w) [M].
+        progress: a progress bar's label, or None for no bar.
+
+    Returns:
+        [M, K] tensor of mirrored loss deviations.
+    """
     columns = []
     for z_k in tqdm(z, desc=progress, disable=progress is None, leave=False):
         delta = scale * z_k.to(scale)
@@ -59,7 +81,20 @@ class AverageSharpness:
 def average_sharpness(
     stack: Stack, task: Task, rho: float, n_draws: int, seed: int, batch_rows: int, progress: bool = False
 ) -> AverageSharpness:
-    """Adaptive average-case sharpness E_{δ ~ N(0, ρ² diag(|w|²))}[L_D(w + δ)] − L_D(w), δ = ρ |w| ⊙ z, z ~ N(0, I)."""
+    """Adaptive average-case sharpness E_{δ ~ N(0, ρ² diag(|w|²))}[L_D(w + δ)] − L_D(w), δ = ρ |w| ⊙ z, z ~ N(0, I).
+
+    Args:
+        stack: the models.
+        task: the task whose training rows are D.
+        rho: ρ.
+        n_draws: K, mirrored draws z (`mirrored_deviation`).
+        seed: the draws' seed.
+        batch_rows: rows per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        AverageSharpness: the mean over the K draws [M] and its standard error [M] (NaN for K = 1), float64 on CPU.
+    """
     z = random_vectors(n_draws, stack.w.shape[1], seed, "normal")
     base = losses_at(stack, task, stack.w, batch_rows)
     values = (
@@ -72,7 +107,19 @@ def average_sharpness(
 
 
 def pac_bayes_deviation(stack: Stack, task: Task, sigma: Tensor, eps: float, z: Tensor, batch_rows: int, base: Tensor) -> Tensor:
-    """E_u[L_D(w + u)] − L_D(w) of every model [M], u = sqrt(σ'² w² + ε²) ⊙ z over the draws z (σ' [M], one per model)."""
+    """E_u[L_D(w + u)] − L_D(w) of every model, u = sqrt(σ'² w² + ε²) ⊙ z over the mirrored draws z.
+
+    Args:
+        stack, task: the models and the task whose training rows are D.
+        sigma: σ' [M], one per model.
+        eps: ε.
+        z: the draws [K, P].
+        batch_rows: rows per forward pass.
+        base: L_D(w) [M].
+
+    Returns:
+        [M].
+    """
     scale = torch.sqrt(sigma.to(stack.w)[:, None] ** 2 * stack.w**2 + eps**2)
     return mirrored_deviation(stack, task, scale, z, batch_rows, base).mean(1)
 
@@ -90,6 +137,19 @@ def pac_bayes_sigma(stack: Stack, task: Task, target: float, eps: float, n_draws
 
     Jiang et al. (2020), "Fantastic generalization measures", §C magnitude-aware PAC-Bayes: the same draws z at every
     step, so the deviation is a smooth function of σ' and the bisection ends where it crosses the target.
+
+    Args:
+        stack, task: the models and the task whose training rows are D.
+        target: the allowed deviation of the loss.
+        eps: ε.
+        n_draws: K, mirrored draws z.
+        steps: bisection steps (`bisection_ratio` gives the final bracket's width).
+        seed: the draws' seed.
+        batch_rows: rows per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        PacBayesSigma: σ' [M], the bracket's upper end [M], and the deviation at σ' [M].
     """
     z = random_vectors(n_draws, stack.w.shape[1], seed, "normal")
     base = losses_at(stack, task, stack.w, batch_rows)
@@ -110,18 +170,38 @@ def pac_bayes_sigma(stack: Stack, task: Task, target: float, eps: float, n_draws
 
 
 def per_sample_losses(stack: Stack, task: Task, w: Tensor, buffers: Params, x: Tensor, y: Tensor) -> Tensor:
-    """[n] l(w, z_i) for the rows (x, y), from the task's own loss: one-hot sample weights under vmap, whose forward pass
-    runs once (the weights only enter after it)."""
+    """l(w, z_i) for each row (x_i, y_i), from the task's own loss.
+
+    One-hot sample weights under vmap: the forward pass runs once (the weights only enter after it).
+
+    Args:
+        stack: gives the module and the parameters' shapes.
+        task: gives the loss.
+        w: one model's flat weights [P].
+        buffers: its buffers.
+        x, y: n rows.
+
+    Returns:
+        [n].
+    """
     params = unflatten(w, stack.like)
     one_hot = torch.eye(len(x), dtype=w.dtype, device=w.device)
     return vmap(lambda e: batch_loss(stack.template, task, params, buffers, x, y, e))(one_hot)
 
 
 def fisher_rao_norm(stack: Stack, task: Task, batch_rows: int) -> Tensor:
-    """(1/|D|) Σ_{z in D} <w, ∇_w l(w, z)>² of every model [M] (Liang et al. 2019, Jiang et al. 2020 without the (depth + 1)²
-    factor, a constant within one architecture).
+    """(1/|D|) Σ_{z in D} <w, ∇_w l(w, z)>² of every model (Liang et al. 2019; Jiang et al. 2020 without the
+    (depth + 1)² factor, a constant within one architecture).
 
     <w, ∇_w l> is the derivative of l along w, so one jvp with tangent w gives it for every sample of a chunk at once.
+
+    Args:
+        stack: the models.
+        task: the task whose training rows are D.
+        batch_rows: rows per chunk.
+
+    Returns:
+        [M], float64 on CPU.
     """
 
     def one(w: Tensor, buffers: Params) -> Tensor:

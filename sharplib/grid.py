@@ -1,15 +1,13 @@
 """Pools that vary their training: the hyperparameter grid behind the measures study.
 
-The report's pools differ only by the seed. Jiang et al. (2020) judge a generalization measure on
-pools that vary one training hyperparameter at a time, so each architecture here also trains a grid:
+The report's pools differ only by the seed. Jiang et al. (2020) judge a generalization measure on pools
+that vary one training hyperparameter at a time, so each architecture here also trains a grid:
 
     learning rate  η ∈ {½, 1, 2} × Table I's η
     batch size     B ∈ {32, 64, 128}
     seeds          5 per cell (0–4)
 
-45 models per architecture, each trained by the protocol's stopping rule through `pool.train_pool`
-(checkpoints, resume, vmapped stacks, CUDA), one folder per cell. The grid is the table `GRIDS`,
-one row per profile; everything else follows from it.
+45 models per architecture, trained through `pool.train_pool`, one folder per cell; the table is `GRIDS`.
 """
 from __future__ import annotations
 

@@ -2,16 +2,10 @@
 
     python -m sharplib.handout notebooks/teaching_sharpness.py build/handout
 
-The source marks answers and grading the way nbgrader does, so the same file works with nbgrader too:
-
-- a region between `### BEGIN SOLUTION` and `### END SOLUTION` (code or Markdown) is the answer;
-- a region between `### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS` (in a cell tagged `tests`)
-  runs only in the instructor's version;
-- cells tagged `solution` or `tests` get nbgrader's cell metadata.
-
-The student's notebook (`<name>-student.ipynb`) has every solution replaced by a stub, no hidden
-tests and no outputs. The instructor's (`<name>-instructor.ipynb`) is the source executed with
-papermill, parameter `grading=True`, so that a solution failing its own check fails the build.
+The source marks answers as nbgrader does (`### BEGIN SOLUTION` ... `### END SOLUTION`; `### BEGIN HIDDEN TESTS`
+... `### END HIDDEN TESTS` in a cell tagged `tests`), so the same file works with nbgrader too. `build` writes
+`<name>-student.ipynb` (solutions stubbed, no hidden tests, no outputs) and `<name>-instructor.ipynb` (the source
+executed by papermill with `grading=True`, so that a solution failing its own check fails the build).
 """
 from __future__ import annotations
 

@@ -2,17 +2,11 @@
 
     H(w) = ∇²_w L_D(w),   L_D(w) = (1/|D|) Σ_{z in D} l(w, z)
 
-D is a fixed subset of training rows (measures.py draws it once from the seed; for a graph task, training
-nodes whose forward pass sees the whole graph). A `Stack` holds M models of one architecture as flat weights
-w [M, P] and stacked buffers; every function here runs all M at once under `torch.func.vmap`, with the same
+D is a fixed subset of training rows (measures.py draws it once from the seed). A `Stack` holds M models of one
+architecture as flat weights w [M, P]; every function runs all M at once under `torch.func.vmap`, with the same
 random vectors for every model (common random numbers), so a model's value does not depend on its stack.
-
-- λ_max(H): Lanczos with full reorthogonalization, k = `iters` products Hq, the largest Ritz value of the
-  k x k tridiagonal matrix; its residual β_k |s_k| bounds |λ − θ| for some eigenvalue λ of H.
-- tr(H): Hutchinson, tr(H) = E_v[vᵀ H v] for Rademacher v, the mean over probes with its standard error.
-
-Hessian-vector products are reverse-over-reverse, Hv = ∇_w <∇_w L_D(w), v> (on CPU at least as fast as
-forward-over-reverse for these networks).
+λ_max(H) comes from Lanczos with full reorthogonalization (`hessian_top_eigenvalue`), tr(H) from Hutchinson's
+estimator tr(H) = E_v[vᵀ H v] over Rademacher v (`hessian_trace`).
 """
 from __future__ import annotations
 
@@ -45,7 +39,15 @@ class Stack:
 
 
 def stack_models(models: list[nn.Module], device: torch.device) -> Stack:
-    """The trainable parameters and buffers of `models` stacked on `device` (the models are never touched)."""
+    """The trainable parameters and buffers of `models` stacked on `device` (the models are never touched).
+
+    Args:
+        models: M networks of one architecture.
+        device: where the stack lives.
+
+    Returns:
+        Stack with w [M, P], the buffers [M, ...] and a private eval-mode copy of the first network.
+    """
     states = [split_state(m) for m in models]
     like = {k: v.to(device) for k, v in states[0][0].items()}
     w = torch.stack([flatten(params) for params, _ in states]).to(device)
@@ -54,8 +56,15 @@ def stack_models(models: list[nn.Module], device: torch.device) -> Stack:
 
 
 def over_models(fn: Callable, n_models: int, in_dims: tuple) -> Callable:
-    """`fn` of one model (returning one tensor) mapped over the stack: one vmap, or a plain call (no vmap overhead)
-    for a single model. `in_dims` as vmap's: 0 for an argument with one row per model, None for one shared by all.
+    """`fn` of one model (returning one tensor) mapped over the stack: one vmap, or a plain call for a single model.
+
+    Args:
+        fn: the function of one model.
+        n_models: M; with M = 1 no vmap (and no vmap overhead).
+        in_dims: as vmap's: 0 for an argument with one row per model, None for one shared by all.
+
+    Returns:
+        A function of the stacked arguments returning [M, ...].
     """
     if n_models > 1:
         return vmap(fn, in_dims=in_dims)
@@ -72,9 +81,20 @@ def _first(arg: Tensor | Params) -> Tensor | Params:
 
 
 def loss_on_rows(stack: Stack, task: Task, w: Tensor, buffers: Params, batch_rows: int) -> Tensor:
-    """L_D(w) of one model over all training rows of `task`, in chunks of `batch_rows`: Σ_c (|c|/|D|) L_c(w).
+    """L_D(w) of one model over all training rows of `task`, in chunks: Σ_c (|c|/|D|) L_c(w).
 
     Chunks bound the memory of a forward pass (and of its double backward); the weighted sum is the mean over D.
+    For a graph task the rows are training nodes, whose forward pass sees the whole graph.
+
+    Args:
+        stack: gives the module and the parameters' names and shapes.
+        task: the task whose training rows are D.
+        w: one model's flat weights [P].
+        buffers: its buffers.
+        batch_rows: rows per chunk.
+
+    Returns:
+        L_D(w), a scalar tensor.
     """
     params = unflatten(w, stack.like)
     total = 0.0
@@ -85,7 +105,19 @@ def loss_on_rows(stack: Stack, task: Task, w: Tensor, buffers: Params, batch_row
 
 
 def hvp(stack: Stack, task: Task, v: Tensor, batch_rows: int) -> Tensor:
-    """H(w_i) v_i for every model i of the stack: [M, P] (v: [M, P])."""
+    """H(w_i) v_i for every model i of the stack.
+
+    Reverse-over-reverse, Hv = ∇_w <∇_w L_D(w), v> (on CPU at least as fast as forward-over-reverse for these networks).
+
+    Args:
+        stack: the models.
+        task: the task whose training rows are D.
+        v: one direction per model [M, P].
+        batch_rows: rows per chunk of `loss_on_rows`.
+
+    Returns:
+        [M, P].
+    """
 
     def one(w: Tensor, buffers: Params, direction: Tensor) -> Tensor:
         # Hv = ∇_w <∇_w L_D(w), v>
@@ -96,7 +128,17 @@ def hvp(stack: Stack, task: Task, v: Tensor, batch_rows: int) -> Tensor:
 
 
 def random_vectors(count: int, n_params: int, seed: int, kind: str) -> Tensor:
-    """[count, P] draws on CPU from `seed`: standard normal or Rademacher (±1), shared by every model."""
+    """Draws on CPU from `seed`, shared by every model (common random numbers).
+
+    Args:
+        count: how many vectors.
+        n_params: P, their length.
+        seed: the generator's seed.
+        kind: "normal" (standard normal), else Rademacher (±1).
+
+    Returns:
+        [count, P] in the default dtype.
+    """
     generator = torch.Generator().manual_seed(seed)
     if kind == "normal":
         return torch.randn(count, n_params, generator=generator)
@@ -110,7 +152,22 @@ class TopEigenvalue:
 
 
 def hessian_top_eigenvalue(stack: Stack, task: Task, iters: int, seed: int, batch_rows: int, progress: bool = False) -> TopEigenvalue:
-    """λ_max(H) of every model by `iters` Lanczos steps from a seeded start vector (the same for all models)."""
+    """λ_max(H) of every model by Lanczos with full reorthogonalization, from a seeded start vector (the same for all models).
+
+    After k = `iters` products Hq, the estimate is the largest Ritz value θ of the k x k tridiagonal matrix; the
+    residual β_k |s_k| bounds |λ − θ| for some eigenvalue λ of H.
+
+    Args:
+        stack: the models.
+        task: the task whose training rows are D.
+        iters: k, capped at P.
+        seed: the start vector's seed.
+        batch_rows: rows per chunk of `loss_on_rows`.
+        progress: show a progress bar.
+
+    Returns:
+        TopEigenvalue: θ_max [M] and its residual [M], on CPU.
+    """
     n_params = stack.w.shape[1]
     iters = min(iters, n_params)  # a Krylov space of R^P has at most P dimensions
     q = random_vectors(1, n_params, seed, "normal").to(stack.w).expand_as(stack.w)
@@ -142,7 +199,19 @@ class Trace:
 
 
 def hessian_trace(stack: Stack, task: Task, n_probes: int, seed: int, batch_rows: int, progress: bool = False) -> Trace:
-    """tr(H) of every model by Hutchinson's estimator with `n_probes` Rademacher probes (the same for all models)."""
+    """tr(H) of every model by Hutchinson's estimator, tr(H) = E_v[vᵀ H v] over Rademacher v (the same for all models).
+
+    Args:
+        stack: the models.
+        task: the task whose training rows are D.
+        n_probes: how many probes v.
+        seed: the probes' seed.
+        batch_rows: rows per chunk of `loss_on_rows`.
+        progress: show a progress bar.
+
+    Returns:
+        Trace: the mean over probes [M] and its standard error [M] (NaN for one probe), float64 on CPU.
+    """
     probes = random_vectors(n_probes, stack.w.shape[1], seed, "rademacher")
     quads = []
     for v in tqdm(probes, desc="Hessian trace (Hutchinson)", disable=not progress, leave=False):

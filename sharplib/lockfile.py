@@ -3,14 +3,8 @@
 Make writes it after a notebook ran (`python -m sharplib.fingerprint lock`), as DVC writes dvc.lock: the
 step's hash H and its inputs, the commit and device that computed the numbers, a SHA-256 of every output
 file, and the accepts (`evidence.py`) that carried the results to later code. A seal (the SHA-256 of the
-rest) shows a lock edited by hand. `state` says, for one step, one of
-
-    current   the lock's H is the checkout's, its outputs are the files on disk
-    accepted  as current, through one or more accepts on evidence
-    stale     the checkout's H differs (the changed inputs are named): make reruns it, or `make accept`
-    modified  an output differs from the lock (edited, deleted): make reruns it
-    missing   no lock, or no outputs: make runs it
-    invalid   the lock is unreadable, sealed wrongly, or its hash is not its commit's code: make reruns it
+rest) shows a lock edited by hand. `state` says where one step stands: current, accepted, stale, modified,
+missing or invalid.
 """
 from __future__ import annotations
 
@@ -148,7 +142,17 @@ def hashes_at_commit(step: str, arch: str, profile: str, backend: str, commit: s
 
 def state(step: str, arch: str, profile: str, backend: str, results_dir: str | Path, root: Path = REPO,
           verify_commit: bool = True) -> StepState:
-    """Where one step's results stand against the checkout (module docstring); runs nothing but git."""
+    """Where one step's results stand against the checkout; runs nothing but git.
+
+    Returns:
+        StepState whose state is one of
+            current   the lock's H is the checkout's, its outputs are the files on disk
+            accepted  as current, through one or more accepts on evidence
+            stale     the checkout's H differs (the changed inputs are named): make reruns it, or `make accept`
+            modified  an output differs from the lock (edited, deleted): make reruns it
+            missing   no lock, or no outputs: make runs it
+            invalid   the lock is unreadable, sealed wrongly, or its hash is not its commit's code: make reruns it
+    """
     path = lock_path(results_dir, arch, step)
     outputs = output_hashes(results_dir, arch, step)
     if not path.exists():

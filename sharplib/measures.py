@@ -121,7 +121,16 @@ DIAGNOSTICS = ("seed", "sharpness_adaptive_frac_below", "sharpness_standard_frac
 
 
 def measure_subset(task: Task, rows: int | None, seed: int) -> Task:
-    """The task with its training rows cut to D: `rows` of them drawn without replacement from `seed` (all when None or more)."""
+    """The task with its training rows cut to the fixed subset D.
+
+    Args:
+        task: the whole task.
+        rows: |D|, drawn without replacement; None, or as many as the training set or more: all rows.
+        seed: the seed of the draw.
+
+    Returns:
+        The task whose training rows are D (test rows unchanged).
+    """
     if rows is None or rows >= task.n_train:
         return task
     idx = torch.randperm(task.n_train, generator=torch.Generator().manual_seed(seed))[:rows].to(task.device)
@@ -129,7 +138,17 @@ def measure_subset(task: Task, rows: int | None, seed: int) -> Task:
 
 
 def arch_of(model: nn.Module) -> tuple[str, str]:
-    """(arch, variant) of models.VARIANTS whose network has the model's class and parameter shapes."""
+    """The architecture a model was built as, read from its class and parameter shapes.
+
+    Args:
+        model: a network of models.VARIANTS.
+
+    Returns:
+        (arch, variant).
+
+    Raises:
+        ValueError: for a network that is none of models.VARIANTS.
+    """
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     for arch, variants in VARIANTS.items():
         for variant, make in variants.items():
@@ -141,13 +160,31 @@ def arch_of(model: nn.Module) -> tuple[str, str]:
 
 
 def initial_model(model: nn.Module, seed: int, init: str) -> nn.Module:
-    """The untrained model of `seed`, as the pool built it (pool.init_model: a generator seeded with the model's seed)."""
+    """The untrained model of `seed`, as the pool built it (pool.init_model: a generator seeded with the model's seed).
+
+    Args:
+        model: a trained network, for its arch and variant (`arch_of`).
+        seed: its seed.
+        init: the init scheme it was trained with.
+
+    Returns:
+        The initial network, on CPU.
+    """
     arch, variant = arch_of(model)
     return build_model(arch, torch.Generator().manual_seed(seed), init, variant)
 
 
 def initial_weights(models: Sequence[nn.Module], inits: Sequence[nn.Module | int], init: str) -> Tensor:
-    """w₀ [M, P] on CPU: each model's initial model as given, or rebuilt from its seed."""
+    """w₀ of every model, for the distance from initialization.
+
+    Args:
+        models: the trained networks.
+        inits: one per model: its initial network, or its seed (the initial network is then rebuilt, `initial_model`).
+        init: the init scheme, for rebuilding from a seed.
+
+    Returns:
+        w₀ [M, P] on CPU, the trainable parameters flattened.
+    """
     if len(inits) != len(models):
         raise ValueError(f"compute_panel: {len(inits)} initial models or seeds for {len(models)} models; give one per model")
     rows = []
@@ -186,8 +223,18 @@ def _check_one_architecture(models: Sequence[nn.Module]) -> None:
 
 
 def models_per_call(model: nn.Module, n_models: int, device: torch.device, asked: int | None) -> int:
-    """How many models one vmapped call takes: as asked, else all, but one for a convolutional model on CPU
-    (there vmap turns convolutions into grouped ones, slower than one model at a time: see sharpness._over_restarts)."""
+    """How many models one vmapped call takes.
+
+    Args:
+        model: one of the networks (is it convolutional?).
+        n_models: M, the models measured.
+        device: where they run.
+        asked: the count asked for (MeasuresConfig.models_per_call), or None.
+
+    Returns:
+        `asked` if given; else one for a convolutional model on CPU (there vmap turns convolutions into grouped
+        ones, slower than one model at a time: see sharpness._over_restarts), else M.
+    """
     if asked is not None:
         return asked
     has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
@@ -195,7 +242,17 @@ def models_per_call(model: nn.Module, n_models: int, device: torch.device, asked
 
 
 def stack_measures(stack: Stack, subset: Task, cfg: MeasuresConfig, progress: bool) -> dict[str, Tensor]:
-    """Every measure on D for one stack of models: {column: [M]}."""
+    """Every Gaussian, Hessian and gradient measure on D for one stack of models, with its diagnostics.
+
+    Args:
+        stack: the models (`hessian.Stack`).
+        subset: the task whose training rows are D (`measure_subset`).
+        cfg: the panel's settings; each measure draws from its own stream cfg.seed + STREAMS[...].
+        progress: show progress bars.
+
+    Returns:
+        {column: [M] tensor}.
+    """
     rows = cfg.batch_rows
     average = average_sharpness(
         stack, subset, cfg.rho_average or cfg.rho, cfg.n_gaussian_draws, cfg.seed + STREAMS["gaussian"], rows, progress

@@ -1,13 +1,9 @@
 """The measures study of one architecture: which flatness measure tracks test loss, and on which pools.
 
-notebooks/measures.py runs it once per architecture. Two pools of the same architecture are measured
-by the whole panel (`measures.compute_panel`):
-
-- the seed-only pool: the study's own models (its checkpoints are reused, or retrained the same way);
-- the varied pool: the hyperparameter grid of `grid.GRIDS` (learning rate × batch size × seeds).
-
-For each measure μ it reports the plain Kendall τ(μ, test loss) on both pools, and on the varied
-pool the granulated τ Ψ with each ψ_i (Jiang et al. 2020) and τ within each learning rate:
+notebooks/measures.py measures two pools of one architecture with the whole panel (`measures.compute_panel`):
+the seed-only pool (the study's own models) and the varied pool (the grid of `grid.GRIDS`: learning rate ×
+batch size × seeds). For each measure μ it reports Kendall τ(μ, test loss) on both pools, and on the varied
+pool Jiang et al.'s (2020) granulated τ Ψ with each ψ_i and τ within each learning rate:
 
     <results_dir>/<arch>/measures.csv    one row per (pool, model): hyperparameters, seed, test loss, measures
     <results_dir>/<arch>/measures.json   per measure: τ with CI on each pool, Ψ and ψ_i with CIs, conditional τ

@@ -1,15 +1,9 @@
 """What a notebook of this project needs from its kernel, so that it behaves in a classroom.
 
-`setup()` is the first call of every notebook's first cell (and, through `make lab`'s kernel config,
-runs when the kernel starts, as an IPython extension). It
-
-- silences the known harmless warnings that would print red text on every run (tqdm's
-  "IProgress not found", torch's `torch.jit.script` deprecation raised while torch_geometric loads);
-- turns a `NameError` (a cell run before the cell that defines what it needs) and a `RunEarlierCell`
-  into one line that names the cell to run, instead of a traceback.
-
-`repository_root()` and `scratch_dir()` place files by the package's location, never by the
-kernel's working folder (JupyterLab starts a kernel in the notebook's folder, papermill in --cwd).
+`setup()` is the first call of every notebook's first cell (and runs when `make lab`'s kernel starts, as an
+IPython extension): it silences known harmless warnings and turns an out-of-order error into one line that
+names the cell to run. `repository_root()` and `scratch_dir()` place files by the package's location, never
+by the kernel's working folder (JupyterLab starts a kernel in the notebook's folder, papermill in --cwd).
 """
 from __future__ import annotations
 
@@ -47,7 +41,12 @@ class RunEarlierCell(Exception):
 
 
 def setup() -> None:
-    """Quiet the known warnings and, inside IPython, show out-of-order errors as one line. Idempotent."""
+    """Quiet the known warnings and, inside IPython, show out-of-order errors as one line. Idempotent.
+
+    The warnings (KNOWN_WARNINGS) are tqdm's "IProgress not found" and torch's `torch.jit.script` deprecation
+    raised while torch_geometric loads. A `NameError` (a cell run before the one that defines what it needs)
+    or a `RunEarlierCell` prints one line naming the cell to run, instead of a traceback.
+    """
     for message, _why in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     shell = _shell()

@@ -53,6 +53,15 @@ class PoolEntry:
 
 
 def checkpoint_path(out_dir: Path, seed: int) -> Path:
+    """Where the checkpoint of `seed` lives in a pool's folder.
+
+    Args:
+        out_dir: the pool's folder.
+        seed: the model's seed.
+
+    Returns:
+        `<out_dir>/seed<seed, 4 digits>.pt`.
+    """
     return Path(out_dir) / f"seed{seed:04d}.pt"
 
 
@@ -61,13 +70,32 @@ KEY_OMITS_WHEN_NONE = ("target_loss",)
 
 
 def pool_hash(arch: str, task: Task, cfg: TrainConfig, variant: str = "standard") -> str:
-    """What makes two trained models interchangeable: arch, network variant, data and config (not the device)."""
+    """What makes two trained models interchangeable: arch, network variant, data and config (not the device).
+
+    Args:
+        arch: the architecture.
+        task: the data, by its name and fingerprint.
+        cfg: the training config; the device and the fields of KEY_OMITS_WHEN_NONE that are None are left out.
+        variant: the network variant.
+
+    Returns:
+        The key (`config_hash`) a checkpoint must carry to be reused.
+    """
     values = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "device" and not (k in KEY_OMITS_WHEN_NONE and v is None)}
     return config_hash(arch, variant, task.name, task.fingerprint, values)
 
 
 def init_model(arch: str, cfg: TrainConfig, variant: str = "standard") -> nn.Module:
-    """The untrained model of one seed: the init draw comes from its own seeded generator."""
+    """The untrained model of one seed: the init draw comes from its own seeded generator.
+
+    Args:
+        arch: the architecture.
+        cfg: gives the seed and the init scheme.
+        variant: the network variant.
+
+    Returns:
+        The initialized nn.Module (on CPU).
+    """
     return build_model(arch, torch.Generator().manual_seed(cfg.seed), cfg.init, variant)
 
 
@@ -84,8 +112,18 @@ def _digest(payload: dict[str, Any]) -> str:
 
 def save_checkpoint(path: Path, arch: str, task: Task, cfg: TrainConfig, model: nn.Module, result: TrainResult, variant: str = "standard",
                     trained_on: str | None = None) -> None:
-    """Write one model's checkpoint atomically. trained_on: the device it trained on, where that is not this
-    machine's `cfg.device` (a Ray worker's GPU)."""
+    """Write one model's checkpoint atomically, with a SHA-256 digest of its content.
+
+    Args:
+        path: the checkpoint file (`checkpoint_path`).
+        arch, task, cfg, variant: what trained it (the key is `pool_hash`).
+        model: the trained network; its state_dict is saved on CPU.
+        result: its training outcome.
+        trained_on: the device it trained on, where that is not this machine's `cfg.device` (a Ray worker's GPU).
+
+    Raises:
+        OSError: on a full disk, naming the checkpoint.
+    """
     payload = {
         "format": FORMAT, "arch": arch, "variant": variant, "task": task.name, "data": task.fingerprint,
         "config": dataclasses.asdict(cfg), "config_hash": pool_hash(arch, task, cfg, variant),
@@ -139,7 +177,14 @@ def _verified(path: Path) -> dict[str, Any]:
 
 
 def read_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The checkpoint's contents; None when it is missing, and (with a warning) when it is not intact: then it is retrained."""
+    """The checkpoint's contents, if it is intact.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The saved dict; None when the file is missing, and (with a warning) when it is not intact: then it is retrained.
+    """
     if not path.exists():
         return None
     try:
@@ -374,8 +419,14 @@ def _train_one_in_worker(arch, variant, cfg, out_dir) -> TrainResult:
 
 @contextlib.contextmanager
 def intra_op_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to `n`, restored afterwards. Training here uses a worker's count: CPU
-    results depend on it in the last bits, so a model is the same whichever process trains it."""
+    """torch's intra-op thread count set to `n`, restored afterwards.
+
+    Training here uses a worker's count: CPU results depend on it in the last bits, so a model is the same
+    whichever process trains it.
+
+    Args:
+        n: the thread count inside the `with` block.
+    """
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -1,11 +1,9 @@
 """Is sharpness more than training progress? The progress study of one architecture.
 
-The protocol stops a model when its epoch loss changes by less than 5 %, so a pool's models end at
-different training losses, and the training loss alone ranks test loss better than any flatness
-measure. notebooks/progress.py asks whether adaptive sharpness still ranks test loss with progress held
-fixed: on the protocol's pool by partial and stratified τ given the training loss (conditional.py); on an
-equalized pool, the study's seeds trained to a common epoch loss L* (TrainConfig.target_loss), models
-missing L* by the cap counted and left out; and along training (trajectory.py).
+The protocol's models stop at different training losses, and the training loss alone ranks test loss better
+than any flatness measure. notebooks/progress.py asks whether adaptive sharpness still ranks test loss with
+progress held fixed: by partial and stratified τ given the training loss (conditional.py), on an equalized
+pool trained to a common epoch loss L* (TrainConfig.target_loss), and along training (trajectory.py).
 
     <results_dir>/<arch>/progress.csv    one row per (pool, model): pool, epoch, seed, losses, targets, sharpness
     <results_dir>/<arch>/progress.json   every τ with its interval, L*, counts, the seeds that missed L*

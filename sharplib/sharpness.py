@@ -104,18 +104,42 @@ class SharpnessResult:
 # element-wise ops on an [R, D] tensor, not one small op per parameter tensor per restart.
 
 def flatten(tree: Params) -> Tensor:
-    """The tensors of `tree` as one vector, in the dict's order."""
+    """The tensors of `tree` as one vector, in the dict's order.
+
+    Args:
+        tree: named tensors (a model's parameters, or δ).
+
+    Returns:
+        One flat tensor of Σ numel entries.
+    """
     return torch.cat([v.reshape(-1) for v in tree.values()])
 
 
 def unflatten(flat: Tensor, like: Params) -> Params:
-    """The inverse of `flatten`: views of `flat` shaped as the tensors of `like`."""
+    """The inverse of `flatten`: views of `flat` shaped as the tensors of `like`.
+
+    Args:
+        flat: a flat tensor of Σ numel entries.
+        like: tensors giving the names, order and shapes.
+
+    Returns:
+        {name: view of `flat`}.
+    """
     parts = flat.split([v.numel() for v in like.values()])
     return {k: part.view(v.shape) for (k, v), part in zip(like.items(), parts)}
 
 
 def scale_of(w: Tensor, adaptive: bool, signed: bool = False) -> Tensor:
-    """c = |w| (adaptive) or 1 (standard); signed: c = w, the FCNN notebook's swapped bounds."""
+    """The scale c of the constraint set {||δ ⊘ c||_p <= ρ}.
+
+    Args:
+        w: the weights.
+        adaptive: c = |w| if True, else c = 1 (standard sharpness).
+        signed: c = w instead of |w|, the FCNN notebook's swapped bounds.
+
+    Returns:
+        c, shaped as w.
+    """
     if not adaptive:
         return torch.ones_like(w)
     return w if signed else w.abs()
@@ -148,7 +172,17 @@ def project(delta: Tensor, c: Tensor, rho: float, p: str | int) -> Tensor:
 
 
 def ascent_step(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) -> Tensor:
-    """One PGA update of each row of δ followed by the projection."""
+    """One PGA update of each row of δ followed by the projection.
+
+    Args:
+        delta: δ [R, D], one row per restart.
+        grad: ∇L at w + δ [R, D].
+        c: the scale (`scale_of`), broadcastable to δ.
+        cfg: the estimator's settings (ρ, p, step rule, η or α).
+
+    Returns:
+        The new δ [R, D], inside the constraint set.
+    """
     return project(move(delta, grad, c, cfg), c, cfg.rho, cfg.p)
 
 
@@ -159,7 +193,14 @@ def ascent_step(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) ->
 # ∇L(w') = ∇L(w) ⊘ r and c' = c ⊙ r, so everything written in u is the same and the iterates map by δ' = δ ⊙ r.
 # The gradient step adds η ∇L(w) ⊘ r in δ-space, a step that changes with r: the path (not the set) changes.
 def move(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) -> Tensor:
-    """The PGA update of each row of δ, before the projection."""
+    """The PGA update of each row of δ, before the projection.
+
+    Args:
+        delta, grad, c, cfg: as for `ascent_step`.
+
+    Returns:
+        The moved δ [R, D].
+    """
     if cfg.step == "gradient" and cfg.p == "inf":
         # δ <- δ + η ∇L
         moved = delta + cfg.lr * grad
@@ -180,13 +221,30 @@ def move(delta: Tensor, grad: Tensor, c: Tensor, cfg: SharpnessConfig) -> Tensor
 # ---------------------------------------------------------------- random draws (shared with the plain loop)
 
 def draw_batches(n_train: int, cfg: SharpnessConfig) -> Tensor:
-    """S ~ P^m for every restart: indices [n_restarts, m], uniform with replacement, seeded on CPU."""
+    """S ~ P^m for every restart, uniform with replacement, seeded on CPU from cfg.seed.
+
+    Args:
+        n_train: how many training rows there are to draw from.
+        cfg: gives n_restarts R, the batch size m and the seed.
+
+    Returns:
+        [R, m] indices of training rows.
+    """
     generator = torch.Generator().manual_seed(cfg.seed)
     return torch.randint(n_train, (cfg.n_restarts, cfg.batch_size), generator=generator)
 
 
 def draw_perturbations(w: Params, cfg: SharpnessConfig, count: int) -> Params:
-    """`count` uniform draws of u per restart in the ρ-ball of ||·||_p: [n_restarts, count, *shape] (c not applied)."""
+    """`count` uniform draws of u per restart in the ρ-ball of ||·||_p (c not applied), seeded from cfg.seed + 1.
+
+    Args:
+        w: the parameters, for names and shapes.
+        cfg: gives R, ρ, p and the seed.
+        count: draws per restart.
+
+    Returns:
+        {name: [R, count, *shape]}.
+    """
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     shape = lambda v: (cfg.n_restarts, count, *v.shape)
     if cfg.p == "inf":
@@ -200,7 +258,15 @@ def draw_perturbations(w: Params, cfg: SharpnessConfig, count: int) -> Params:
 
 
 def perturbation_draws(w: Params, cfg: SharpnessConfig) -> Params | None:
-    """What the random parts of the estimator need beyond the batches (None when nothing)."""
+    """What the random parts of the estimator need beyond the batches.
+
+    Args:
+        w: the parameters, for names and shapes.
+        cfg: T draws per restart for average-case sharpness, one for a random start.
+
+    Returns:
+        `draw_perturbations`' dict, or None when nothing else is random.
+    """
     if cfg.kind == "average":
         return draw_perturbations(w, cfg, cfg.n_steps)
     if cfg.random_start:
@@ -209,10 +275,16 @@ def perturbation_draws(w: Params, cfg: SharpnessConfig) -> Params | None:
 
 
 def first_occurrence_weights(idx: Tensor) -> Tensor:
-    """[R, m]: weight 1/|unique(S)| on each sample's first occurrence in its batch S, 0 on repeats.
+    """Weight 1/|unique(S)| on each sample's first occurrence in its batch S, 0 on repeats.
 
     Σ_i weights_i l_i is then the mean loss over the distinct samples of S, as the GAT notebook's
     boolean node mask computed it (a node drawn twice counts once).
+
+    Args:
+        idx: [R, m] batch indices (`draw_batches`).
+
+    Returns:
+        [R, m] weights, each row summing to 1.
     """
     repeat = (idx[:, :, None] == idx[:, None, :]).tril(diagonal=-1).any(-1)  # drawn earlier in the same batch
     keep = (~repeat).to(torch.get_default_dtype())
@@ -220,10 +292,19 @@ def first_occurrence_weights(idx: Tensor) -> Tensor:
 
 
 def split_weights(n_train: int, m: int, count: int, generator: torch.Generator) -> Tensor:
-    """[count, n]: for each of `count` random splits of the training rows into batches of m, 1/|batch| per row.
+    """For each of `count` random splits of the training rows into batches of m, 1/|batch| per row.
 
     Σ_i v_i l_i is then the GAT notebook's `train(do_update=False)` loss: the sum of the batch-mean
     losses of a shuffled split (140 nodes: 64, 64 and 12).
+
+    Args:
+        n_train: n, the training rows.
+        m: the batch size.
+        count: how many splits.
+        generator: the seeded generator of the shuffles.
+
+    Returns:
+        [count, n] weights.
     """
     sizes = torch.tensor([len(b) for b in torch.arange(n_train).split(m)])
     by_position = (1.0 / sizes).repeat_interleave(sizes)
@@ -247,7 +328,16 @@ class Draws:
 
 
 def draw(n_train: int, w: Params, cfg: SharpnessConfig) -> Draws:
-    """The batches S of every restart and whatever else `cfg` makes random, from cfg.seed."""
+    """The batches S of every restart and whatever else `cfg` makes random, from cfg.seed.
+
+    Args:
+        n_train: the training rows to draw from.
+        w: one model's parameters, for names and shapes.
+        cfg: the estimator's settings.
+
+    Returns:
+        Draws on CPU, shared by every model.
+    """
     idx = draw_batches(n_train, cfg)
     perturbations = perturbation_draws(w, cfg)
     u = None if perturbations is None else torch.cat([d.flatten(2) for d in perturbations.values()], dim=2)
@@ -364,7 +454,17 @@ Estimator = Callable[..., tuple[Tensor, Tensor]]  # (model, task, cfg, w, buffer
 
 
 def summarize(unperturbed: Tensor, trace: Tensor, cfg: SharpnessConfig, seconds: float) -> SharpnessResult:
-    """Per-restart values and their mean from the losses of one model."""
+    """Per-restart values and their mean from the losses of one model.
+
+    Args:
+        unperturbed: L_S(w) per restart [R].
+        trace: L_S(w + δ_t) per restart and step [R, T + 1] (t = 0 the start).
+        cfg: its kind: "average" takes the mean over t = 1..T, else the max.
+        seconds: the time taken, recorded as is.
+
+    Returns:
+        SharpnessResult: S (the mean over restarts), the per-restart values, the fraction below 0, the trace.
+    """
     if cfg.kind == "average":
         # E_δ L_S(w + δ) - L_S(w)
         values = trace[:, 1:].mean(dim=1) - unperturbed
@@ -424,8 +524,15 @@ def receptive_field(model: nn.Module, task: Task, device: torch.device) -> Task:
 
     A stack of k message-passing layers computes a node's output from its k-hop in-neighbourhood:
     keep the edges into the (k-1)-hop in-neighbourhood of the training nodes and the nodes they
-    touch (GAT on Cora: 1664 of 2708 nodes, 3834 of 10556 edges). The cut is checked on the model's
-    outputs; where they differ (a model that is no such stack), the whole task is returned.
+    touch (GAT on Cora: 1664 of 2708 nodes, 3834 of 10556 edges).
+
+    Args:
+        model: the network, whose MessagePassing layers give k.
+        task: the task; one that is not a graph is returned as is.
+        device: where the cut is checked.
+
+    Returns:
+        The cut task, or the whole task where the model's outputs on the cut differ (a model that is no such stack).
     """
     hops = sum(isinstance(m, MessagePassing) for m in model.modules())
     if not task.is_graph or hops == 0:

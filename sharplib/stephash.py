@@ -5,16 +5,12 @@ For a step (study, ablation, measures or progress) of one architecture,
     H = SHA-256( the step's notebook, the code of every sharplib module it runs that computes numbers,
                  the parameters make passes it, the checksums of the data its task reads, the upstream step's H )
 
-A file's code is its syntax tree without docstrings, comments or layout (`code_digest`): prose and
-formatting cannot move a number, so editing them leaves every step current.
-
-Modules that only render results (RENDERING: figures, tables, sentences) and the build's own tooling
-(TOOLING) are left out, with whatever only they import: editing the paper's words reruns no notebook.
-Make writes H into a lock file beside the results (`lockfile.py`), never the notebook. Standard library
-only: make asks this before any virtual environment exists.
+A file's code is its syntax tree without docstrings, comments or layout (`code_digest`): editing prose leaves
+every step current. Make writes H into a lock file beside the results (`lockfile.py`), never the notebook.
 """
 from __future__ import annotations
 
+# Standard library only: make asks this before any virtual environment exists.
 import ast
 import hashlib
 import json
@@ -28,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 ARCHS: tuple[str, ...] = ("fcnn", "lenet5", "gat")  # tests/test_fingerprint.py checks them against protocol.TABLE1
 # arch -> the folder of the data root its task reads
 DATA_FOLDERS: dict[str, str] = {"fcnn": "abalone/", "lenet5": "fashion-mnist/", "gat": "cora/"}
+# Left out of H, with whatever only they import: modules that only render results (figures, tables, sentences)
+# and the build's own tooling. Editing the paper's words reruns no notebook.
 RENDERING = frozenset({"sharplib.report", "sharplib.measures_report", "sharplib.progress_report"})
 TOOLING = frozenset({"sharplib.fingerprint", "sharplib.stephash", "sharplib.lockfile", "sharplib.evidence", "sharplib.deps"})
 # Notebook parameters that say where files go, not what is computed: left out of H and of the lock's check.

@@ -1,14 +1,13 @@
 """One architecture's study, as a notebook runs it: its parameters, its table of models, its results files.
 
 notebooks/study.py is the one study notebook; papermill runs it once per architecture (`-p arch gat`).
-Its `parameters` cell holds literals; `StudyParams.from_namespace` turns them into a validated frozen
-config before anything is trained, and `introduction` writes the notebook's opening from the
-protocol's row for the architecture. The results a study writes,
+`StudyParams.from_namespace` turns its `parameters` cell into a validated frozen config before anything is
+trained, and `introduction` writes the notebook's opening from the protocol's row for the architecture.
 
     <results_dir>/<arch>/results.json   τ, p, CI, counts, configs, provenance
     <results_dir>/<arch>/models.csv     one row per model
 
-are the only input of `report.py`, so every number in the paper can be traced to them.
+These two files are the only input of `report.py`, so every number in the paper can be traced to them.
 """
 from __future__ import annotations
 

@@ -1,15 +1,12 @@
 """Jiang et al.'s granulated τ Ψ and τ within sub-pools of a pool trained on a grid of hyperparameters.
 
-Granulated τ (Jiang et al. 2020, "Fantastic generalization measures and where to find
-them"), for a pool trained on a grid of hyperparameters θ = (θ_1, ..., θ_n): for axis i,
-each assignment of the other hyperparameters defines a sub-pool in which only θ_i varies
-(all seeds of those grid cells), with τ_{i,k} its τ-b between measure and test loss; then
+Granulated τ (Jiang et al. 2020), for a grid θ = (θ_1, ..., θ_n): for axis i, each assignment of the other
+hyperparameters defines a sub-pool in which only θ_i varies (all seeds of those grid cells), with τ_{i,k}
+its τ-b between measure and test loss; then (`granulated_kendall`)
 
     ψ_i = (1/m_i) Σ_{k=1..m_i} τ_{i,k},      Ψ = (1/n) Σ_{i=1..n} ψ_i
 
-(`granulated_kendall`). The conditional τ (`conditional_kendall`) is the plain τ within each
-value of one hyperparameter. `kendall_where_defined` is `stats.kendall` on a sub-pool that may
-have no τ: there it gives an undefined KendallResult instead of an error.
+The conditional τ (`conditional_kendall`) is the plain τ within each value of one hyperparameter.
 """
 from __future__ import annotations
 

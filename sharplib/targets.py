@@ -1,14 +1,11 @@
-"""The generalization quantities a τ can be taken against, built from a table of models.
-
-From the columns of study.model_table (results/<arch>/models.csv: train_loss, test_loss, test_accuracy),
-each model's
+"""The generalization quantities a τ can be taken against, built from a table of models (`target_columns`).
 
     test loss            L_test
     test error           1 − acc_test        (classifiers only: the FCNN regresses, its test_accuracy is empty)
     generalization gap   L_test − L_train
 
-where L_train is the loss over the whole training set in eval mode (TrainResult.train_loss), not the
-last epoch's mean minibatch loss that the stopping rule reads.
+L_train is the loss over the whole training set in eval mode (TrainResult.train_loss), not the last
+epoch's mean minibatch loss that the stopping rule reads.
 """
 from __future__ import annotations
 
@@ -22,9 +19,16 @@ TARGETS = ("test_loss", "test_error", "generalization_gap")
 def target_columns(table: pd.DataFrame) -> pd.DataFrame:
     """test_loss, test_error and generalization_gap of each model (row), on the table's index.
 
-    test_error is left out (not filled with NaN) when the table has no test_accuracy column or it is
-    empty for every model (a regression); a NaN in it, or in a loss, stays NaN in that model's row, as
-    for a diverged model. A missing train_loss or test_loss column is a ValueError naming it.
+    Args:
+        table: one row per model with train_loss and test_loss, and test_accuracy for a classifier
+            (study.model_table, results/<arch>/models.csv).
+
+    Returns:
+        DataFrame of the targets. test_error is left out (not filled with NaN) when test_accuracy is missing
+        or empty for every model (a regression); a NaN in an input stays NaN in that model's row (a diverged model).
+
+    Raises:
+        ValueError: naming a missing train_loss or test_loss column.
     """
     missing = [name for name in ("train_loss", "test_loss") if name not in table.columns]
     if missing:

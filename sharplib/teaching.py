@@ -1,14 +1,10 @@
 """The teaching notebook's parameters and exercise checks (notebooks/teaching_sharpness.py).
 
-`TeachingParams.from_namespace` turns the notebook's papermill `parameters` cell into a validated
-frozen config, through the same `config.params_from_namespace` as `StudyParams` and
-`AblationParams`: a misspelt name or a value of the wrong kind stops the notebook before any work,
-with an error that names the parameter.
-
-`Exercises` holds the checks. They live here, not in the notebook, so that the student's handout
-shows no answer: a check prints one line (two with a hint) and never raises, so Run All always
-reaches the end, and `summary()` lists what is still open. With `grading=True` (the instructor's
-handout build, `sharplib.handout`) `require` turns an answer that is not correct into an error.
+`TeachingParams.from_namespace` turns the notebook's papermill `parameters` cell into a validated frozen
+config (through `config.params_from_namespace`): a misspelt name or a mistyped value stops the notebook
+before any work. `Exercises` holds the checks, here rather than in the notebook so that the student's
+handout shows no answer: a check prints one line (two with a hint) and never raises, and `summary()` lists
+what is still open. With `grading=True` (the instructor's handout) `require` turns a wrong answer into an error.
 """
 from __future__ import annotations
 

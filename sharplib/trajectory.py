@@ -29,7 +29,16 @@ def epoch_pools(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], epoch
                 **pool_options: Any) -> dict[int, list[PoolEntry]]:
     """For each e in `epochs`, the pool of `seeds` trained exactly e epochs, checkpointed in out_dir/epoch<e>/ (resumable).
 
-    cfg's stopping rule is replaced by min_epochs = max_epochs = e (and no target_loss); pool_options go to train_pool.
+    Args:
+        arch, task: what is trained.
+        cfg: the training config; its stopping rule is replaced by min_epochs = max_epochs = e (and no target_loss).
+        seeds: the pool's seeds.
+        epochs: the epoch counts e.
+        out_dir: the parent folder of the pools.
+        **pool_options: passed to `pool.train_pool`.
+
+    Returns:
+        {e: the pool's entries}.
     """
     pools = {}
     for e in sorted(set(epochs)):
@@ -39,11 +48,18 @@ def epoch_pools(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], epoch
 
 
 def sharpness_along_training(checkpoints: Mapping[int, Sequence[Path]], task: Task, cfg: SharpnessConfig) -> pd.DataFrame:
-    """One row per (epoch, model): seed, adaptive sharpness S (mean over restarts), train_loss, test loss, test error, gap.
+    """Adaptive sharpness S of every checkpoint, beside the losses it recorded.
 
-    `checkpoints` maps an epoch to its models' checkpoint files (e.g. `[e.checkpoint for e in epoch_pools(...)[epoch]]`);
-    the losses are the ones the checkpoints recorded (TrainResult: whole splits, eval mode). All epochs see the
-    same batches S (cfg.seed), so S changes along training only with the weights.
+    All epochs see the same batches S (cfg.seed), so S changes along training only with the weights.
+
+    Args:
+        checkpoints: epoch -> its models' checkpoint files (e.g. `[e.checkpoint for e in epoch_pools(...)[epoch]]`).
+        task: the task S is measured on.
+        cfg: the study's sharpness estimator.
+
+    Returns:
+        One row per (epoch, model): seed, S (mean over restarts), train_loss, test loss, test error, gap; the losses
+        are the checkpoints' own (TrainResult: whole splits, eval mode).
     """
     rows = []
     for epoch, paths in sorted(checkpoints.items()):
@@ -59,12 +75,22 @@ def sharpness_along_training(checkpoints: Mapping[int, Sequence[Path]], task: Ta
 
 def tau_along_training(table: pd.DataFrame, measure: str = "sharpness", target: str = "test_loss", given: str = "train_loss",
                        min_per_stratum: int = 5, n_resamples: int = 999, seed: int = 0) -> pd.DataFrame:
-    """Per epoch of `table` (sharpness_along_training's rows): τ(measure, target), τ_xy·z and τ_strat given `given`, each with its CI.
+    """Per epoch of `table`: τ(measure, target), τ_xy·z and τ_strat given `given`, each with its CI.
 
-    tau_target_given is τ(target, given): how well the training loss alone ranks the target at that epoch.
+    Diverged models (a non-finite measure, target or `given`) are left out and counted in n_dropped. An undefined τ
+    is NaN with its reason (subpools.conditional_kendall's "undefined", conditional.py's `reason`).
 
-    Diverged models (a non-finite measure, target or `given`) are left out and counted in n_dropped. An undefined τ is
-    NaN with its reason (subpools.conditional_kendall's "undefined", conditional.py's `reason`).
+    Args:
+        table: `sharpness_along_training`'s rows.
+        measure: x, the column ranked against the target.
+        target: y, e.g. test_loss.
+        given: z, the column held fixed (the training loss L).
+        min_per_stratum: the fewest models in a stratum of z (`conditional.quantile_strata`).
+        n_resamples: bootstrap resamples of each CI.
+        seed: the resampling's seed.
+
+    Returns:
+        One row per epoch; tau_target_given is τ(target, given), how well L alone ranks the target at that epoch.
     """
     kept = table[np.isfinite(table[[measure, target, given]].to_numpy(dtype=np.float64)).all(axis=1)]
     plain = conditional_kendall(kept, measure, target, "epoch", n_resamples=n_resamples, seed=seed)
