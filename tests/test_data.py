@@ -199,7 +199,7 @@ def test_cora(cora: data.Task) -> None:
     assert not set(cora.x_test.tolist()) & set(cora.x_train.tolist())
     assert torch.equal(cora.y_train.bincount(), torch.full((7,), 20))
     assert cora.y_test.unique().tolist() == list(range(7))
-    # The stored binary bag-of-words features, untransformed (PROTOCOL.md, "GAT on Cora").
+    # The stored binary bag-of-words features, untransformed (the protocol, "GAT on Cora").
     assert set(cora.node_features.unique().tolist()) == {0.0, 1.0} and cora.name == "cora"
     assert (cora.node_features.sum(1) > 1).sum() > 2700
 
