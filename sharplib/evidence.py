@@ -5,7 +5,8 @@ run (the upstream study first) through papermill on the CPU with the small setti
 the step writes per model (timings left out) must agree bit for bit: then the lock takes HEAD's hash, with a
 record of what was compared and why; else nothing changes and the first differences are printed. A step stale
 only because its upstream study was rerun is accepted without a run when the study's new files hold the
-numbers it read (`upstream_reproduced`) and its own code is unchanged.
+numbers it read (`upstream_reproduced`) and its own code is unchanged; one whose code only moved between
+folders (`stephash.relocatable_fingerprint` equal at both commits) is accepted without a run too.
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .lockfile import git_commit, hashes_at_commit, now, output_hashes, state, write_lock
-from .stephash import ARCHS, REPO, STEPS, fingerprint, make_parameters
+from .lockfile import git_commit, hashes_at_commit, now, output_hashes, relocatable_at_commit, state, write_lock
+from .stephash import ARCHS, REPO, STEPS, fingerprint, make_parameters, relocatable_fingerprint
 
 # The small inputs both sides run: a few models per pool, on the CPU; everything else as the step's profile.
 EVIDENCE: dict[str, dict[str, Any]] = {
@@ -263,6 +264,17 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     print(f"{step} {arch}: refused: its lock's hash is not that of commit {lock['commit'][:10]}'s code (rerun it)")
                     refused += 1
                     continue
+                current = fingerprint(step, arch, profile, backend, tree)
+                relocated = relocatable_at_commit(step, arch, profile, backend, lock["commit"], root)
+                if relocated is not None and relocated == relocatable_fingerprint(step, arch, profile, backend, tree):
+                    # only modules moved: the same code, its imports naming other folders (stephash._Relocated)
+                    entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],
+                             "moved": relocated, "reason": reason, "date": now(),
+                             **({"upstream_reproduced": reproduced} if reproduced else {})}
+                    write_lock(Path(results_dir) / arch / f"{step}.lock",
+                               {**lock, **current, "commit": head, "accepted": [*lock["accepted"], entry]})
+                    print(f"{step} {arch}: accepted (only modules moved: the code is the same wherever it lies; nothing run)")
+                    continue
                 print(f"{step} {arch}: {found.detail}; running the evidence", flush=True)
                 old, new = side(lock["commit"]).run(step, arch), side(head).run(step, arch)
                 differing = differences(old, new)
@@ -271,7 +283,6 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     print("\n".join(f"    {line}" for line in differing))
                     refused += 1
                     continue
-                current = fingerprint(step, arch, profile, backend, tree)
                 settings = evidence_settings(step, arch)
                 n_models = settings.get("n_models", settings.get("n_seed_models"))  # the seed pool's; a grid stays whole
                 entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],

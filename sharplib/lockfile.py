@@ -8,6 +8,7 @@ missing or invalid.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -17,9 +18,9 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from .stephash import REPO, STEPS, changed_inputs, code_digest, fingerprint, sha256_file
+from .stephash import REPO, STEPS, changed_inputs, code_digest, fingerprint, relocatable_fingerprint, sha256_file
 
 FORMAT = 1
 
@@ -123,19 +124,41 @@ def git_commit(root: Path = REPO) -> tuple[str | None, bool]:
     return commit, bool(dirty)
 
 
-def hashes_at_commit(step: str, arch: str, profile: str, backend: str, commit: str, root: Path = REPO) -> set[str] | None:
-    """H of the code at `commit` (read from git, nothing checked out), taken over code and, for locks written
-    before 3d731f4, over bytes; None when git cannot show it."""
+@contextlib.contextmanager
+def tree_at(commit: str, root: Path = REPO) -> Iterator[Path | None]:
+    """sharplib/ and notebooks/ as `commit` has them, in a temporary folder (read from git, nothing checked out);
+    None when git cannot show them."""
     with tempfile.TemporaryDirectory(prefix="sharplib-commit-") as tmp:
         archive = Path(tmp) / "tree.tar"
         done = subprocess.run(["git", "archive", "--format=tar", "-o", str(archive), commit, "sharplib", "notebooks"],
                               cwd=root, capture_output=True, text=True)
         if done.returncode != 0:
-            return None
+            yield None
+            return
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
+        yield Path(tmp)
+
+
+def hashes_at_commit(step: str, arch: str, profile: str, backend: str, commit: str, root: Path = REPO) -> set[str] | None:
+    """H of the code at `commit`, taken over code and, for locks written before 3d731f4, over bytes; None when git
+    cannot show it."""
+    with tree_at(commit, root) as tree:
+        if tree is None:
+            return None
         try:
-            return {fingerprint(step, arch, profile, backend, Path(tmp), file_digest)["hash"] for file_digest in (code_digest, sha256_file)}
+            return {fingerprint(step, arch, profile, backend, tree, file_digest)["hash"] for file_digest in (code_digest, sha256_file)}
+        except (OSError, ValueError, SyntaxError):
+            return None
+
+
+def relocatable_at_commit(step: str, arch: str, profile: str, backend: str, commit: str, root: Path = REPO) -> str | None:
+    """`stephash.relocatable_fingerprint` of the code at `commit`; None when git cannot show it."""
+    with tree_at(commit, root) as tree:
+        if tree is None:
+            return None
+        try:
+            return relocatable_fingerprint(step, arch, profile, backend, tree)
         except (OSError, ValueError, SyntaxError):
             return None
 

@@ -206,9 +206,13 @@ def provenance_sentence(results_dir: str | Path) -> str:
                 if isinstance(a.get("settings", {}).get("ablation"), dict) and "variants" in a["settings"]["ablation"]}
         cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
         cap += "".join(f", {name}'s ablation on {n} of its rows" for name, n in sorted(rows.items()))
-        which = ", ".join(f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in locks if lock["accepted"])
-        sentence += (f"; {which} accepted unchanged through commit {', '.join(through)}, the old and new code checked on the CPU "
-                     f"with {' or '.join(map(str, models))} models per seed pool{cap}")
+        accepted = [lock for lock in locks if lock["accepted"]]
+        which = "all of them" if len(accepted) == len(locks) else ", ".join(
+            f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in accepted)
+        how = ["modules moved, the code otherwise the same"] if any("moved" in a for a in accepts) else []
+        if models:
+            how.append(f"the old and new code checked on the CPU with {' or '.join(map(str, models))} models per seed pool{cap}")
+        sentence += f"; {which} accepted unchanged through commit {', '.join(through)}" + "".join(f", {h}" for h in how)
     return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
 
 

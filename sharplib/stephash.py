@@ -91,6 +91,58 @@ def _has_docstring(node: ast.AST) -> bool:
             and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str))
 
 
+class _Relocated(ast.NodeTransformer):
+    """A syntax tree as it reads wherever its module lies: sharplib's own imports name the imported module by its
+    basename (a package by nothing), and `Path(__file__)...parents[k]`, the repository root, is one name whatever k."""
+
+    def __init__(self, package: str | None, package_root: Path) -> None:
+        self.package, self.package_root = package, package_root
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+        if node.level and self.package is not None:  # from .x import y, from ..core import x
+            anchor = self.package.split(".")
+            target = ".".join(anchor[: len(anchor) - (node.level - 1)] + ([node.module] if node.module else []))
+        elif node.module == deps.PACKAGE or (node.module or "").startswith(deps.PACKAGE + "."):
+            target = node.module or ""
+        else:
+            return node
+        found = deps.module_file(target, self.package_root)
+        module = target.rpartition(".")[2] if found is not None and found.name != "__init__.py" else None
+        return ast.ImportFrom(module=module, names=node.names, level=0)
+
+    def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
+        value = node.value
+        if isinstance(value, ast.Attribute) and value.attr == "parents" and any(
+                isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(value)):
+            return ast.Name(id="__repository_root__", ctx=ast.Load())
+        return self.generic_visit(node)
+
+
+def relocatable_digest(path: Path, root: Path = REPO) -> str | None:
+    """`code_digest` up to where the modules lie (`_Relocated`): equal before and after a change that only moves
+    modules between folders, keeping their names. None for an empty module (a package's `__init__.py`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    if not [n for i, n in enumerate(tree.body) if not (i == 0 and _has_docstring(tree))]:
+        return None
+    package_root = root / deps.PACKAGE
+    own = deps._module_name(path, package_root)
+    package = None if own is None else own if path.name == "__init__.py" else own.rpartition(".")[0]
+    return hashlib.sha256(_canonical(_Relocated(package, package_root).visit(tree)).encode()).hexdigest()
+
+
+def relocatable_fingerprint(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> str:
+    """H up to where modules lie: the code of the step's modules as a sorted list of `relocatable_digest`s."""
+    record: dict[str, Any] = {
+        "code": sorted(d for p in compute_files(step, root) if (d := relocatable_digest(p, root)) is not None),
+        "parameters": make_parameters(step, arch, profile, backend),
+        "data": data_checksums(arch),
+    }
+    upstream = STEPS[step].upstream
+    if upstream is not None:
+        record["upstream"] = relocatable_fingerprint(upstream, arch, profile, backend, root)
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
 def compute_files(step: str, root: Path = REPO) -> list[Path]:
     """The notebook of `step` and the sharplib modules it runs that compute (rendering and tooling left out)."""
     notebook = root / STEPS[step].notebook
@@ -100,6 +152,12 @@ def compute_files(step: str, root: Path = REPO) -> list[Path]:
 def make_parameters(step: str, arch: str, profile: str, backend: str) -> dict[str, Any]:
     """The parameters make passes the notebook (`-p NAME VALUE`), results_dir aside: the ones H covers."""
     return {"arch": arch, "profile": profile, "backend": backend}
+
+
+def data_checksums(arch: str) -> dict[str, str]:
+    """The SHA-256 of every data file the task of `arch` reads."""
+    return {name: sha for table in (checksums.RAW, checksums.IDX) for name, sha in sorted(table.items())
+            if name.startswith(DATA_FOLDERS[arch])}
 
 
 def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO,
@@ -112,8 +170,7 @@ def inputs(step: str, arch: str, profile: str, backend: str, root: Path = REPO,
     record: dict[str, Any] = {
         "files": {str(p.relative_to(root)): file_digest(p) for p in compute_files(step, root)},
         "parameters": make_parameters(step, arch, profile, backend),
-        "data": {name: sha for table in (checksums.RAW, checksums.IDX) for name, sha in sorted(table.items())
-                 if name.startswith(DATA_FOLDERS[arch])},
+        "data": data_checksums(arch),
     }
     upstream = STEPS[step].upstream
     if upstream is not None:

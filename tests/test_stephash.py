@@ -111,3 +111,35 @@ def test_no_module_that_computes_imports_one_that_renders() -> None:
 def test_notebook_defaults_are_the_parameters_cell() -> None:
     defaults = stephash.notebook_defaults("study")
     assert defaults["arch"] == "fcnn" and defaults["n_models"] is None and "backend" in defaults
+
+
+def test_a_module_moved_to_a_folder_keeps_its_relocatable_digest(tmp_path: Path) -> None:
+    def module(root: Path, where: str, source: str) -> Path:
+        path = root / "sharplib" / where
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (root / "sharplib", path.parent):
+            (folder / "__init__.py").touch()
+        (root / "sharplib" / "b.py").write_text("def f():\n    return 2\n")
+        path.write_text(f'"""Docstring."""\nfrom pathlib import Path\n{source}\nX = f()\n')
+        return path
+
+    flat = module(tmp_path / "flat", "a.py", "from .b import f\nROOT = Path(__file__).resolve().parents[1]")
+    moved = module(tmp_path / "moved", "core/a.py", "from ..b import f\nROOT = Path(__file__).resolve().parents[2]")
+    absolute = module(tmp_path / "absolute", "core/a.py", "from sharplib.b import f\nROOT = Path(__file__).resolve().parents[2]")
+    digests = {stephash.relocatable_digest(path, root) for path, root in
+               ((flat, tmp_path / "flat"), (moved, tmp_path / "moved"), (absolute, tmp_path / "absolute"))}
+    assert len(digests) == 1
+    assert stephash.code_digest(flat) != stephash.code_digest(moved)  # the plain digest sees the move
+    moved.write_text(moved.read_text().replace("X = f()", "X = f() + 1"))  # code, not place: another digest
+    assert stephash.relocatable_digest(moved, tmp_path / "moved") not in digests
+    assert stephash.relocatable_digest(moved.parent / "__init__.py", tmp_path / "moved") is None  # an empty package file
+
+
+def test_the_relocatable_hash_sees_every_step_and_not_prose(checkout: Path) -> None:
+    keys = [(step, arch) for step in stephash.STEPS for arch in stephash.ARCHS]
+    before = {key: stephash.relocatable_fingerprint(*key, "full", "auto", checkout) for key in keys}
+    assert len(set(before.values())) == 12
+    append(checkout / "sharplib" / "train.py", "\n# a comment\n")
+    assert {k: stephash.relocatable_fingerprint(*k, "full", "auto", checkout) for k in before} == before
+    append(checkout / "sharplib" / "train.py", "\nEDITED = True\n")
+    assert all(stephash.relocatable_fingerprint(*k, "full", "auto", checkout) != v for k, v in before.items())
