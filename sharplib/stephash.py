@@ -93,12 +93,13 @@ def _has_docstring(node: ast.AST) -> bool:
 
 class _Relocated(ast.NodeTransformer):
     """A syntax tree as it reads wherever its module lies: sharplib's own imports name the imported module by its
-    basename (a package by nothing), and `Path(__file__)...parents[k]`, the repository root, is one name whatever k."""
+    basename (a package by nothing), one name a statement, and `Path(__file__)...parents[k]`, the repository root,
+    is one name whatever k."""
 
     def __init__(self, package: str | None, package_root: Path) -> None:
         self.package, self.package_root = package, package_root
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST:
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
         if node.level and self.package is not None:  # from .x import y, from ..core import x
             anchor = self.package.split(".")
             target = ".".join(anchor[: len(anchor) - (node.level - 1)] + ([node.module] if node.module else []))
@@ -108,7 +109,8 @@ class _Relocated(ast.NodeTransformer):
             return node
         found = deps.module_file(target, self.package_root)
         module = target.rpartition(".")[2] if found is not None and found.name != "__init__.py" else None
-        return ast.ImportFrom(module=module, names=node.names, level=0)
+        # one statement per name: `from sharplib import a, b` split when a and b move to different folders
+        return [ast.ImportFrom(module=module, names=[name], level=0) for name in node.names]
 
     def visit_Subscript(self, node: ast.Subscript) -> ast.AST:
         value = node.value

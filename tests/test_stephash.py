@@ -119,13 +119,16 @@ def test_a_module_moved_to_a_folder_keeps_its_relocatable_digest(tmp_path: Path)
         path.parent.mkdir(parents=True, exist_ok=True)
         for folder in (root / "sharplib", path.parent):
             (folder / "__init__.py").touch()
-        (root / "sharplib" / "b.py").write_text("def f():\n    return 2\n")
+        (root / "sharplib" / "b.py").write_text("def f():\n    return 2\n\n\ndef g():\n    return 3\n")
         path.write_text(f'"""Docstring."""\nfrom pathlib import Path\n{source}\nX = f()\n')
         return path
 
     flat = module(tmp_path / "flat", "a.py", "from .b import f\nROOT = Path(__file__).resolve().parents[1]")
     moved = module(tmp_path / "moved", "core/a.py", "from ..b import f\nROOT = Path(__file__).resolve().parents[2]")
     absolute = module(tmp_path / "absolute", "core/a.py", "from sharplib.b import f\nROOT = Path(__file__).resolve().parents[2]")
+    for path, first in ((flat, "from .b import f"), (moved, "from ..b import f"), (absolute, "from sharplib.b import f")):
+        split = first.replace(" f", " g") + "\n" + first  # `from x import g, f` in one place, two statements in another
+        path.write_text(path.read_text().replace(first, first.replace(" f", " g, f") if path is flat else split))
     digests = {stephash.relocatable_digest(path, root) for path, root in
                ((flat, tmp_path / "flat"), (moved, tmp_path / "moved"), (absolute, tmp_path / "absolute"))}
     assert len(digests) == 1
