@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from sharplib import data
-from sharplib.checksums import IDX, RAW
-from sharplib.data import ChecksumError, DatasetNotFoundError, DownloadError
+from sharplib.core import data
+from sharplib.core.checksums import IDX, RAW
+from sharplib.core.data import ChecksumError, DatasetNotFoundError, DownloadError
 
 ABALONE_FIRST_ROW = [1, 0, 0, 0.455, 0.365, 0.095, 0.514, 0.2245, 0.101, 0.15]  # "M,0.455,...,0.15,15"
 FMNIST_LABELS = "fashion-mnist/t10k-labels-idx1-ubyte.gz"  # the smallest FashionMNIST file

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sharplib import evidence, fingerprint, lockfile, stephash
+from sharplib.pipeline import evidence, fingerprint, lockfile, stephash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,9 +77,9 @@ def accept(root: Path) -> int:
 def test_a_refactor_is_accepted_and_a_changed_number_refused(repo: Path, capsys: pytest.CaptureFixture) -> None:
     state = lambda: lockfile.state("study", "fcnn", "full", "auto", repo / "results", repo)  # noqa: E731
     assert state().state == "current"
-    sharpness = repo / "sharplib" / "sharpness.py"
+    sharpness = repo / "sharplib" / "core" / "sharpness.py"
     edit(sharpness, "moved", "shifted")  # a local variable renamed, in two functions
-    train = repo / "sharplib" / "train.py"
+    train = repo / "sharplib" / "core" / "train.py"
     train.write_text(train.read_text() + "\nUNUSED_CONSTANT = 1  # a statement that moves no number\n")
     assert state().state == "stale"
     assert accept(repo) == 1 and "commit your changes first" in capsys.readouterr().out
@@ -192,7 +192,7 @@ def test_a_lock_is_dirty_only_when_the_code_that_computes_is_not_its_commits(rep
         return json.loads(lock.read_text())["computed"]["dirty"]
 
     assert locked_dirty() is False
-    edit(repo / "sharplib" / "train.py", "\ndef should_stop(", "\nEDITED = True\n\n\ndef should_stop(")
+    edit(repo / "sharplib" / "core" / "train.py", "\ndef should_stop(", "\nEDITED = True\n\n\ndef should_stop(")
     assert locked_dirty() is True
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sharplib.protocol import REPORT_TAU, TABLE1, sharpness_config, spec, train_config
+from sharplib.experiments.protocol import REPORT_TAU, TABLE1, sharpness_config, spec, train_config
 
 
 def test_table1_rows() -> None:
@@ -37,7 +37,7 @@ def test_bad_names_are_clear() -> None:
 
 
 def test_each_architecture_has_its_own_words() -> None:
-    # the study notebook's introduction is written from these (sharplib.study.introduction)
+    # the study notebook's introduction is written from these (sharplib.experiments.study.introduction)
     assert {a: s.unit for a, s in TABLE1.items()} == {"fcnn": "rows", "lenet5": "images", "gat": "nodes"}
     for arch, s in TABLE1.items():
         assert s.network.endswith(".") and s.data_prose.endswith(".") and s.eval_prose, arch

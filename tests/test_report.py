@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharplib import report
-from sharplib.reference import DEVIATIONS
-from sharplib.stats import kendall
-from sharplib.study import StudyParams, write_results
+from sharplib.paper import report
+from sharplib.experiments.reference import DEVIATIONS
+from sharplib.core.stats import kendall
+from sharplib.experiments.study import StudyParams, write_results
 
 
 def fake_table(n: int, slope: float, seed: int = 0) -> pd.DataFrame:

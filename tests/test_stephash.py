@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sharplib import deps, stephash
-from sharplib.protocol import TABLE1, spec
+from sharplib.pipeline import deps, stephash
+from sharplib.experiments.protocol import TABLE1, spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,28 +39,29 @@ def test_archs_and_data_folders_follow_the_protocol() -> None:
 def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
     before = hashes(checkout)
     assert len(set(before.values())) == 12, "each step (4) of each arch (3) has its own hash"
-    for path in [*checkout.glob("sharplib/*.py"), *checkout.glob("notebooks/*.py")]:
+    for path in [*checkout.glob("sharplib/**/*.py"), *checkout.glob("notebooks/*.py")]:
         os.utime(path, (1, 1))  # file times alone
-    for name in ("report", "measures_report", "progress_report", "fingerprint", "lockfile", "evidence", "deps", "teaching"):
+    for name in ("paper/report", "paper/measures_report", "paper/progress_report", "pipeline/fingerprint", "pipeline/lockfile",
+                 "pipeline/evidence", "pipeline/deps", "experiments/teaching"):
         append(checkout / "sharplib" / f"{name}.py", "\nWORDING = 'a statement, not only a comment'\n")
     assert hashes(checkout) == before
 
 
 def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout: Path) -> None:
     before = hashes(checkout)
-    append(checkout / "sharplib" / "measures.py", "\nEDITED = True\n")  # the panel: the measures step only
+    append(checkout / "sharplib" / "panel" / "measures.py", "\nEDITED = True\n")  # the panel: the measures step only
     after = hashes(checkout)
     assert {key for key in before if after[key] != before[key]} == {("measures", arch) for arch in stephash.ARCHS}
     append(checkout / "notebooks" / "ablation.py", "\nEDITED = True\n")
     again = hashes(checkout)
     assert {key for key in after if again[key] != after[key]} == {("ablation", arch) for arch in stephash.ARCHS}
-    append(checkout / "sharplib" / "train.py", "\nUNUSED = 1\n")  # training: every step, through the study's hash too
+    append(checkout / "sharplib" / "core" / "train.py", "\nUNUSED = 1\n")  # training: every step, through the study's hash too
     assert all(a != b for a, b in zip(hashes(checkout).values(), again.values()))
 
 
 def test_docstrings_comments_and_layout_of_computing_code_leave_every_hash_alone(checkout: Path) -> None:
     before = hashes(checkout)
-    train = checkout / "sharplib" / "train.py"
+    train = checkout / "sharplib" / "core" / "train.py"
     source = train.read_text()
     docstring = source.split('"""')[1]
     source = source.replace(docstring, "One line now.", 1)  # the module's docstring
@@ -93,9 +94,9 @@ def test_parameters_data_and_the_upstream_step_are_covered(checkout: Path) -> No
 
 def test_changed_inputs_names_them(checkout: Path) -> None:
     old = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
-    append(checkout / "sharplib" / "sharpness.py", "\nEDITED = True\n")
+    append(checkout / "sharplib" / "core" / "sharpness.py", "\nEDITED = True\n")
     new = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
-    assert stephash.changed_inputs(old, new) == ["sharplib/sharpness.py", "upstream:study"]
+    assert stephash.changed_inputs(old, new) == ["sharplib/core/sharpness.py", "upstream:study"]
 
 
 def test_no_module_that_computes_imports_one_that_renders() -> None:
@@ -104,7 +105,7 @@ def test_no_module_that_computes_imports_one_that_renders() -> None:
     left_out = stephash.RENDERING | stephash.TOOLING
     for step in stephash.STEPS:
         for path in stephash.compute_files(step):
-            if path.parent.name == "sharplib":
+            if path.is_relative_to(stephash.REPO / "sharplib"):
                 assert not deps.imported_names(path) & left_out, f"{path.name} imports {deps.imported_names(path) & left_out}"
 
 

@@ -1,6 +1,6 @@
 """Figure 1, Table I and the paper's numbers, built from `results/` alone.
 
-    python -m sharplib.report RESULTS_DIR OUT_DIR
+    python -m sharplib.paper.report RESULTS_DIR OUT_DIR
 
 writes OUT_DIR/{figure1.pdf, figure1.png, table1.tex, comparison.tex, results.tex}, and, when the
 ablation notebook has run for all three architectures (RESULTS_DIR/<arch>/ablation.json),
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .protocol import REPORT_P, REPORT_TAU, TABLE1, spec
-from .study import read_ablation, read_results
+from ..experiments.protocol import REPORT_P, REPORT_TAU, TABLE1, spec
+from ..experiments.study import read_ablation, read_results
 
 ARCHS = ("fcnn", "lenet5", "gat")
 MACRO_PREFIX = {"fcnn": "Fcnn", "lenet5": "Lenet", "gat": "Gat"}

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torch.func import jvp, vmap
-from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
+from ..core.notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
-from .functional import Params, batch_loss
+from ..core.functional import Params, batch_loss
 from .hessian import Stack, random_vectors, loss_on_rows, over_models
-from .sharpness import unflatten
-from .task import Task
+from ..core.sharpness import unflatten
+from ..core.task import Task
 
 SIGMA_RANGE = (1e-6, 1e2)  # where the PAC-Bayes bisection looks for σ' (geometric bisection: any scale is as close)
 

@@ -1,6 +1,6 @@
 """The paper's "Sharpness and training progress" section, built from results/<arch>/progress.json alone.
 
-    python -m sharplib.progress_report RESULTS_DIR GENERATED_DIR
+    python -m sharplib.paper.progress_report RESULTS_DIR GENERATED_DIR
 
 writes progress.tex (macros: a paragraph per architecture whose sentences follow the numbers, and where
 the pools were computed), progress_tau.pdf/.png (τ with its interval on the protocol's and the equalized
@@ -19,9 +19,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .lockfile import computed_where
-from .progress_study import read_progress
-from .protocol import TABLE1, spec
+from ..pipeline.lockfile import computed_where
+from ..experiments.progress_study import read_progress
+from ..experiments.protocol import TABLE1, spec
 
 ARCHS = tuple(TABLE1)
 TARGET_LABELS = {"test_loss": "test loss", "test_error": "test error", "generalization_gap": "generalization gap"}

@@ -1,7 +1,7 @@
 """The sharplib modules a notebook (or module) runs, read from the code: what `make` must treat as its prerequisites.
 
-    python -m sharplib.deps notebooks/study.py      ->  sharplib/__init__.py sharplib/ablation.py ...
-    python -m sharplib.deps --make STUDY_MODULES=notebooks/study.py ...   ->  STUDY_MODULES := sharplib/...
+    python -m sharplib.pipeline.deps notebooks/study.py      ->  sharplib/__init__.py sharplib/experiments/ablation.py ...
+    python -m sharplib.pipeline.deps --make STUDY_MODULES=notebooks/study.py ...   ->  STUDY_MODULES := sharplib/...
 
 The Makefile includes such assignments, so a module that joins a study's import chain becomes its
 prerequisite without anyone remembering it. Imports are read with `ast`, nothing imported, so this runs
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 PACKAGE = "sharplib"
-ROOT = Path(__file__).resolve().parent  # sharplib/
+ROOT = Path(__file__).resolve().parents[1]  # sharplib/
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
@@ -65,7 +65,7 @@ def imported_names(path: Path, root: Path = ROOT) -> set[str]:
 def module_files(paths: list[Path], root: Path = ROOT, skip: frozenset[str] = frozenset()) -> list[Path]:
     """The files of every sharplib module that running `paths` imports, transitively, `paths`' own package files included.
 
-    Modules named in `skip` ("sharplib.report") are left out, and so is what only they import."""
+    Modules named in `skip` ("sharplib.paper.report") are left out, and so is what only they import."""
     seen: set[Path] = set()
     todo = [Path(p).resolve() for p in paths]
     while todo:

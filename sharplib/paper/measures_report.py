@@ -1,6 +1,6 @@
 """The paper's "Beyond the report" section, built from results/<arch>/measures.json alone.
 
-    python -m sharplib.measures_report RESULTS_DIR GENERATED_DIR
+    python -m sharplib.paper.measures_report RESULTS_DIR GENERATED_DIR
 
 writes measures.tex (a table: measures × architectures, τ on the seed-only pool, τ and Ψ on the varied
 pool, with their 95 % CIs, and a paragraph whose sentences follow the numbers) and measures.pdf/.png
@@ -18,10 +18,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .lockfile import computed_where
-from .measures import MEASURES
-from .measures_study import read_measures
-from .protocol import TABLE1, spec
+from ..pipeline.lockfile import computed_where
+from ..panel.measures import MEASURES
+from ..experiments.measures_study import read_measures
+from ..experiments.protocol import TABLE1, spec
 
 ARCHS = tuple(TABLE1)  # the protocol's order: fcnn, lenet5, gat
 LABELS = {

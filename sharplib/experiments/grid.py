@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 
-from .pool import PoolEntry, train_pool
+from ..pools.pool import PoolEntry, train_pool
 from .protocol import TABLE1, spec, train_config
-from .task import Task
+from ..core.task import Task
 
 
 @dataclass(frozen=True)

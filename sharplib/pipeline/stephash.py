@@ -1,4 +1,4 @@
-"""What computes a step's numbers, as one hash H (the pipeline's command line is `python -m sharplib.fingerprint`).
+"""What computes a step's numbers, as one hash H (the pipeline's command line is `python -m sharplib.pipeline.fingerprint`).
 
 For a step (study, ablation, measures or progress) of one architecture,
 
@@ -18,16 +18,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import checksums, deps
+from ..core import checksums
+from . import deps
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARCHS: tuple[str, ...] = ("fcnn", "lenet5", "gat")  # tests/test_fingerprint.py checks them against protocol.TABLE1
 # arch -> the folder of the data root its task reads
 DATA_FOLDERS: dict[str, str] = {"fcnn": "abalone/", "lenet5": "fashion-mnist/", "gat": "cora/"}
 # Left out of H, with whatever only they import: modules that only render results (figures, tables, sentences)
 # and the build's own tooling. Editing the paper's words reruns no notebook.
-RENDERING = frozenset({"sharplib.report", "sharplib.measures_report", "sharplib.progress_report"})
-TOOLING = frozenset({"sharplib.fingerprint", "sharplib.stephash", "sharplib.lockfile", "sharplib.evidence", "sharplib.deps"})
+# Each names a module by its flat name (commits before the layers, still hashed with this code) and by its layer's.
+RENDERING = frozenset({"sharplib.report", "sharplib.measures_report", "sharplib.progress_report",
+                       "sharplib.paper.report", "sharplib.paper.measures_report", "sharplib.paper.progress_report"})
+TOOLING = frozenset({"sharplib.fingerprint", "sharplib.stephash", "sharplib.lockfile", "sharplib.evidence", "sharplib.deps",
+                     "sharplib.pipeline.fingerprint", "sharplib.pipeline.stephash", "sharplib.pipeline.lockfile",
+                     "sharplib.pipeline.evidence", "sharplib.pipeline.deps"})
 # Notebook parameters that say where files go, not what is computed: left out of H and of the lock's check.
 PLACEMENT = frozenset({"results_dir", "data_root", "n_workers"})
 

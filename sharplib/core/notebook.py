@@ -55,7 +55,7 @@ def setup() -> None:
 
 
 def load_ipython_extension(shell: Any) -> None:
-    """`%load_ext sharplib.notebook`, or the kernel config's `extensions` (lab/ipython_kernel_config.py)."""
+    """`%load_ext sharplib.core.notebook`, or the kernel config's `extensions` (lab/ipython_kernel_config.py)."""
     setup()
 
 
@@ -132,7 +132,7 @@ def _code_cells(notebook: str | os.PathLike | None) -> list[tuple[str, str]]:
 def repository_root() -> Path | None:
     """The checkout this sharplib was imported from (the folder with pyproject.toml above the package), else None
     (an installed wheel)."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() and (root / "sharplib").is_dir() else None
 
 

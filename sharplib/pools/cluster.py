@@ -25,10 +25,10 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .sharpness import Estimator, SharpnessConfig, SharpnessResult, ascent
-from .sharpness import estimate_pool_sharpness as estimate_here
-from .task import Task, resolve_device
-from .train import TrainConfig, TrainResult, train_batched, train_model
+from ..core.sharpness import Estimator, SharpnessConfig, SharpnessResult, ascent
+from ..core.sharpness import estimate_pool_sharpness as estimate_here
+from ..core.task import Task, resolve_device
+from ..core.train import TrainConfig, TrainResult, train_batched, train_model
 
 INSTALL_HINT = 'pip install -e ".[cluster]"'
 CONNECT_TIMEOUT_S = 30.0  # how long `connect` waits for a named cluster's head to answer (Ray itself retries for 10 min and more)

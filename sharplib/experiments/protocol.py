@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .sharpness import SharpnessConfig
-from .train import TrainConfig
+from ..core.sharpness import SharpnessConfig
+from ..core.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class ArchSpec:
 
     arch: str  # "fcnn", "lenet5", "gat"
     model_name: str  # as printed in the paper
-    dataset: str  # name for sharplib.data.load_task
+    dataset: str  # name for sharplib.core.data.load_task
     dataset_name: str  # as printed in the paper
     loss_name: str  # as printed in the paper
     lr: float

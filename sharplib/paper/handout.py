@@ -1,6 +1,6 @@
 """A student's and an instructor's notebook from one percent-format source, by nbgrader's conventions.
 
-    python -m sharplib.handout notebooks/teaching_sharpness.py build/handout
+    python -m sharplib.paper.handout notebooks/teaching_sharpness.py build/handout
 
 The source marks answers as nbgrader does (`### BEGIN SOLUTION` ... `### END SOLUTION`; `### BEGIN HIDDEN TESTS`
 ... `### END HIDDEN TESTS` in a cell tagged `tests`), so the same file works with nbgrader too. `build` writes
@@ -18,7 +18,7 @@ from typing import Any
 import jupytext
 import nbformat
 
-from .notebook import scratch_dir
+from ..core.notebook import scratch_dir
 
 SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_TESTS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")

@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 
 from . import protocol
-from .notebook import results_path
-from .config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
-from .data import load_task
-from . import cluster
-from .pool import BACKENDS, PoolEntry, checkpoint_path, load_model, train_pool
+from ..core.notebook import results_path
+from ..core.config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
+from ..core.data import load_task
+from ..pools import cluster
+from ..pools.pool import BACKENDS, PoolEntry, checkpoint_path, load_model, train_pool
 from .reference import DEVIATIONS, applicable, notebook_estimator, notebook_switches, setup
-from .sharpness import Estimator, SharpnessConfig, ascent, estimate_pool_sharpness
-from .stats import kendall
+from ..core.sharpness import Estimator, SharpnessConfig, ascent, estimate_pool_sharpness
+from ..core.stats import kendall
 from .study import read_results, write_json_atomic
-from .task import Task, resolve_device
+from ..core.task import Task, resolve_device
 
 CACHE_VERSION = "2"  # bump when an estimator changes what it returns, so old cache entries are ignored
 RHO_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the default grid: two decades around the report's ρ

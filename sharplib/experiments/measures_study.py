@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .notebook import results_path
-from .config import check_choice, check_device, check_number, check_text, params_from_namespace
+from ..core.notebook import results_path
+from ..core.config import check_choice, check_device, check_number, check_text, params_from_namespace
 from .grid import GRIDS, HYPERPARAMETERS, Grid
-from .measures import MEASURES, MeasuresConfig
-from .pool import BACKENDS
+from ..panel.measures import MEASURES, MeasuresConfig
+from ..pools.pool import BACKENDS
 from .protocol import spec
-from .subpools import conditional_kendall, granulated_kendall, kendall_where_defined
+from ..core.subpools import conditional_kendall, granulated_kendall, kendall_where_defined
 from .study import write_json_atomic
 
 # Per profile: how many of the study's models form the seed-only pool, the worst-case restarts, the bootstrap.

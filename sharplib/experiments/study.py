@@ -23,14 +23,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .notebook import results_path
-from .config import check_choice, check_device, check_number, check_text, check_writable_dir, params_from_namespace
-from .pool import BACKENDS, PoolEntry
+from ..core.notebook import results_path
+from ..core.config import check_choice, check_device, check_number, check_text, check_writable_dir, params_from_namespace
+from ..pools.pool import BACKENDS, PoolEntry
 from .protocol import TABLE1, sharpness_config, spec, train_config
-from .sharpness import SharpnessConfig, SharpnessResult
-from .stats import KendallResult
-from .task import Task, resolve_device
-from .train import TrainConfig
+from ..core.sharpness import SharpnessConfig, SharpnessResult
+from ..core.stats import KendallResult
+from ..core.task import Task, resolve_device
+from ..core.train import TrainConfig
 
 # Per profile: how many models, restarts and bootstrap resamples; quick also caps LeNet-5's epochs and
 # trains it on the first 6000 of its 60000 training images (train_rows; None: the whole training set).
@@ -199,7 +199,7 @@ def provenance(device: str) -> dict[str, Any]:
     """Where and with what the numbers were computed."""
     import scipy
 
-    commit, dirty = git_commit(Path(__file__).resolve().parents[1])
+    commit, dirty = git_commit(Path(__file__).resolve().parents[2])
     resolved = resolve_device(device)
     return {
         "git_commit": commit, "git_dirty": dirty, "torch": torch.__version__, "scipy": scipy.__version__,
@@ -212,7 +212,7 @@ def provenance(device: str) -> dict[str, Any]:
 def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResult, seconds: dict[str, float]) -> Path:
     """Write models.csv and results.json (last, atomically: its presence means the study finished).
 
-    What computed them is recorded by make, in the step's lock (sharplib/lockfile.py), not here."""
+    What computed them is recorded by make, in the step's lock (sharplib/pipeline/lockfile.py), not here."""
     out = params.out_dir
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "models.csv", index=False)

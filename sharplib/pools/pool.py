@@ -31,13 +31,13 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
+from ..core.notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
-from .config import check_choice, check_number, check_writable_dir, config_hash
-from .functional import check_fits
-from .models import build_model, check_variant
-from .task import Task, hash_tensors, resolve_device
-from .train import TrainConfig, TrainResult, train_batched, train_model
+from ..core.config import check_choice, check_number, check_writable_dir, config_hash
+from ..core.functional import check_fits
+from ..core.models import build_model, check_variant
+from ..core.task import Task, hash_tensors, resolve_device
+from ..core.train import TrainConfig, TrainResult, train_batched, train_model
 
 WORKER_THREADS = 1  # torch's intra-op threads in a worker process, and for a model the calling process trains
 FORMAT = "sharplib-checkpoint-2"  # a checkpoint's marker: a file without it is not one of this package's (or an older one)

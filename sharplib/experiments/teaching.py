@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .config import check_device, check_number, check_text, params_from_namespace
-from .notebook import repository_root, results_path
+from ..core.config import check_device, check_number, check_text, params_from_namespace
+from ..core.notebook import repository_root, results_path
 
 OWNER = "parameter"
 

@@ -23,9 +23,9 @@ import pooch
 import torch
 from torch import Tensor
 
-from sharplib.checksums import IDX, RAW
-from sharplib.config import check_number
-from sharplib.task import Task
+from sharplib.core.checksums import IDX, RAW
+from sharplib.core.config import check_number
+from sharplib.core.task import Task
 
 # Canonical download locations, per dataset folder of the root.
 SOURCES = {

@@ -11,7 +11,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from sharplib.models import FCNN, LeNet5
+from sharplib.core.models import FCNN, LeNet5
 
 
 def _factors(r: float | Tensor, n_units: int, like: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 """A lock per step, beside its results (`results/<arch>/<step>.lock`): what computed them, and where the files stand.
 
-Make writes it after a notebook ran (`python -m sharplib.fingerprint lock`), as DVC writes dvc.lock: the
+Make writes it after a notebook ran (`python -m sharplib.pipeline.fingerprint lock`), as DVC writes dvc.lock: the
 step's hash H and its inputs, the commit and device that computed the numbers, a SHA-256 of every output
 file, and the accepts (`evidence.py`) that carried the results to later code. A seal (the SHA-256 of the
 rest) shows a lock edited by hand. `state` says where one step stands: current, accepted, stale, modified,

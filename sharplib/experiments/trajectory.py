@@ -16,13 +16,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .conditional import partial_kendall, stratified_kendall
-from .pool import PoolEntry, load_model, train_pool
-from .sharpness import SharpnessConfig, estimate_pool_sharpness
-from .subpools import conditional_kendall
-from .targets import target_columns
-from .task import Task
-from .train import TrainConfig
+from ..core.conditional import partial_kendall, stratified_kendall
+from ..pools.pool import PoolEntry, load_model, train_pool
+from ..core.sharpness import SharpnessConfig, estimate_pool_sharpness
+from ..core.subpools import conditional_kendall
+from ..core.targets import target_columns
+from ..core.task import Task
+from ..core.train import TrainConfig
 
 
 def epoch_pools(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], epochs: Sequence[int], out_dir: str | Path,

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value
 
-from .functional import Params, batch_loss
-from .sharpness import Draws, SharpnessConfig, flatten, project, scale_of, unflatten
-from .task import Task
+from ..core.functional import Params, batch_loss
+from ..core.sharpness import Draws, SharpnessConfig, flatten, project, scale_of, unflatten
+from ..core.task import Task
 
 NOTEBOOK_FCNN_LR = 0.102  # FCNN_model.ipynb: `learning_rate = 1.02e-01`, used for training and for the ascent
 FCNN_ASCENT_PASSES = 6  # `for epoch in range(nbepochs + 1)` with nbepochs = 5

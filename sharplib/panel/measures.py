@@ -17,15 +17,15 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
+from ..core.notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
-from .config import check_choice, check_device, check_number, config_from_dict
+from ..core.config import check_choice, check_device, check_number, config_from_dict
 from .flatness import average_sharpness, distance_from_init, fisher_rao_norm, pac_bayes_sigma, weight_norm
-from .functional import check_fits, evaluate
+from ..core.functional import check_fits, evaluate
 from .hessian import Stack, hessian_top_eigenvalue, hessian_trace, stack_models
-from .models import VARIANTS, build_model
-from .sharpness import SharpnessConfig, estimate_pool_sharpness, flatten, receptive_field
-from .task import Task, resolve_device
+from ..core.models import VARIANTS, build_model
+from ..core.sharpness import SharpnessConfig, estimate_pool_sharpness, flatten, receptive_field
+from ..core.task import Task, resolve_device
 
 # Offsets of the seed for each random part, so that no two measures share draws.
 STREAMS = {"subset": 0, "lanczos": 101, "hutchinson": 202, "gaussian": 303, "pac_bayes": 404}

@@ -19,16 +19,16 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .conditional import partial_kendall, stratified_kendall
-from .config import check_choice, check_device, check_number, check_text, params_from_namespace
-from .notebook import results_path
-from .pool import BACKENDS, PoolEntry
+from ..core.conditional import partial_kendall, stratified_kendall
+from ..core.config import check_choice, check_device, check_number, check_text, params_from_namespace
+from ..core.notebook import results_path
+from ..pools.pool import BACKENDS, PoolEntry
 from .protocol import TABLE1, spec, train_config
-from .sharpness import SharpnessConfig, SharpnessResult
-from .stats import KendallResult, kendall
+from ..core.sharpness import SharpnessConfig, SharpnessResult
+from ..core.stats import KendallResult, kendall
 from .study import write_json_atomic
-from .targets import TARGETS, target_columns
-from .train import TrainConfig
+from ..core.targets import TARGETS, target_columns
+from ..core.train import TrainConfig
 
 # L* per architecture: the epoch loss L_e (mean minibatch loss) every model trains to. Chosen from a probe: seeds 0-7
 # trained on the CPU with the study's settings and no stopping rule; L* is the highest L_e among them at the protocol's

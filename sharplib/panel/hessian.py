@@ -17,11 +17,11 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 from torch.func import grad, vmap
-from .notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
+from ..core.notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook without widgets
 
-from .functional import Params, batch_loss, split_state
-from .sharpness import flatten, unflatten
-from .task import Task
+from ..core.functional import Params, batch_loss, split_state
+from ..core.sharpness import flatten, unflatten
+from ..core.task import Task
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """The pipeline's command line: which steps make reruns, their locks, and accepts on evidence.
 
-    python -m sharplib.fingerprint status                 every step: current, accepted, stale, modified, missing
-    python -m sharplib.fingerprint check STEP ARCH        exit 0 when make may reuse the step's results
-    python -m sharplib.fingerprint args STEP ARCH         the notebook's papermill parameters, as make passes them
-    python -m sharplib.fingerprint lock STEP ARCH         after a run: write the step's lock (its files first name the
-                                                          checkout's folders relative to it: no machine's paths in results)
-    python -m sharplib.fingerprint accept --reason "..."  accept stale steps whose evidence agrees (evidence.py)
+    python -m sharplib.pipeline.fingerprint status                 every step: current, accepted, stale, modified, missing
+    python -m sharplib.pipeline.fingerprint check STEP ARCH        exit 0 when make may reuse the step's results
+    python -m sharplib.pipeline.fingerprint args STEP ARCH         the notebook's papermill parameters, as make passes them
+    python -m sharplib.pipeline.fingerprint lock STEP ARCH         after a run: write the step's lock (its files first name the
+                                                                   checkout's folders relative to it: no machine's paths in results)
+    python -m sharplib.pipeline.fingerprint accept --reason "..."  accept stale steps whose evidence agrees (evidence.py)
 
 Make calls it for every step; notebooks never do. Standard library only.
 """
