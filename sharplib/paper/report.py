@@ -211,7 +211,10 @@ def provenance_sentence(results_dir: str | Path) -> str:
             f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in accepted)
         how = ["modules moved, the code otherwise the same"] if any("moved" in a for a in accepts) else []
         if models:
-            how.append(f"the old and new code checked on the CPU with {' or '.join(map(str, models))} models per seed pool{cap}")
+            checked = [lock for lock in accepted if any("settings" in a for a in lock["accepted"])]
+            names = "" if len(checked) == len(accepted) else ", ".join(
+                f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in checked) + " also "
+            how.append(f"{names}checked old against new code on the CPU with {' or '.join(map(str, models))} models per seed pool{cap}")
         sentence += f"; {which} accepted unchanged through commit {', '.join(through)}" + "".join(f", {h}" for h in how)
     return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
 
