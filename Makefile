@@ -22,7 +22,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The shared offline copies where this checkout has them, else the project's own ./data (sharplib.data's default).
+# The shared offline copies where this checkout has them, else the project's own ./data (sharplib.core.data's default).
 export SHARPLIB_DATA ?= $(abspath $(if $(wildcard ../shared/data),../shared/data,data))
 
 PROFILE ?= full
@@ -36,14 +36,14 @@ GENERATED := paper/generated
 ARCHS := fcnn lenet5 gat
 
 # The report's prerequisites are the sharplib modules it imports, transitively, read from the code by
-# sharplib/deps.py (stdlib only: no venv needed) into an included file that make rewrites, and then
+# sharplib/pipeline/deps.py (stdlib only: no venv needed) into an included file that make rewrites, and then
 # rereads, whenever a module changes. Nothing is listed by hand. Each make writes its own temporary file
 # (two makes at once both succeed) and renames it into place.
 DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
-	$(PYTHON) -m sharplib.deps --make REPORT_MODULES=sharplib/report.py MEASURES_REPORT_MODULES=sharplib/measures_report.py \
-	  PROGRESS_REPORT_MODULES=sharplib/progress_report.py > $@.$$$$.tmp \
+	$(PYTHON) -m sharplib.pipeline.deps --make REPORT_MODULES=sharplib/paper/report.py MEASURES_REPORT_MODULES=sharplib/paper/measures_report.py \
+	  PROGRESS_REPORT_MODULES=sharplib/paper/progress_report.py > $@.$$$$.tmp \
 	  && mv -f $@.$$$$.tmp $@
 include $(DEPS)
 
@@ -76,13 +76,13 @@ browser:
 # Results are reused by content, not by file time (a fresh clone's file times say nothing): each step
 # (study, ablation, measures, progress) of each architecture has a lock, results/<arch>/<step>.lock, that make writes
 # after the notebook ran: the hash of the code that computes its numbers, its parameters and the data's
-# checksums (sharplib/stephash.py), and a hash of every file it wrote. The notebook runs again only when
+# checksums (sharplib/pipeline/stephash.py), and a hash of every file it wrote. The notebook runs again only when
 # that no longer holds (`make status` says why). RERUN=1 reruns every step; 0, no or empty reruns nothing.
 RERUN ?=
 ifneq ($(filter-out 1 0 yes no true false,$(RERUN)),)
 $(error RERUN must be 1 (rerun every step) or 0 / empty (reuse what is current), got '$(RERUN)')
 endif
-FINGERPRINT = $(PYTHON) -m sharplib.fingerprint
+FINGERPRINT = $(PYTHON) -m sharplib.pipeline.fingerprint
 STEP_ARGS = --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
 RERUN_FLAG := $(if $(filter 1 yes true,$(RERUN)),--rerun)
 STEPS := study ablation measures progress
@@ -127,21 +127,21 @@ $(foreach arch,$(ARCHS),$(eval progress-$(arch): $(RESULTS)/$(arch)/progress.loc
 
 # Beyond the report: the panel of measures on the study's pool and on a learning-rate x batch-size grid.
 $(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES) $(MEASURES_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
-	$(PY) -m sharplib.measures_report $(RESULTS) $(GENERATED)
+	$(PY) -m sharplib.paper.measures_report $(RESULTS) $(GENERATED)
 
 # Is sharpness more than training progress? τ given the training loss, a pool trained to L*, τ along training.
 $(GENERATED)/progress.tex $(GENERATED)/progress_tau.pdf $(GENERATED)/progress_trajectory.pdf &: \
     $(PROGRESS) $(PROGRESS_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
-	$(PY) -m sharplib.progress_report $(RESULTS) $(GENERATED)
+	$(PY) -m sharplib.paper.progress_report $(RESULTS) $(GENERATED)
 
 # What make paper would run and why, from the locks; runs nothing.
 status:
 	@$(FINGERPRINT) status $(STEP_ARGS) --in-paper $(IN_PAPER)
 
 # Stale steps accepted on evidence: the old and the new code run each on a few models on the CPU, and
-# every per-model number must agree (sharplib/evidence.py). Commit first; say why in REASON.
+# every per-model number must agree (sharplib/pipeline/evidence.py). Commit first; say why in REASON.
 accept: $(VENV)/.installed  # the venv's Python: the evidence runs papermill and jupytext beside it
-	$(VENV)/bin/python -m sharplib.fingerprint accept --reason "$(REASON)" $(STEP_ARGS)
+	$(VENV)/bin/python -m sharplib.pipeline.fingerprint accept --reason "$(REASON)" $(STEP_ARGS)
 
 # ---------------------------------------------------------------- results -> paper
 # A stamp that changes only when the profile does, so switching profiles rebuilds the paper.
@@ -152,7 +152,7 @@ $(GENERATED)/profile.txt: FORCE
 $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf $(GENERATED)/figure1.png \
 $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
     $(STUDIES) $(ABLATIONS) $(REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
-	$(PY) -m sharplib.report $(RESULTS) $(GENERATED)
+	$(PY) -m sharplib.paper.report $(RESULTS) $(GENERATED)
 
 paper/main.pdf: paper/main.tex paper/references.bib $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
     $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/measures.tex $(GENERATED)/measures.pdf \
@@ -180,7 +180,7 @@ test-fast: $(VENV)/.installed
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.d
 LAB_ARGS ?=
 # IPYTHONDIR points the kernels at a profile under build/ holding lab/ipython_kernel_config.py, which loads
-# sharplib.notebook at start-up: a cell run before the cell it needs says, in one line, which cell to run.
+# sharplib.core.notebook at start-up: a cell run before the cell it needs says, in one line, which cell to run.
 LAB_IPYTHON := build/ipython
 lab: $(VENV)/.installed
 	mkdir -p $(LAB_SETTINGS) $(LAB_IPYTHON)/profile_default
@@ -190,7 +190,7 @@ lab: $(VENV)/.installed
 
 # ---------------------------------------------------------------- teaching: the wheel and the handouts
 # `make wheel`: sharplib as a wheel (build/wheel/), for installing it without the repository.
-# `make handout`: from notebooks/teaching_sharpness.py (sharplib/handout.py, nbgrader's conventions) the
+# `make handout`: from notebooks/teaching_sharpness.py (sharplib/paper/handout.py, nbgrader's conventions) the
 # student's notebook (no solutions, no hidden tests, no outputs) and the instructor's (executed, with the
 # solutions), with the wheel beside them: build/handout/ is what to hand out.
 WHEEL_DIR := build/wheel
@@ -200,7 +200,7 @@ wheel: $(VENV)/.installed
 	rm -rf $(WHEEL_DIR)
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(WHEEL_DIR) .
 handout: wheel
-	$(PY) -m sharplib.handout notebooks/teaching_sharpness.py $(HANDOUT_DIR)
+	$(PY) -m sharplib.paper.handout notebooks/teaching_sharpness.py $(HANDOUT_DIR)
 	cp $(WHEEL_DIR)/sharplib-*.whl $(HANDOUT_DIR)/
 
 clean:

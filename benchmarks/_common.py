@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from sharplib.task import resolve_device
+from sharplib.core.task import resolve_device
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device, sync  # noqa: E402
 
-from sharplib import protocol  # noqa: E402
-from sharplib.data import load_task  # noqa: E402
-from sharplib.pool import init_model  # noqa: E402
-from sharplib.sharpness import estimate_pool_sharpness, estimate_sharpness  # noqa: E402
-from sharplib.train import train_batched  # noqa: E402
+from sharplib.experiments import protocol  # noqa: E402
+from sharplib.core.data import load_task  # noqa: E402
+from sharplib.pools.pool import init_model  # noqa: E402
+from sharplib.core.sharpness import estimate_pool_sharpness, estimate_sharpness  # noqa: E402
+from sharplib.core.train import train_batched  # noqa: E402
 
 
 def train_pool_seconds(task, n_models: int, max_epochs: int | None, cuda_graph: bool, device: torch.device):

@@ -35,15 +35,15 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device, set_threads, sync  # noqa: E402
 
-from sharplib import protocol  # noqa: E402
-from sharplib.data import load_task  # noqa: E402
-from sharplib.flatness import average_sharpness, fisher_rao_norm, pac_bayes_sigma  # noqa: E402
-from sharplib.hessian import hessian_top_eigenvalue, hessian_trace, stack_models  # noqa: E402
-from sharplib.measures import MEASURES, STREAMS, MeasuresConfig, compute_panel, measure_subset  # noqa: E402
-from sharplib.pool import init_model  # noqa: E402
-from sharplib.sharpness import estimate_pool_sharpness, receptive_field  # noqa: E402
-from sharplib.task import Task  # noqa: E402
-from sharplib.train import train_batched  # noqa: E402
+from sharplib.experiments import protocol  # noqa: E402
+from sharplib.core.data import load_task  # noqa: E402
+from sharplib.panel.flatness import average_sharpness, fisher_rao_norm, pac_bayes_sigma  # noqa: E402
+from sharplib.panel.hessian import hessian_top_eigenvalue, hessian_trace, stack_models  # noqa: E402
+from sharplib.panel.measures import MEASURES, STREAMS, MeasuresConfig, compute_panel, measure_subset  # noqa: E402
+from sharplib.pools.pool import init_model  # noqa: E402
+from sharplib.core.sharpness import estimate_pool_sharpness, receptive_field  # noqa: E402
+from sharplib.core.task import Task  # noqa: E402
+from sharplib.core.train import train_batched  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -29,10 +29,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device  # noqa: E402
 
-from sharplib import cluster, protocol  # noqa: E402
-from sharplib.data import load_task  # noqa: E402
-from sharplib.pool import PoolEntry, load_model, train_pool  # noqa: E402
-from sharplib.task import Task  # noqa: E402
+from sharplib.pools import cluster  # noqa: E402
+from sharplib.experiments import protocol  # noqa: E402
+from sharplib.core.data import load_task  # noqa: E402
+from sharplib.pools.pool import PoolEntry, load_model, train_pool  # noqa: E402
+from sharplib.core.task import Task  # noqa: E402
 
 
 @dataclass(frozen=True)

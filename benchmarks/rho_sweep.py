@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device, seconds, set_threads  # noqa: E402
 
-from sharplib import ablation, protocol  # noqa: E402
-from sharplib.data import load_task  # noqa: E402
-from sharplib.pool import init_model  # noqa: E402
-from sharplib.sharpness import estimate_sharpness  # noqa: E402
-from sharplib.train import train_model  # noqa: E402
+from sharplib.experiments import ablation, protocol  # noqa: E402
+from sharplib.core.data import load_task  # noqa: E402
+from sharplib.pools.pool import init_model  # noqa: E402
+from sharplib.core.sharpness import estimate_sharpness  # noqa: E402
+from sharplib.core.train import train_model  # noqa: E402
 
 
 def measure(arch: str, device: torch.device, repeats: int) -> list[str]:

@@ -28,14 +28,14 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device, seconds, set_threads  # noqa: E402
 
-from sharplib import protocol  # noqa: E402
-from sharplib.data import load_task  # noqa: E402
-from sharplib.models import n_parameters  # noqa: E402
-from sharplib.pool import init_model  # noqa: E402
-from sharplib.sharpness import SharpnessConfig, SharpnessResult, estimate_pool_sharpness, estimate_sharpness  # noqa: E402
-from sharplib.sharpness_plain import estimate_sharpness_plain  # noqa: E402
-from sharplib.task import Task  # noqa: E402
-from sharplib.train import train_batched, train_model  # noqa: E402
+from sharplib.experiments import protocol  # noqa: E402
+from sharplib.core.data import load_task  # noqa: E402
+from sharplib.core.models import n_parameters  # noqa: E402
+from sharplib.pools.pool import init_model  # noqa: E402
+from sharplib.core.sharpness import SharpnessConfig, SharpnessResult, estimate_pool_sharpness, estimate_sharpness  # noqa: E402
+from sharplib.core.sharpness_plain import estimate_sharpness_plain  # noqa: E402
+from sharplib.core.task import Task  # noqa: E402
+from sharplib.core.train import train_batched, train_model  # noqa: E402
 
 ARCHS = ("fcnn", "lenet5", "gat")
 LENET_TRAIN_IMAGES = 6000

@@ -33,11 +33,11 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device, set_threads, sync  # noqa: E402
 
-from sharplib import protocol  # noqa: E402
-from sharplib.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_task, resolve_cache  # noqa: E402
-from sharplib.pool import init_model, train_pool  # noqa: E402
-from sharplib.task import Task  # noqa: E402
-from sharplib.train import TrainConfig, train_batched, train_model  # noqa: E402
+from sharplib.experiments import protocol  # noqa: E402
+from sharplib.core.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_task, resolve_cache  # noqa: E402
+from sharplib.pools.pool import init_model, train_pool  # noqa: E402
+from sharplib.core.task import Task  # noqa: E402
+from sharplib.core.train import TrainConfig, train_batched, train_model  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@
 #
 # The main study follows the report's written method. The authors' public notebooks trained and
 # measured their models differently, and each difference could move Kendall's τ between
-# sharpness and test loss. Here every difference is a switch (a row of `sharplib.reference.DEVIATIONS`)
+# sharpness and test loss. Here every difference is a switch (a row of `sharplib.experiments.reference.DEVIATIONS`)
 # on the study's own training and sharpness code.
 # For one architecture we measure τ
 #
@@ -29,11 +29,11 @@
 #
 # The models come from the main study's pool `<results_dir>/<arch>/pool`; variants that change
 # training get their own pool next to it, and every sharpness value is cached, so a rerun only
-# reads files. All computation is in `sharplib.ablation`; this notebook puts it together and writes
+# reads files. All computation is in `sharplib.experiments.ablation`; this notebook puts it together and writes
 # `ablation.csv`, `rho.csv` and, last, `ablation.json`.
 
 # %%
-from sharplib import notebook
+from sharplib.core import notebook
 
 notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
 
@@ -46,12 +46,15 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import ablation, cluster, report, study
-from sharplib.data import load_task
-from sharplib.protocol import spec
-from sharplib.reference import DEVIATIONS, applicable, setup
-from sharplib.study import provenance
-from sharplib.task import resolve_device
+from sharplib.experiments import ablation
+from sharplib.pools import cluster
+from sharplib.paper import report
+from sharplib.experiments import study
+from sharplib.core.data import load_task
+from sharplib.experiments.protocol import spec
+from sharplib.experiments.reference import DEVIATIONS, applicable, setup
+from sharplib.experiments.study import provenance
+from sharplib.core.task import resolve_device
 
 sns.set_theme(style="whitegrid")
 

@@ -14,7 +14,7 @@
 #
 # The study's pool varies only the seed, so its τ asks whether adaptive sharpness ranks models that
 # differ by chance. Here the same architecture is also trained on a grid that varies the learning rate
-# and the batch size (`sharplib.grid`), and a panel of measures (`sharplib.measures`: worst-case and
+# and the batch size (`sharplib.experiments.grid`), and a panel of measures (`sharplib.panel.measures`: worst-case and
 # average-case sharpness, the Hessian's top eigenvalue and trace, PAC-Bayes flatness, norms, controls)
 # is computed for every model of both pools. For each measure: Kendall's τ with test loss on each pool,
 # and on the varied pool the granulated τ Ψ of Jiang et al. (2020): the mean, over the hyperparameters,
@@ -23,7 +23,7 @@
 # `make` runs this notebook per architecture after the study, whose pool it reuses.
 
 # %%
-from sharplib import notebook
+from sharplib.core import notebook
 
 notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
 
@@ -34,14 +34,16 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from sharplib import grid, measures_report, measures_study
-from sharplib.ablation import study_inputs
-from sharplib.data import load_task
-from sharplib.measures import MEASURES, compute_panel
-from sharplib.pool import load_model, train_pool
-from sharplib.protocol import spec, train_config
-from sharplib.study import provenance
-from sharplib.task import resolve_device
+from sharplib.experiments import grid
+from sharplib.paper import measures_report
+from sharplib.experiments import measures_study
+from sharplib.experiments.ablation import study_inputs
+from sharplib.core.data import load_task
+from sharplib.panel.measures import MEASURES, compute_panel
+from sharplib.pools.pool import load_model, train_pool
+from sharplib.experiments.protocol import spec, train_config
+from sharplib.experiments.study import provenance
+from sharplib.core.task import resolve_device
 
 sns.set_theme(style="whitegrid")
 

@@ -15,13 +15,13 @@
 # The protocol stops a model when its epoch loss changes by less than 5 %, so the models of one pool
 # stop at different training losses, and the training loss alone ranks their test loss better than any
 # flatness measure. Does adaptive sharpness rank test loss only because it tracks how far a model trained?
-# Three views (`sharplib.progress_study`): the study's own pool, with τ given the training loss (Kendall's
+# Three views (`sharplib.experiments.progress_study`): the study's own pool, with τ given the training loss (Kendall's
 # partial τ, read against its null value, and τ within strata of training loss); an *equalized* pool,
 # the same seeds trained until their epoch loss reaches a common L*; and τ along training, the same seeds
 # checkpointed after several epochs. `make` runs this notebook per architecture after the study.
 
 # %%
-from sharplib import notebook
+from sharplib.core import notebook
 
 notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
 
@@ -32,14 +32,15 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from sharplib import progress_report, progress_study
-from sharplib.data import load_task
-from sharplib.pool import load_model, train_pool
-from sharplib.protocol import spec
-from sharplib.sharpness import estimate_pool_sharpness
-from sharplib.study import provenance, read_results
-from sharplib.task import resolve_device
-from sharplib.trajectory import epoch_pools, sharpness_along_training, tau_along_training
+from sharplib.paper import progress_report
+from sharplib.experiments import progress_study
+from sharplib.core.data import load_task
+from sharplib.pools.pool import load_model, train_pool
+from sharplib.experiments.protocol import spec
+from sharplib.core.sharpness import estimate_pool_sharpness
+from sharplib.experiments.study import provenance, read_results
+from sharplib.core.task import resolve_device
+from sharplib.experiments.trajectory import epoch_pools, sharpness_along_training, tau_along_training
 
 sns.set_theme(style="whitegrid")
 

@@ -13,12 +13,12 @@
 # *The study notebook, one for all three architectures.* `make paper` runs it with papermill once
 # per architecture (`-p arch fcnn`, `lenet5` or `gat`) and keeps each run as
 # `results/<arch>/notebook.ipynb`. Its title and introduction (the network, the data, the settings
-# of this run) are written below from the protocol's table (`sharplib.protocol`) once the
+# of this run) are written below from the protocol's table (`sharplib.experiments.protocol`) once the
 # parameters are checked. All computation is in `sharplib`; this notebook puts the study together
 # and writes `results/<arch>/`.
 
 # %%
-from sharplib import notebook
+from sharplib.core import notebook
 
 notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
 
@@ -29,13 +29,15 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sharplib import cluster, report, study
-from sharplib.data import load_task
-from sharplib.pool import load_model, train_pool
-from sharplib.protocol import spec
-from sharplib.sharpness import estimate_pool_sharpness
-from sharplib.stats import finite_pairs, kendall
-from sharplib.task import resolve_device
+from sharplib.pools import cluster
+from sharplib.paper import report
+from sharplib.experiments import study
+from sharplib.core.data import load_task
+from sharplib.pools.pool import load_model, train_pool
+from sharplib.experiments.protocol import spec
+from sharplib.core.sharpness import estimate_pool_sharpness
+from sharplib.core.stats import finite_pairs, kendall
+from sharplib.core.task import resolve_device
 
 sns.set_theme(style="whitegrid")
 

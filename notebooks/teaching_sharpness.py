@@ -58,7 +58,7 @@ if importlib.util.find_spec("sharplib") is None:
     importlib.invalidate_caches()
 
 # %%
-from sharplib import notebook
+from sharplib.core import notebook
 
 notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
 
@@ -71,14 +71,14 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from sharplib.data import load_task
-from sharplib.pool import init_model
-from sharplib.protocol import sharpness_config, train_config
-from sharplib.reparam import rescale
-from sharplib.sharpness import estimate_sharpness
-from sharplib.task import resolve_device
-from sharplib.teaching import Exercises, TeachingParams
-from sharplib.train import train_model
+from sharplib.core.data import load_task
+from sharplib.pools.pool import init_model
+from sharplib.experiments.protocol import sharpness_config, train_config
+from sharplib.core.reparam import rescale
+from sharplib.core.sharpness import estimate_sharpness
+from sharplib.core.task import resolve_device
+from sharplib.experiments.teaching import Exercises, TeachingParams
+from sharplib.core.train import train_model
 
 sns.set_theme(style="whitegrid", context="notebook")
 torch.set_num_threads(1)  # the network is tiny: one thread is the fastest

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import math
 
-from sharplib.data import load_task
-from sharplib.pool import init_model
-from sharplib.protocol import spec, train_config
-from sharplib.task import resolve_device
-from sharplib.train import train_batched
+from sharplib.core.data import load_task
+from sharplib.pools.pool import init_model
+from sharplib.experiments.protocol import spec, train_config
+from sharplib.core.task import resolve_device
+from sharplib.core.train import train_batched
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharplib.data import load_abalone, load_cora, load_fashion_mnist
-from sharplib.pool import init_model
-from sharplib.protocol import train_config
-from sharplib.task import Task
-from sharplib.train import train_model
+from sharplib.core.data import load_abalone, load_cora, load_fashion_mnist
+from sharplib.pools.pool import init_model
+from sharplib.experiments.protocol import train_config
+from sharplib.core.task import Task
+from sharplib.core.train import train_model
 
 REPO = Path(__file__).resolve().parents[1]
 

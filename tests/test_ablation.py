@@ -1,4 +1,4 @@
-"""The ablation runner and the ρ sweep (sharplib.ablation), on the one main path."""
+"""The ablation runner and the ρ sweep (sharplib.experiments.ablation), on the one main path."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from sharplib import ablation as A
-from sharplib import reference as R
-from sharplib.data import load_abalone
-from sharplib.pool import load_model
-from sharplib.protocol import TABLE1, sharpness_config
-from sharplib.sharpness import estimate_pool_sharpness, estimate_sharpness
-from sharplib.task import Task
+from sharplib.experiments import ablation as A
+from sharplib.experiments import reference as R
+from sharplib.core.data import load_abalone
+from sharplib.pools.pool import load_model
+from sharplib.experiments.protocol import TABLE1, sharpness_config
+from sharplib.core.sharpness import estimate_pool_sharpness, estimate_sharpness
+from sharplib.core.task import Task
 
 QUICK = dict(n_restarts=3, n_resamples=200, train_overrides={"max_epochs": 2}, progress=False)
 
@@ -96,7 +96,7 @@ def test_rerun_recomputes_nothing(ablation_run: tuple[Path, pd.DataFrame], abalo
         raise AssertionError("recomputed something that was on disk")
 
     monkeypatch.setattr(A, "estimate_pool_sharpness", refuse)
-    monkeypatch.setattr("sharplib.pool.train_batched", refuse)
+    monkeypatch.setattr("sharplib.pools.pool.train_batched", refuse)
     again = A.run_ablation("fcnn", abalone, range(5), root, **QUICK)
     assert again.drop(columns="wall_seconds").equals(first.drop(columns="wall_seconds"))
 
@@ -153,8 +153,8 @@ def test_bad_arguments_name_the_parameter(abalone: Task, tmp_path: Path) -> None
 
 
 def test_study_inputs_carry_the_studys_cut(tmp_path: Path) -> None:
-    from sharplib.stats import KendallResult
-    from sharplib.study import StudyParams, write_results
+    from sharplib.core.stats import KendallResult
+    from sharplib.experiments.study import StudyParams, write_results
     from tests.test_report import fake_table
 
     for arch, rows in (("lenet5", 6000), ("fcnn", None)):

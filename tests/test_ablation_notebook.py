@@ -18,13 +18,13 @@ import papermill
 import pytest
 import torch
 
-from sharplib import ablation as A
-from sharplib import report
-from sharplib.data import load_abalone
-from sharplib.pool import load_model, train_pool
-from sharplib.sharpness import estimate_pool_sharpness
-from sharplib.stats import kendall
-from sharplib.study import StudyParams, model_table, write_ablation, write_results
+from sharplib.experiments import ablation as A
+from sharplib.paper import report
+from sharplib.core.data import load_abalone
+from sharplib.pools.pool import load_model, train_pool
+from sharplib.core.sharpness import estimate_pool_sharpness
+from sharplib.core.stats import kendall
+from sharplib.experiments.study import StudyParams, model_table, write_ablation, write_results
 from tests.notebook_runner import check_parameters, parameters_cell, run_notebook
 
 VARIANTS = ["report", "elu_all_layers", "swapped_bounds"]  # one training and one sharpness switch: seconds, not minutes
@@ -241,4 +241,4 @@ def test_survives_edits_reruns_and_cells_run_too_early(study_dir: Path, data_roo
     with session(tmp_path, data_root, "ablation") as kernel:  # after a restart, the check cell first
         shown = kernel.run(cells[at + 2])
         assert len(shown.error) == 1 and shown.error[0].startswith("NameError: `ablation` is not defined yet: run the cell under")
-        assert "that starts `from sharplib import notebook` first" in shown.error[0], shown.error
+        assert "that starts `from sharplib.core import notebook` first" in shown.error[0], shown.error

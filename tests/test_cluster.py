@@ -18,14 +18,15 @@ import psutil
 import pytest
 import torch
 
-from sharplib import cluster, study
-from sharplib.ablation import AblationParams
-from sharplib.pool import checkpoint_path, init_model, load_model, read_checkpoint, save_checkpoint, train_pool
-from sharplib.protocol import sharpness_config, spec, train_config
-from sharplib.sharpness import estimate_pool_sharpness
-from sharplib.task import Task
-from sharplib.study import StudyParams
-from sharplib.train import train_model
+from sharplib.pools import cluster
+from sharplib.experiments import study
+from sharplib.experiments.ablation import AblationParams
+from sharplib.pools.pool import checkpoint_path, init_model, load_model, read_checkpoint, save_checkpoint, train_pool
+from sharplib.experiments.protocol import sharpness_config, spec, train_config
+from sharplib.core.sharpness import estimate_pool_sharpness
+from sharplib.core.task import Task
+from sharplib.experiments.study import StudyParams
+from sharplib.core.train import train_model
 from tests.notebook_runner import check_parameters
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,9 +55,9 @@ def test_the_notebooks_take_the_backend_as_a_parameter() -> None:
 UNREACHABLE = """
 import time
 from sharplib import cluster
-from sharplib.data import load_abalone
-from sharplib.pool import train_pool
-from sharplib.protocol import train_config
+from sharplib.core.data import load_abalone
+from sharplib.pools.pool import train_pool
+from sharplib.experiments.protocol import train_config
 task = load_abalone({root!r})
 for call in (cluster.connect, lambda: train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0], {out!r},
                                                   backend="ray", progress=False)):
@@ -253,9 +254,9 @@ def test_an_interrupted_driver_cancels_its_tasks(ray_local, abalone_task: Task, 
 
 DRIVER = """
 import sys
-from sharplib.data import load_abalone
-from sharplib.pool import train_pool
-from sharplib.protocol import train_config
+from sharplib.core.data import load_abalone
+from sharplib.pools.pool import train_pool
+from sharplib.experiments.protocol import train_config
 task = load_abalone(sys.argv[1])
 cfg = train_config("fcnn", max_epochs=1000, tol=0.0, device="cpu")  # minutes a model: still training when killed
 train_pool("fcnn", task, cfg, [0, 1, 2, 3], sys.argv[2], backend="ray", progress=False)
@@ -302,6 +303,6 @@ def test_ray_is_not_started_when_every_model_is_trained(abalone_task: Task, tmp_
 
 def test_the_cluster_module_does_not_import_the_pool() -> None:
     """The Ray back end hands trained models to the pool's save callback: no import cycle between the two."""
-    from sharplib.deps import imported_names
+    from sharplib.pipeline.deps import imported_names
 
-    assert "sharplib.pool" not in imported_names(Path(cluster.__file__))
+    assert "sharplib.pools.pool" not in imported_names(Path(cluster.__file__))

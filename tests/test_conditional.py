@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sharplib.conditional import (
+from sharplib.core.conditional import (
     PartialKendallResult,
     StratifiedKendallResult,
     combine_strata,

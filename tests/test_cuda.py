@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from sharplib import protocol
-from sharplib.data import load_task
-from sharplib.pool import init_model
-from sharplib.sharpness import estimate_pool_sharpness, estimate_sharpness
-from sharplib.task import Task, resolve_device
-from sharplib.train import TrainResult, train_batched, train_model
+from sharplib.experiments import protocol
+from sharplib.core.data import load_task
+from sharplib.pools.pool import init_model
+from sharplib.core.sharpness import estimate_pool_sharpness, estimate_sharpness
+from sharplib.core.task import Task, resolve_device
+from sharplib.core.train import TrainResult, train_batched, train_model
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -122,7 +122,7 @@ def test_auto_device_is_cuda(cpu_tasks: dict[str, Task]) -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_ablation_row_runs_on_cuda(arch: str, cpu_tasks: dict[str, Task], data_root: Path, tmp_path: Path) -> None:
     # The reference arm is switches on the main path: every row (retrained pools included) runs on the GPU.
-    from sharplib import ablation, reference
+    from sharplib.experiments import ablation, reference
 
     task = cpu_tasks[arch].to("cuda")
     df = ablation.run_ablation(
@@ -157,7 +157,7 @@ def test_lenet5_stack_trains_the_same_from_a_cuda_graph(cpu_tasks: dict[str, Tas
 
 def test_sharpness_along_training_reads_cpu_checkpoints_into_a_cuda_task(cpu_tasks: dict[str, Task], tmp_path: Path) -> None:
     # Checkpoints load on the CPU; the progress step measures them where its task is (a full GPU run found this).
-    from sharplib.trajectory import epoch_pools, sharpness_along_training
+    from sharplib.experiments.trajectory import epoch_pools, sharpness_along_training
 
     task = cpu_tasks["fcnn"].to("cuda")
     cfg = protocol.train_config("fcnn", device="cuda")

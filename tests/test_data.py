@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import torch
 
-from sharplib import data
-from sharplib.checksums import IDX, RAW
-from sharplib.data import ChecksumError, DatasetNotFoundError, DownloadError
+from sharplib.core import data
+from sharplib.core.checksums import IDX, RAW
+from sharplib.core.data import ChecksumError, DatasetNotFoundError, DownloadError
 
 ABALONE_FIRST_ROW = [1, 0, 0, 0.455, 0.365, 0.095, 0.514, 0.2245, 0.101, 0.15]  # "M,0.455,...,0.15,15"
 FMNIST_LABELS = "fashion-mnist/t10k-labels-idx1-ubyte.gz"  # the smallest FashionMNIST file
@@ -199,7 +199,7 @@ def test_cora(cora: data.Task) -> None:
     assert not set(cora.x_test.tolist()) & set(cora.x_train.tolist())
     assert torch.equal(cora.y_train.bincount(), torch.full((7,), 20))
     assert cora.y_test.unique().tolist() == list(range(7))
-    # The stored binary bag-of-words features, untransformed (PROTOCOL.md, "GAT on Cora").
+    # The stored binary bag-of-words features, untransformed (the protocol, "GAT on Cora").
     assert set(cora.node_features.unique().tolist()) == {0.0, 1.0} and cora.name == "cora"
     assert (cora.node_features.sum(1) > 1).sum() > 2700
 

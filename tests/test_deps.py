@@ -1,4 +1,4 @@
-"""sharplib/deps.py lists every sharplib module a notebook runs: the report's rule depends on that list, the notebooks' hash
+"""sharplib/pipeline/deps.py lists every sharplib module a notebook runs: the report's rule depends on that list, the notebooks' hash
 (fingerprint.py) on theirs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from sharplib.deps import main, module_files
+from sharplib.pipeline.deps import main, module_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_derived_list_holds_every_module_the_notebook_imports(notebook: str, imp
     loaded = imported_at_run[notebook]
     assert loaded, "the notebook imported no sharplib module?"
     assert loaded <= derived, f"imported by {notebook} but not listed: {sorted(p.name for p in loaded - derived)}"
-    assert all(p.parent == REPO / "sharplib" for p in derived)
+    assert all(p.is_relative_to(REPO / "sharplib") for p in derived)
 
 
 def test_a_new_module_on_the_path_is_listed(tmp_path: Path) -> None:
@@ -64,10 +64,11 @@ def test_a_new_module_on_the_path_is_listed(tmp_path: Path) -> None:
 def test_command_line(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(REPO)
     assert main(["notebooks/study.py"]) == 0
-    assert "sharplib/study.py" in capsys.readouterr().out.split()
-    assert main(["--make", "X=notebooks/study.py", "Y=notebooks/teaching_sharpness.py,sharplib/report.py"]) == 0
+    assert "sharplib/experiments/study.py" in capsys.readouterr().out.split()
+    assert main(["--make", "X=notebooks/study.py", "Y=notebooks/teaching_sharpness.py,sharplib/paper/report.py"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("X := sharplib/__init__.py ") and "sharplib/teaching.py" in lines[2] and "sharplib/report.py" in lines[2]
+    assert lines[1].startswith("X := sharplib/__init__.py ")
+    assert "sharplib/experiments/teaching.py" in lines[2] and "sharplib/paper/report.py" in lines[2]
     assert main([]) == 2 and main(["--make", "notebooks/study.py"]) == 2
 
 
@@ -94,5 +95,5 @@ def test_makefile_rules_depend_on_the_derived_lists(tmp_path: Path) -> None:
         assert prerequisites(f"results-quick/{arch}/study.lock") == {"FORCE"}
         for step in ("ablation", "measures", "progress"):
             assert prerequisites(f"results-quick/{arch}/{step}.lock") == {f"results-quick/{arch}/study.lock", "FORCE"}
-    assert prerequisites("paper/generated/results.tex") >= derived("sharplib/report.py")
-    assert "sharplib/study.py" in derived("notebooks/study.py")
+    assert prerequisites("paper/generated/results.tex") >= derived("sharplib/paper/report.py")
+    assert "sharplib/experiments/study.py" in derived("notebooks/study.py")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sharplib import evidence, fingerprint, lockfile, stephash
+from sharplib.pipeline import evidence, fingerprint, lockfile, stephash
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,9 +77,9 @@ def accept(root: Path) -> int:
 def test_a_refactor_is_accepted_and_a_changed_number_refused(repo: Path, capsys: pytest.CaptureFixture) -> None:
     state = lambda: lockfile.state("study", "fcnn", "full", "auto", repo / "results", repo)  # noqa: E731
     assert state().state == "current"
-    sharpness = repo / "sharplib" / "sharpness.py"
+    sharpness = repo / "sharplib" / "core" / "sharpness.py"
     edit(sharpness, "moved", "shifted")  # a local variable renamed, in two functions
-    train = repo / "sharplib" / "train.py"
+    train = repo / "sharplib" / "core" / "train.py"
     train.write_text(train.read_text() + "\nUNUSED_CONSTANT = 1  # a statement that moves no number\n")
     assert state().state == "stale"
     assert accept(repo) == 1 and "commit your changes first" in capsys.readouterr().out
@@ -192,5 +192,28 @@ def test_a_lock_is_dirty_only_when_the_code_that_computes_is_not_its_commits(rep
         return json.loads(lock.read_text())["computed"]["dirty"]
 
     assert locked_dirty() is False
-    edit(repo / "sharplib" / "train.py", "\ndef should_stop(", "\nEDITED = True\n\n\ndef should_stop(")
+    edit(repo / "sharplib" / "core" / "train.py", "\ndef should_stop(", "\nEDITED = True\n\n\ndef should_stop(")
     assert locked_dirty() is True
+
+
+def test_a_module_moved_to_a_folder_is_accepted_without_running_anything(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    # stats.py into sharplib/core/, every import of it rewritten: the code is the same wherever it lies.
+    (repo / "sharplib" / "core").mkdir()
+    (repo / "sharplib" / "core" / "__init__.py").touch()
+    git(repo, "mv", "sharplib/stats.py", "sharplib/core/stats.py")
+    for path in [*repo.glob("sharplib/*.py"), *repo.glob("notebooks/*.py")]:
+        text = path.read_text()
+        path.write_text(text.replace("from .stats import", "from .core.stats import").replace("from sharplib.stats import",
+                                                                                                "from sharplib.core.stats import"))
+    state = lambda: lockfile.state("study", "fcnn", "full", "auto", repo / "results", repo)  # noqa: E731
+    assert state().state == "stale"
+    moved = commit_all(repo, "stats into core/")
+    assert accept(repo) == 0, capsys.readouterr().out
+    assert "only modules moved" in capsys.readouterr().out
+    found = state()
+    assert found.state == "accepted" and found.lock["accepted"][-1]["to_commit"] == moved and "moved" in found.lock["accepted"][-1]
+    assert not (repo.parent / "work").exists() or not list((repo.parent / "work").glob("*/sharplib")), "no worktree ran a notebook"
+    # a move with a change of code is not a move
+    edit(repo / "sharplib" / "core" / "stats.py", "def kendall(", "UNUSED = 1\n\n\ndef kendall(")
+    commit_all(repo, "a statement")
+    assert stephash.relocatable_fingerprint("study", "fcnn", "full", "auto", repo) != found.lock["accepted"][-1]["moved"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sharplib import fingerprint, stephash
+from sharplib.pipeline import fingerprint, stephash
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHS = stephash.ARCHS
@@ -87,11 +87,11 @@ def test_make_reruns_exactly_the_steps_whose_inputs_changed(checkout: Path) -> N
     for path in checkout.rglob("*"):
         os.utime(path)  # a fresh clone's file times: everything newer than the results
     assert runs(checkout) == []
-    append(checkout / "sharplib" / "report.py", "\n# a comment on the wording\n")
+    append(checkout / "sharplib" / "paper" / "report.py", "\n# a comment on the wording\n")
     assert runs(checkout) == []
     append(checkout / "notebooks" / "ablation.py", "\nEDITED = True\n")
     assert runs(checkout) == sorted(f"ablation {arch}" for arch in ARCHS)
-    append(checkout / "sharplib" / "train.py", "\nUNUSED = 1\n")
+    append(checkout / "sharplib" / "core" / "train.py", "\nUNUSED = 1\n")
     assert runs(checkout) == EVERYTHING
     assert runs(checkout, "RERUN=0") == [] and runs(checkout, "RERUN=no") == []
     assert runs(checkout, "RERUN=1") == EVERYTHING
@@ -106,12 +106,13 @@ def test_rerun_takes_only_one_and_zero(checkout: Path) -> None:
 def test_status_names_every_step_and_what_would_run_and_runs_nothing(checkout: Path) -> None:
     runs(checkout)
     (checkout / "runs.log").unlink()
-    append(checkout / "sharplib" / "sharpness.py", "\nUNUSED = 1\n")
+    append(checkout / "sharplib" / "core" / "sharpness.py", "\nUNUSED = 1\n")
     (checkout / "results-quick" / "gat" / "models.csv").write_text("edited\n")
     out = make(checkout, "-s", "status").stdout
     lines = out.splitlines()
     assert len(lines) == len(stephash.STEPS) * len(ARCHS) + 1, out
-    assert all(" stale " in line and "sharplib/sharpness.py" in line for line in lines if line.startswith("study") and " gat " not in line)
+    assert all(" stale " in line and "sharplib/core/sharpness.py" in line
+               for line in lines if line.startswith("study") and " gat " not in line)
     assert any(line.startswith("study     gat     modified") and "models.csv" in line for line in lines), out
     assert lines[-1] == "make paper PROFILE=quick would run: " + ", ".join(IN_QUICK)
     assert not (checkout / "runs.log").exists(), "make status ran a notebook"
@@ -133,7 +134,7 @@ def test_a_hand_run_into_results_is_rerun_by_make(checkout: Path) -> None:
 def test_two_makes_at_once_both_finish_and_run_each_step_once(checkout: Path) -> None:
     """Issue #24, row 1: no shared temporary file, no deleted build file; the second make waits for the first."""
     make(checkout, "-s", "build/deps.mk")
-    append(checkout / "sharplib" / "task.py", "\nEDITED = True\n")
+    append(checkout / "sharplib" / "core" / "task.py", "\nEDITED = True\n")
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL")}
     command = ["make", "-s", "results", "PROFILE=quick", f"VENV={checkout / 'fake-venv'}", f"PYTHON={sys.executable}"]
     both = [subprocess.Popen(command, cwd=checkout, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in range(2)]

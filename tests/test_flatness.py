@@ -1,4 +1,4 @@
-"""Random-perturbation and norm measures (sharplib.flatness) against plain loops over nn.Modules."""
+"""Random-perturbation and norm measures (sharplib.panel.flatness) against plain loops over nn.Modules."""
 from __future__ import annotations
 
 import copy
@@ -10,13 +10,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from sharplib.flatness import (average_sharpness, bisection_ratio, distance_from_init, fisher_rao_norm, pac_bayes_sigma,
-                               weight_norm)
-from sharplib.hessian import random_vectors, stack_models
-from sharplib.models import build_model
-from sharplib.protocol import train_config
-from sharplib.task import Task
-from sharplib.train import train_model
+from sharplib.panel.flatness import (average_sharpness, bisection_ratio, distance_from_init, fisher_rao_norm, pac_bayes_sigma,
+                                     weight_norm)
+from sharplib.panel.hessian import random_vectors, stack_models
+from sharplib.core.models import build_model
+from sharplib.experiments.protocol import train_config
+from sharplib.core.task import Task
+from sharplib.core.train import train_model
 
 CPU = torch.device("cpu")
 

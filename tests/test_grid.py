@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from sharplib.grid import GRIDS, HYPERPARAMETERS, Grid, cell_folder, train_grid
-from sharplib.protocol import spec
-from sharplib.task import Task
+from sharplib.experiments.grid import GRIDS, HYPERPARAMETERS, Grid, cell_folder, train_grid
+from sharplib.experiments.protocol import spec
+from sharplib.core.task import Task
 
 
 def test_full_grid_is_three_by_three_by_five() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sharplib import handout
+from sharplib.paper import handout
 from tests.notebook_runner import NOTEBOOKS, printed
 from tests.test_data import serve
 

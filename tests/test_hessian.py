@@ -1,4 +1,4 @@
-"""Hessian measures (sharplib.hessian): Lanczos and Hutchinson against the exact Hessian of a small FCNN."""
+"""Hessian measures (sharplib.panel.hessian): Lanczos and Hutchinson against the exact Hessian of a small FCNN."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from sharplib.functional import batch_loss, split_state
-from sharplib.hessian import hessian_top_eigenvalue, hessian_trace, hvp, stack_models
-from sharplib.models import FCNN, xavier_init_
-from sharplib.sharpness import flatten, unflatten
-from sharplib.task import Task
-from sharplib.train import TrainConfig, train_model
+from sharplib.core.functional import batch_loss, split_state
+from sharplib.panel.hessian import hessian_top_eigenvalue, hessian_trace, hvp, stack_models
+from sharplib.core.models import FCNN, xavier_init_
+from sharplib.core.sharpness import flatten, unflatten
+from sharplib.core.task import Task
+from sharplib.core.train import TrainConfig, train_model
 
 CPU = torch.device("cpu")
 
@@ -85,7 +85,7 @@ def test_batched_over_models_equals_one_at_a_time(small_models, small_task) -> N
 def test_lenet5_batched_equals_alone(fmnist_small: Task) -> None:
     # BatchNorm (eval, stacked running statistics) and max pooling under the double backward and vmap.
     task = dataclasses.replace(fmnist_small, x_train=fmnist_small.x_train[:32], y_train=fmnist_small.y_train[:32])
-    from sharplib.models import build_model
+    from sharplib.core.models import build_model
 
     models = []
     for seed in (0, 1):

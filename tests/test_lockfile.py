@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sharplib import fingerprint, lockfile, stephash
+from sharplib.pipeline import fingerprint, lockfile, stephash
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "0" * 40  # not in this repository: the lock's commit is then not checked against git
@@ -60,11 +60,12 @@ def test_an_edit_that_computes_makes_the_step_stale_and_names_the_file(tmp_path:
     results = tmp_path / "results"
     write_outputs(results, "study", "gat")
     lock(results, "study", "gat", checkout)
-    (checkout / "sharplib" / "report.py").write_text((checkout / "sharplib" / "report.py").read_text() + "\n# a comment\n")
+    report = checkout / "sharplib" / "paper" / "report.py"
+    report.write_text(report.read_text() + "\n# a comment\n")
     assert state(results, "study", "gat", checkout).state == "current"
-    (checkout / "sharplib" / "train.py").write_text((checkout / "sharplib" / "train.py").read_text() + "\nUNUSED = 1\n")
+    (checkout / "sharplib" / "core" / "train.py").write_text((checkout / "sharplib" / "core" / "train.py").read_text() + "\nUNUSED = 1\n")
     found = state(results, "study", "gat", checkout)
-    assert found.state == "stale" and "sharplib/train.py" in found.detail
+    assert found.state == "stale" and "sharplib/core/train.py" in found.detail
 
 
 def test_a_rerun_study_makes_its_ablation_stale(tmp_path: Path, checkout: Path) -> None:
@@ -136,3 +137,14 @@ def test_the_tracked_results_are_current_or_accepted() -> None:
             if (step, arch) in NOT_YET_RUN and found.state == "missing":
                 continue
             assert found.reusable, f"{step} {arch}: {found.state}: {found.detail} (make status; then make accept or a rerun)"
+
+
+def test_lock_takes_the_checkouts_folder_out_of_the_files(checkout: Path) -> None:
+    # An executed notebook prints where it wrote: tracked results must not carry one machine's paths.
+    results = checkout / "results"
+    write_outputs(results, "study", "fcnn")
+    notebook = results / "fcnn" / "notebook.ipynb"
+    notebook.write_text(json.dumps({"text": f"the results go to `{checkout.resolve()}/results/fcnn/`", "tau": 0.25}))
+    assert lock(results, "study", "fcnn", checkout) == 0
+    assert json.loads(notebook.read_text()) == {"text": "the results go to `results/fcnn/`", "tau": 0.25}
+    assert state(results, "study", "fcnn", checkout).state == "current"

@@ -167,7 +167,7 @@ def test_quick_paper_resumes_after_an_interrupt_and_carries_the_numbers(tmp_path
     assert "results-quick/fcnn/notebook.ipynb" not in out, "the finished FCNN study ran again"
     assert {name: (lenet_pool / name).stat().st_mtime_ns for name in survivors} == survivors, "saved LeNet-5 models were retrained"
     again = finish(make(project, data_root, "paper"), timeout=120)
-    assert not any(word in again for word in ("papermill", "sharplib.report", "latexmk")), f"nothing changed, yet:\n{again}"
+    assert not any(word in again for word in ("papermill", "sharplib.paper.report", "latexmk")), f"nothing changed, yet:\n{again}"
 
     text = subprocess.run(["pdftotext", "-layout", project / "paper" / "main.pdf", "-"], capture_output=True, text=True, check=True).stdout
     text = text.replace("\u2212", "-")  # LaTeX's minus sign
@@ -233,4 +233,4 @@ def test_accept_runs_with_the_venvs_python(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     out = subprocess.run(["make", "-n", "-o", "build/deps.mk", "-o", ".venv/.installed", "accept", "REASON=a test"],
                          cwd=project, env=env, capture_output=True, text=True, check=True).stdout
-    assert ".venv/bin/python -m sharplib.fingerprint accept --reason" in out
+    assert ".venv/bin/python -m sharplib.pipeline.fingerprint accept --reason" in out

@@ -1,4 +1,4 @@
-"""The measures panel (sharplib.measures): its config, its columns, batched == alone, and which measures ignore rescaling."""
+"""The measures panel (sharplib.panel.measures): its config, its columns, batched == alone, and which measures ignore rescaling."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from sharplib.functional import evaluate
-from sharplib.measures import DIAGNOSTICS, MEASURES, MeasuresConfig, compute_panel, initial_model, measure_subset
-from sharplib.pool import init_model
-from sharplib.protocol import train_config
-from sharplib.reparam import rescale
-from sharplib.sharpness import estimate_pool_sharpness
-from sharplib.task import Task
-from sharplib.train import TrainResult, train_batched
+from sharplib.core.functional import evaluate
+from sharplib.panel.measures import DIAGNOSTICS, MEASURES, MeasuresConfig, compute_panel, initial_model, measure_subset
+from sharplib.pools.pool import init_model
+from sharplib.experiments.protocol import train_config
+from sharplib.core.reparam import rescale
+from sharplib.core.sharpness import estimate_pool_sharpness
+from sharplib.core.task import Task
+from sharplib.core.train import TrainResult, train_batched
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "measures.md"
 

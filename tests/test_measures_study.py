@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sharplib import measures_report
-from sharplib.measures import MEASURES
-from sharplib.measures_study import MeasuresParams, summarize
-from sharplib.subpools import granulated_kendall
+from sharplib.paper import measures_report
+from sharplib.panel.measures import MEASURES
+from sharplib.experiments.measures_study import MeasuresParams, summarize
+from sharplib.core.subpools import granulated_kendall
 from tests.notebook_runner import run_notebook
 from tests.test_notebooks import TINY, markdown_shown
 

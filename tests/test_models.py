@@ -6,8 +6,8 @@ import torch
 
 import torch_geometric.nn
 
-from sharplib.models import FCNN, VARIANTS, LeNet5, build_model, n_parameters
-from sharplib.task import Task
+from sharplib.core.models import FCNN, VARIANTS, LeNet5, build_model, n_parameters
+from sharplib.core.task import Task
 
 
 @pytest.mark.parametrize("arch, expected", [("fcnn", 4929), ("lenet5", 175546), ("gat", 11565)])

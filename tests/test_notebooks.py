@@ -16,9 +16,9 @@ import papermill
 import pytest
 from scipy import stats
 
-from sharplib import study
-from sharplib.protocol import spec
-from sharplib.study import StudyParams, introduction
+from sharplib.experiments import study
+from sharplib.experiments.protocol import spec
+from sharplib.experiments.study import StudyParams, introduction
 from tests.notebook_runner import check_parameters, parameters_cell, run_notebook
 
 TINY = dict(profile="quick", n_models=3, n_restarts=2, n_resamples=99, device="cpu")
@@ -126,5 +126,5 @@ def test_study_survives_edits_reruns_and_cells_run_too_early(tmp_path: Path, dat
         shown = kernel.run(training)
         assert (
             len(shown.error) == 1
-            and "`load_task` is not defined yet: run the cell that starts `from sharplib import notebook`" in shown.error[0]
+            and "`load_task` is not defined yet: run the cell that starts `from sharplib.core import notebook`" in shown.error[0]
         )

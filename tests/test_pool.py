@@ -18,12 +18,12 @@ from typing import Iterator
 import pytest
 import torch
 
-from sharplib.data import load_abalone
-from sharplib.functional import evaluate
-from sharplib.pool import CheckpointError, checkpoint_path, init_model, intra_op_threads, load_model, read_checkpoint, train_pool
-from sharplib.protocol import train_config
-from sharplib.task import Task
-from sharplib.train import TrainConfig, train_model
+from sharplib.core.data import load_abalone
+from sharplib.core.functional import evaluate
+from sharplib.pools.pool import CheckpointError, checkpoint_path, init_model, intra_op_threads, load_model, read_checkpoint, train_pool
+from sharplib.experiments.protocol import train_config
+from sharplib.core.task import Task
+from sharplib.core.train import TrainConfig, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,7 +146,7 @@ def test_one_folder_never_mixes_batched_and_sequential_models(abalone_task: Task
 
 
 def _no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sharplib.pool as pool
+    import sharplib.pools.pool as pool
 
     for name in ("train_batched", "train_model"):
         monkeypatch.setattr(pool, name, lambda *a, **k: pytest.fail("a model was trained before the bad input was refused"))
@@ -196,9 +196,9 @@ def test_stale_temporary_files_are_removed(abalone_task: Task, tmp_path: Path) -
 
 KILLED_POOL = """
 import sys
-from sharplib.data import load_abalone
-from sharplib.pool import train_pool
-from sharplib.protocol import train_config
+from sharplib.core.data import load_abalone
+from sharplib.pools.pool import train_pool
+from sharplib.experiments.protocol import train_config
 if __name__ == "__main__":
     task = load_abalone(sys.argv[1])
     cfg = train_config("fcnn", max_epochs=4, device="cpu")
@@ -235,9 +235,9 @@ def test_killed_pool_resumes_where_it_stopped(data_root: Path, abalone_task: Tas
 
 
 ORPHANED_POOL = """
-from sharplib.data import load_abalone
-from sharplib.pool import train_pool
-from sharplib.train import TrainConfig
+from sharplib.core.data import load_abalone
+from sharplib.pools.pool import train_pool
+from sharplib.core.train import TrainConfig
 task = load_abalone({root!r})
 cfg = TrainConfig(lr=0.01, tol=0.0, min_epochs=20, max_epochs=20, device="cpu")  # about a second per model
 train_pool("fcnn", task, cfg, list(range(60)), {out!r}, backend="processes", n_workers=2, progress=False)
@@ -346,7 +346,7 @@ KEYS_BEFORE_TARGET_LOSS = {"fcnn": "cf4811dd7a321400", "lenet5": "1ecc97935df11e
 def test_existing_resume_keys_are_unchanged() -> None:
     from types import SimpleNamespace
 
-    from sharplib.pool import pool_hash
+    from sharplib.pools.pool import pool_hash
 
     task = SimpleNamespace(name="abalone", fingerprint="0" * 64)
     for arch, key in KEYS_BEFORE_TARGET_LOSS.items():
@@ -371,7 +371,7 @@ def test_resumed_processes_pool_is_bit_identical_to_an_uninterrupted_one(
 ) -> None:
     """Row 3: the one model left of a GAT pool was retrained in the calling process with its 2 threads, where the
     workers use 1: its test loss differed in the 7th digit. Now it trains with the workers' thread count."""
-    import sharplib.pool as pool
+    import sharplib.pools.pool as pool
 
     cfg = train_config("gat", max_epochs=5, min_epochs=5, device="cpu")
     threads_used = []
@@ -459,9 +459,9 @@ def test_a_full_disk_is_named_and_keeps_the_checkpoints_written(
 
 
 POOL_FROM_STDIN = """
-from sharplib.data import load_abalone
-from sharplib.pool import train_pool
-from sharplib.protocol import train_config
+from sharplib.core.data import load_abalone
+from sharplib.pools.pool import train_pool
+from sharplib.experiments.protocol import train_config
 task = load_abalone({root!r})
 entries = train_pool("fcnn", task, train_config("fcnn", max_epochs=1, device="cpu"), [0, 1], {out!r}, backend="processes",
                      n_workers=2, progress=False)

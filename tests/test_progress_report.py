@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharplib import progress_report, progress_study
+from sharplib.paper import progress_report
+from sharplib.experiments import progress_study
 from tests.test_progress_study import synthetic_pool
 
 

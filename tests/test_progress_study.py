@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sharplib import progress_study
-from sharplib.progress_study import ProgressParams, counted, pool_summary, tau_set
-from sharplib.stats import KendallResult
-from sharplib.study import StudyParams, write_results
+from sharplib.experiments import progress_study
+from sharplib.experiments.progress_study import ProgressParams, counted, pool_summary, tau_set
+from sharplib.core.stats import KendallResult
+from sharplib.experiments.study import StudyParams, write_results
 from tests.notebook_runner import check_parameters, parameters_cell, run_notebook
 from tests.test_notebooks import markdown_shown
 

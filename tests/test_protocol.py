@@ -1,9 +1,9 @@
-"""Table I and the protocol's settings, as PROTOCOL.md states them."""
+"""Table I and the protocol's settings, as the protocol states them."""
 from __future__ import annotations
 
 import pytest
 
-from sharplib.protocol import REPORT_TAU, TABLE1, sharpness_config, spec, train_config
+from sharplib.experiments.protocol import REPORT_TAU, TABLE1, sharpness_config, spec, train_config
 
 
 def test_table1_rows() -> None:
@@ -37,13 +37,13 @@ def test_bad_names_are_clear() -> None:
 
 
 def test_each_architecture_has_its_own_words() -> None:
-    # the study notebook's introduction is written from these (sharplib.study.introduction)
+    # the study notebook's introduction is written from these (sharplib.experiments.study.introduction)
     assert {a: s.unit for a, s in TABLE1.items()} == {"fcnn": "rows", "lenet5": "images", "gat": "nodes"}
     for arch, s in TABLE1.items():
         assert s.network.endswith(".") and s.data_prose.endswith(".") and s.eval_prose, arch
         assert s.dataset_name in s.data_prose, arch
     gat = TABLE1["gat"]
-    # PROTOCOL.md (corrected): raw binary features, PyG's GAT, dropout on attention coefficients, none on the inputs
+    # the protocol (corrected): raw binary features, PyG's GAT, dropout on attention coefficients, none on the inputs
     assert "binary" in gat.data_prose and "not row-normalized" in gat.data_prose
     assert 'GAT(1433, 8, num_layers=2, out_channels=7, dropout=0.6, act="elu")' in gat.network
     assert "attention coefficients" in gat.network and "input features are not dropped" in gat.network

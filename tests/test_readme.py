@@ -46,7 +46,7 @@ def test_result_table_is_the_tracked_results() -> None:
 
 def test_provenance_line_is_the_locks() -> None:
     """The README says what computed the tracked results in the words the paper's byline uses, from the locks."""
-    from sharplib.report import provenance_sentence
+    from sharplib.paper.report import provenance_sentence
 
     expected = provenance_sentence(README.parent / "results")
     assert f"\n> {expected}\n" in README.read_text(), f"README's provenance line should read:\n> {expected}"

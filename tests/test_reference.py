@@ -1,4 +1,4 @@
-"""The reference notebooks' switches (sharplib.reference): the table sets what it says on the main path,
+"""The reference notebooks' switches (sharplib.experiments.reference): the table sets what it says on the main path,
 and the notebooks' two full-set estimators do what the notebooks did, batched over models."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharplib import reference as R
-from sharplib.data import load_abalone, load_cora
-from sharplib.pool import init_model, train_pool
-from sharplib.protocol import sharpness_config, train_config
-from sharplib.sharpness import estimate_pool_sharpness, estimate_sharpness
-from sharplib.task import Task
-from sharplib.train import TrainConfig, train_model
+from sharplib.experiments import reference as R
+from sharplib.core.data import load_abalone, load_cora
+from sharplib.pools.pool import init_model, train_pool
+from sharplib.experiments.protocol import sharpness_config, train_config
+from sharplib.core.sharpness import estimate_pool_sharpness, estimate_sharpness
+from sharplib.core.task import Task
+from sharplib.core.train import TrainConfig, train_model
 
 
 def _rows(task: Task, n_train: int, n_test: int) -> Task:

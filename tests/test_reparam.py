@@ -1,12 +1,12 @@
-"""Function-preserving rescalings (sharplib.reparam): same outputs, really different weights."""
+"""Function-preserving rescalings (sharplib.core.reparam): same outputs, really different weights."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
 
-from sharplib.models import build_model
-from sharplib.reparam import rescale, rescale_fcnn, rescale_lenet5
+from sharplib.core.models import build_model
+from sharplib.core.reparam import rescale, rescale_fcnn, rescale_lenet5
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:

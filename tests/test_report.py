@@ -1,6 +1,7 @@
 """report.py: generated sentences follow the numbers; the .tex files and figure come from results/."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -8,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharplib import report
-from sharplib.reference import DEVIATIONS
-from sharplib.stats import kendall
-from sharplib.study import StudyParams, write_results
+from sharplib.paper import report
+from sharplib.experiments.reference import DEVIATIONS
+from sharplib.core.stats import kendall
+from sharplib.experiments.study import StudyParams, write_results
 
 
 def fake_table(n: int, slope: float, seed: int = 0) -> pd.DataFrame:
@@ -153,3 +154,18 @@ def test_rho_figure_writes_both_files(tmp_path: Path) -> None:
     )
     report.rho_figure({"fcnn": frame, "gat": frame}, tmp_path / "rho.pdf", tmp_path / "rho.png")
     assert (tmp_path / "rho.pdf").stat().st_size > 0 and (tmp_path / "rho.png").stat().st_size > 0
+
+
+def test_the_byline_says_which_accepts_moved_code_and_which_checked_numbers(tmp_path: Path) -> None:
+    def lock(arch: str, step: str, *accepts: dict) -> None:
+        (tmp_path / arch).mkdir(exist_ok=True)
+        record = {"step": step, "arch": arch, "computed": {"commit": "a" * 40, "device": "NVIDIA H200", "dirty": False},
+                  "accepted": [{"date": "2026-12-04 18:00 UTC", "to_commit": "b" * 40, **a} for a in accepts]}
+        (tmp_path / arch / f"{step}.lock").write_text(json.dumps(record))
+
+    lock("fcnn", "study", {"moved": "0" * 64})
+    lock("lenet5", "ablation", {"settings": {"ablation": {"n_models": 3, "variants": ["report", "train_mode"]}}}, {"moved": "0" * 64})
+    sentence = report.provenance_sentence(tmp_path)
+    assert sentence.startswith("Studies and ablations computed at commit aaaaaaa on NVIDIA H200; all of them accepted unchanged through "
+                               "commit bbbbbbb, modules moved, the code otherwise the same, LeNet-5's ablation also checked old against")
+    assert sentence.endswith("with 3 models per seed pool, LeNet-5's ablation on 2 of its rows.")

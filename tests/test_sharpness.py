@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from sharplib.protocol import sharpness_config
-from sharplib.reparam import rescale
-from sharplib.sharpness import (REFERENCE_HOOKS, SharpnessConfig, ascent_step, draw_batches, estimate_pool_sharpness, estimate_sharpness,
-                                first_occurrence_weights, project, split_weights)
-from sharplib.sharpness_plain import estimate_sharpness_plain
-from sharplib.task import Task
+from sharplib.experiments.protocol import sharpness_config
+from sharplib.core.reparam import rescale
+from sharplib.core.sharpness import (REFERENCE_HOOKS, SharpnessConfig, ascent_step, draw_batches, estimate_pool_sharpness,
+                                     estimate_sharpness, first_occurrence_weights, project, split_weights)
+from sharplib.core.sharpness_plain import estimate_sharpness_plain
+from sharplib.core.task import Task
 
 ARCHS = ["fcnn", "lenet5", "gat"]
 

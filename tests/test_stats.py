@@ -1,4 +1,4 @@
-"""Kendall's τ, its p-value and bootstrap CI (sharplib.stats)."""
+"""Kendall's τ, its p-value and bootstrap CI (sharplib.core.stats)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy import stats
 
-from sharplib.stats import KendallResult, finite_pairs, kendall, tau_b_batched
+from sharplib.core.stats import KendallResult, finite_pairs, kendall, tau_b_batched
 
 FEW = 999  # resamples: enough for CI checks, keeps the file fast
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sharplib import deps, stephash
-from sharplib.protocol import TABLE1, spec
+from sharplib.pipeline import deps, stephash
+from sharplib.experiments.protocol import TABLE1, spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,9 +40,10 @@ def test_archs_and_data_folders_follow_the_protocol() -> None:
 def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
     before = hashes(checkout)
     assert len(set(before.values())) == 12, "each step (4) of each arch (3) has its own hash"
-    for path in [*checkout.glob("sharplib/*.py"), *checkout.glob("notebooks/*.py")]:
+    for path in [*checkout.glob("sharplib/**/*.py"), *checkout.glob("notebooks/*.py")]:
         os.utime(path, (1, 1))  # file times alone
-    for name in ("report", "measures_report", "progress_report", "fingerprint", "lockfile", "evidence", "deps", "teaching"):
+    for name in ("paper/report", "paper/measures_report", "paper/progress_report", "pipeline/fingerprint", "pipeline/lockfile",
+                 "pipeline/evidence", "pipeline/deps", "experiments/teaching"):
         append(checkout / "sharplib" / f"{name}.py", "\nWORDING = 'a statement, not only a comment'\n")
     assert hashes(checkout) == before
 
@@ -50,20 +51,20 @@ def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
 @pytest.mark.slow
 def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout: Path) -> None:
     before = hashes(checkout)
-    append(checkout / "sharplib" / "measures.py", "\nEDITED = True\n")  # the panel: the measures step only
+    append(checkout / "sharplib" / "panel" / "measures.py", "\nEDITED = True\n")  # the panel: the measures step only
     after = hashes(checkout)
     assert {key for key in before if after[key] != before[key]} == {("measures", arch) for arch in stephash.ARCHS}
     append(checkout / "notebooks" / "ablation.py", "\nEDITED = True\n")
     again = hashes(checkout)
     assert {key for key in after if again[key] != after[key]} == {("ablation", arch) for arch in stephash.ARCHS}
-    append(checkout / "sharplib" / "train.py", "\nUNUSED = 1\n")  # training: every step, through the study's hash too
+    append(checkout / "sharplib" / "core" / "train.py", "\nUNUSED = 1\n")  # training: every step, through the study's hash too
     assert all(a != b for a, b in zip(hashes(checkout).values(), again.values()))
 
 
 @pytest.mark.slow
 def test_docstrings_comments_and_layout_of_computing_code_leave_every_hash_alone(checkout: Path) -> None:
     before = hashes(checkout)
-    train = checkout / "sharplib" / "train.py"
+    train = checkout / "sharplib" / "core" / "train.py"
     source = train.read_text()
     docstring = source.split('"""')[1]
     source = source.replace(docstring, "One line now.", 1)  # the module's docstring
@@ -96,9 +97,9 @@ def test_parameters_data_and_the_upstream_step_are_covered(checkout: Path) -> No
 
 def test_changed_inputs_names_them(checkout: Path) -> None:
     old = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
-    append(checkout / "sharplib" / "sharpness.py", "\nEDITED = True\n")
+    append(checkout / "sharplib" / "core" / "sharpness.py", "\nEDITED = True\n")
     new = stephash.fingerprint("ablation", "fcnn", "full", "auto", checkout)
-    assert stephash.changed_inputs(old, new) == ["sharplib/sharpness.py", "upstream:study"]
+    assert stephash.changed_inputs(old, new) == ["sharplib/core/sharpness.py", "upstream:study"]
 
 
 def test_no_module_that_computes_imports_one_that_renders() -> None:
@@ -107,10 +108,45 @@ def test_no_module_that_computes_imports_one_that_renders() -> None:
     left_out = stephash.RENDERING | stephash.TOOLING
     for step in stephash.STEPS:
         for path in stephash.compute_files(step):
-            if path.parent.name == "sharplib":
+            if path.is_relative_to(stephash.REPO / "sharplib"):
                 assert not deps.imported_names(path) & left_out, f"{path.name} imports {deps.imported_names(path) & left_out}"
 
 
 def test_notebook_defaults_are_the_parameters_cell() -> None:
     defaults = stephash.notebook_defaults("study")
     assert defaults["arch"] == "fcnn" and defaults["n_models"] is None and "backend" in defaults
+
+
+def test_a_module_moved_to_a_folder_keeps_its_relocatable_digest(tmp_path: Path) -> None:
+    def module(root: Path, where: str, source: str) -> Path:
+        path = root / "sharplib" / where
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for folder in (root / "sharplib", path.parent):
+            (folder / "__init__.py").touch()
+        (root / "sharplib" / "b.py").write_text("def f():\n    return 2\n\n\ndef g():\n    return 3\n")
+        path.write_text(f'"""Docstring."""\nfrom pathlib import Path\n{source}\nX = f()\n')
+        return path
+
+    flat = module(tmp_path / "flat", "a.py", "from .b import f\nROOT = Path(__file__).resolve().parents[1]")
+    moved = module(tmp_path / "moved", "core/a.py", "from ..b import f\nROOT = Path(__file__).resolve().parents[2]")
+    absolute = module(tmp_path / "absolute", "core/a.py", "from sharplib.b import f\nROOT = Path(__file__).resolve().parents[2]")
+    for path, first in ((flat, "from .b import f"), (moved, "from ..b import f"), (absolute, "from sharplib.b import f")):
+        split = first.replace(" f", " g") + "\n" + first  # `from x import g, f` in one place, two statements in another
+        path.write_text(path.read_text().replace(first, first.replace(" f", " g, f") if path is flat else split))
+    digests = {stephash.relocatable_digest(path, root) for path, root in
+               ((flat, tmp_path / "flat"), (moved, tmp_path / "moved"), (absolute, tmp_path / "absolute"))}
+    assert len(digests) == 1
+    assert stephash.code_digest(flat) != stephash.code_digest(moved)  # the plain digest sees the move
+    moved.write_text(moved.read_text().replace("X = f()", "X = f() + 1"))  # code, not place: another digest
+    assert stephash.relocatable_digest(moved, tmp_path / "moved") not in digests
+    assert stephash.relocatable_digest(moved.parent / "__init__.py", tmp_path / "moved") is None  # an empty package file
+
+
+def test_the_relocatable_hash_sees_every_step_and_not_prose(checkout: Path) -> None:
+    keys = [(step, arch) for step in stephash.STEPS for arch in stephash.ARCHS]
+    before = {key: stephash.relocatable_fingerprint(*key, "full", "auto", checkout) for key in keys}
+    assert len(set(before.values())) == 12
+    append(checkout / "sharplib" / "train.py", "\n# a comment\n")
+    assert {k: stephash.relocatable_fingerprint(*k, "full", "auto", checkout) for k in before} == before
+    append(checkout / "sharplib" / "train.py", "\nEDITED = True\n")
+    assert all(stephash.relocatable_fingerprint(*k, "full", "auto", checkout) != v for k, v in before.items())

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from sharplib.config import check_device, check_text, parameter_names, params_from_namespace
-from sharplib.notebook import RunEarlierCell
-from sharplib.stats import KendallResult
-from sharplib.protocol import TABLE1
-from sharplib.study import StudyParams, introduction, read_results, write_results
+from sharplib.core.config import check_device, check_text, parameter_names, params_from_namespace
+from sharplib.core.notebook import RunEarlierCell
+from sharplib.core.stats import KendallResult
+from sharplib.experiments.protocol import TABLE1
+from sharplib.experiments.study import StudyParams, introduction, read_results, write_results
 from tests.test_report import fake_table
 
 

@@ -1,4 +1,4 @@
-"""Granulated (Ψ) and conditional τ, and τ where a sub-pool has one (sharplib.subpools)."""
+"""Granulated (Ψ) and conditional τ, and τ where a sub-pool has one (sharplib.core.subpools)."""
 from __future__ import annotations
 
 import itertools
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from sharplib.stats import kendall
-from sharplib.subpools import GranulatedResult, conditional_kendall, granulated_kendall, kendall_where_defined
+from sharplib.core.stats import kendall
+from sharplib.core.subpools import GranulatedResult, conditional_kendall, granulated_kendall, kendall_where_defined
 
 FEW = 999  # resamples: enough for CI checks, keeps the file fast
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharplib.targets import TARGETS, target_columns
+from sharplib.core.targets import TARGETS, target_columns
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 

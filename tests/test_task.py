@@ -1,10 +1,10 @@
-"""`Task.first_train_rows`: the quick profile's cut of a training set (sharplib.task)."""
+"""`Task.first_train_rows`: the quick profile's cut of a training set (sharplib.core.task)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sharplib.task import Task
+from sharplib.core.task import Task
 
 
 def _task(n_train: int = 10, graph: bool = False) -> Task:

@@ -14,9 +14,9 @@ import pytest
 import torch
 from jupyter_client.manager import KernelManager
 
-from sharplib import handout
-from sharplib.task import resolve_device
-from sharplib.teaching import Exercises, TeachingParams
+from sharplib.paper import handout
+from sharplib.core.task import resolve_device
+from sharplib.experiments.teaching import Exercises, TeachingParams
 from tests.kernel_session import code_cells, edit, session
 from tests.notebook_runner import NOTEBOOKS, check_parameters, parameters_cell, printed, run_notebook
 
@@ -158,9 +158,9 @@ def test_grading_turns_an_open_exercise_into_an_error():
 
 
 def test_the_rescaling_exercise_measures_the_students_network(abalone_task, capsys):
-    from sharplib.pool import init_model
-    from sharplib.protocol import train_config
-    from sharplib.reparam import rescale
+    from sharplib.pools.pool import init_model
+    from sharplib.experiments.protocol import train_config
+    from sharplib.core.reparam import rescale
 
     model = init_model("fcnn", train_config("fcnn"))
     x = abalone_task.x_train[:200]
@@ -220,7 +220,7 @@ def test_a_cell_run_too_early_says_which_cell_to_run(tmp_path, data_root):
                              ("print(modle)", "`modle` is not defined and no cell of this notebook defines it")]:
             shown = kernel.run(source)
             assert len(shown.error) == 1 and says in shown.error[0], shown.error
-        imports = next(c for c in cells if c.startswith("from sharplib import notebook"))
+        imports = next(c for c in cells if c.startswith("from sharplib.core import notebook"))
         assert kernel.run(imports).ok
         shown = kernel.run(check)  # the parameters are not set yet
         assert shown.error == ["RunEarlierCell: the parameters are not set yet: run the cell tagged `parameters` (under the imports) first"]

@@ -9,14 +9,14 @@ from functools import partial
 import pytest
 import torch
 
-from sharplib.functional import evaluate
-from sharplib.models import FCNN
-from sharplib.pool import init_model
-from sharplib.protocol import train_config
-from sharplib.task import Task
+from sharplib.core.functional import evaluate
+from sharplib.core.models import FCNN
+from sharplib.pools.pool import init_model
+from sharplib.experiments.protocol import train_config
+from sharplib.core.task import Task
 from torch.func import stack_module_state, vmap
 
-from sharplib.train import (
+from sharplib.core.train import (
     GraphedEpoch,
     TrainConfig,
     TrainResult,
@@ -226,7 +226,7 @@ def test_the_trained_models_are_moved_to_the_configs_device(abalone_task: Task, 
     """A model built on the CPU, trained with device="cuda", was evaluated on the CPU against a task on CUDA
     ("Expected all tensors to be on the same device"). Here torch's "meta" device stands in for the GPU:
     it has no numbers, so the epoch's steps are skipped and `_finish` only records where the model and task are."""
-    from sharplib import train
+    from sharplib.core import train
 
     monkeypatch.setattr(train, "resolve_device", lambda device: torch.device("meta"))
     monkeypatch.setattr(train, "_eager_epoch", lambda step, params, buffers, task, orders, cfg, batched: (params, [1.0] * len(orders)))

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sharplib.conditional import partial_kendall
-from sharplib.pool import load_model
-from sharplib.protocol import train_config
-from sharplib.sharpness import SharpnessConfig, estimate_sharpness
-from sharplib.task import Task
-from sharplib.trajectory import epoch_pools, sharpness_along_training, tau_along_training
+from sharplib.core.conditional import partial_kendall
+from sharplib.pools.pool import load_model
+from sharplib.experiments.protocol import train_config
+from sharplib.core.sharpness import SharpnessConfig, estimate_sharpness
+from sharplib.core.task import Task
+from sharplib.experiments.trajectory import epoch_pools, sharpness_along_training, tau_along_training
 
 FEW = 99
 

@@ -1,0 +1,88 @@
+"""Pools that vary their training: the hyperparameter grid behind the measures study.
+
+The report's pools differ only by the seed. Jiang et al. (2020) judge a generalization measure on pools
+that vary one training hyperparameter at a time, so each architecture here also trains a grid:
+
+    learning rate  η ∈ {½, 1, 2} × Table I's η
+    batch size     B ∈ {32, 64, 128}
+    seeds          5 per cell (0–4)
+
+45 models per architecture, trained through `pool.train_pool`, one folder per cell; the table is `GRIDS`.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..pools.pool import PoolEntry, train_pool
+from .protocol import TABLE1, spec, train_config
+from ..core.task import Task
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Which training hyperparameters vary, over which values, and how many seeds fill each cell."""
+
+    lr_factors: tuple[float, ...]  # × Table I's learning rate
+    batch_sizes: tuple[int, ...]
+    n_seeds: int
+    max_epochs: int | None = None  # None: the protocol's; the quick profile caps LeNet-5
+
+    def cells(self, arch: str) -> list[dict[str, Any]]:
+        """Every (lr, batch_size) of the grid, the learning rate resolved against Table I."""
+        return [{"lr": spec(arch).lr * f, "lr_factor": f, "batch_size": b} for f, b in itertools.product(self.lr_factors, self.batch_sizes)]
+
+
+# The grid per profile and architecture: the full profile's 3 × 3 × 5, and a quick one that still has
+# two values of each hyperparameter (Ψ needs sub-pools in which one of them varies).
+GRIDS: dict[str, dict[str, Grid]] = {
+    "full": {arch: Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=5) for arch in TABLE1},
+    "quick": {
+        "fcnn": Grid(lr_factors=(0.5, 2.0), batch_sizes=(32, 128), n_seeds=2),
+        "lenet5": Grid(lr_factors=(0.5, 2.0), batch_sizes=(64, 128), n_seeds=2, max_epochs=1),
+        "gat": Grid(lr_factors=(0.5, 2.0), batch_sizes=(32, 128), n_seeds=2),
+    },
+}
+HYPERPARAMETERS = ("lr", "batch_size")  # the columns of a grid's table that vary
+
+
+def cell_folder(out_dir: Path, cell: dict[str, Any]) -> Path:
+    return Path(out_dir) / f"lr{cell['lr_factor']:g}x_bs{cell['batch_size']}"
+
+
+def train_grid(arch: str, task: Task, grid: Grid, out_dir: str | Path, *, device: str = "auto", backend: str = "auto",
+               n_workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train every cell of `grid` (one `train_pool` each, into out_dir/<cell>/) and return one row per model:
+    its hyperparameters, seed, checkpoint and TrainResult fields. Trained models are reused, as in the study."""
+    rows = []
+    for cell in grid.cells(arch):
+        overrides = {"lr": cell["lr"], "batch_size": cell["batch_size"], "device": device}
+        if grid.max_epochs is not None:
+            overrides.update(max_epochs=grid.max_epochs, min_epochs=min(grid.max_epochs, spec(arch).min_epochs))
+        entries: list[PoolEntry] = train_pool(
+            arch,
+            task,
+            train_config(arch, **overrides),
+            list(range(grid.n_seeds)),
+            cell_folder(out_dir, cell),
+            backend=backend,
+            n_workers=n_workers,
+            progress=progress,
+        )
+        rows += [{**cell, "seed": e.seed, "checkpoint": str(e.checkpoint), "reused": e.reused, **_result_columns(e)} for e in entries]
+    return pd.DataFrame(rows)
+
+
+def _result_columns(entry: PoolEntry) -> dict[str, Any]:
+    r = entry.result
+    return {
+        "epochs": r.epochs,
+        "train_loss": r.train_loss,
+        "test_loss": r.test_loss,
+        "test_accuracy": r.test_accuracy,
+        "diverged": r.diverged,
+    }

@@ -1,0 +1,266 @@
+"""One architecture's study, as a notebook runs it: its parameters, its table of models, its results files.
+
+notebooks/study.py is the one study notebook; papermill runs it once per architecture (`-p arch gat`).
+`StudyParams.from_namespace` turns its `parameters` cell into a validated frozen config before anything is
+trained, and `introduction` writes the notebook's opening from the protocol's row for the architecture.
+
+    <results_dir>/<arch>/results.json   τ, p, CI, counts, configs, provenance
+    <results_dir>/<arch>/models.csv     one row per model
+
+These two files are the only input of `report.py`, so every number in the paper can be traced to them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..core.notebook import results_path
+from ..core.config import check_choice, check_device, check_number, check_text, check_writable_dir, params_from_namespace
+from ..pools.pool import BACKENDS, PoolEntry
+from .protocol import TABLE1, sharpness_config, spec, train_config
+from ..core.sharpness import SharpnessConfig, SharpnessResult
+from ..core.stats import KendallResult
+from ..core.task import Task, resolve_device
+from ..core.train import TrainConfig
+
+# Per profile: how many models, restarts and bootstrap resamples; quick also caps LeNet-5's epochs and
+# trains it on the first 6000 of its 60000 training images (train_rows; None: the whole training set).
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {arch: dict(n_models=50, n_restarts=50, max_epochs=None, n_resamples=9999, train_rows=None) for arch in TABLE1},
+    "quick": {
+        "fcnn": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999, train_rows=None),
+        # 4: the fewest that still leave models to resume after an interrupt
+        "lenet5": dict(n_models=4, n_restarts=10, max_epochs=1, n_resamples=999, train_rows=6000),
+        "gat": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999, train_rows=None),
+    },
+}
+
+
+@dataclass(frozen=True)
+class StudyParams:
+    """A notebook's parameters. None means: the profile's value (n_models, n_restarts, max_epochs, n_resamples,
+    train_rows) or the report's (rho, from Table I). train_rows: train on the first that many training rows
+    (`Task.first_train_rows`, which checks it against the data)."""
+
+    arch: str
+    profile: str = "full"
+    n_models: int | None = None
+    first_seed: int = 0
+    rho: float | None = None
+    n_restarts: int | None = None
+    max_epochs: int | None = None
+    n_resamples: int | None = None
+    sharpness_seed: int = 0
+    device: str = "auto"
+    backend: str = "auto"  # where the pool trains and its sharpness runs (pool.BACKENDS; "ray": cluster.py)
+    n_workers: int | None = None
+    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
+    data_root: str | None = None
+    train_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        name = "parameter"
+        check_choice(name, "arch", self.arch, tuple(TABLE1))
+        check_choice(name, "profile", self.profile, tuple(PROFILES))
+        check_choice(name, "backend", self.backend, BACKENDS)
+        for field, minimum in (("n_models", 3), ("n_restarts", 1), ("max_epochs", 1), ("n_resamples", 1), ("n_workers", 1),
+                               ("train_rows", 1)):
+            if getattr(self, field) is not None:
+                check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
+        check_number(name, "first_seed", self.first_seed, minimum=0, integer=True)
+        check_number(name, "sharpness_seed", self.sharpness_seed, minimum=0, integer=True)
+        if self.rho is not None:
+            check_number(name, "rho", self.rho, minimum=0, strict=True)
+        if self.results_dir is not None:
+            check_text(name, "results_dir", self.results_dir)
+        if self.data_root is not None:
+            check_text(name, "data_root", self.data_root)
+        check_device(name, "device", self.device)
+        check_writable_dir(name, "results_dir", self.results_path)  # here, in the parameters cell, not after training
+
+    @classmethod
+    def from_namespace(cls, namespace: dict[str, Any]) -> "StudyParams":
+        """The parameters a notebook defined after `before` was taken (papermill's injected ones included),
+        `arch` among them; a misspelt name is an error naming it (see `config.params_from_namespace`)."""
+        return params_from_namespace(cls, namespace)
+
+    def resolved(self, field: str) -> Any:
+        """A field's value, with None replaced by the profile's default."""
+        value = getattr(self, field)
+        return PROFILES[self.profile][self.arch][field] if value is None else value
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.resolved("n_models")))
+
+    @property
+    def out_dir(self) -> Path:
+        return self.results_path / self.arch
+
+    @property
+    def results_path(self) -> Path:
+        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
+        return results_path(self.results_dir)
+
+    def train_config(self) -> TrainConfig:
+        overrides = {"device": self.device}
+        if self.resolved("max_epochs") is not None:
+            max_epochs = self.resolved("max_epochs")
+            overrides.update(max_epochs=max_epochs, min_epochs=min(spec(self.arch).min_epochs, max_epochs))
+        return train_config(self.arch, **overrides)
+
+    def sharpness_config(self) -> SharpnessConfig:
+        return sharpness_config(self.arch, rho=self.rho or spec(self.arch).rho, n_restarts=self.resolved("n_restarts"),
+                                seed=self.sharpness_seed, device=self.device)
+
+
+def introduction(params: StudyParams) -> str:
+    """The study notebook's title and opening in Markdown: the protocol's words for `params.arch`, with
+    the settings this run uses, so that each executed notebook reads on its own."""
+    s, train, sharp = spec(params.arch), params.train_config(), params.sharpness_config()
+    epochs = (f"at most {train.max_epochs} epoch{'s' * (train.max_epochs > 1)}" if train.min_epochs == 1
+              else f"at least {train.min_epochs} and at most {train.max_epochs} epochs")
+    decay = f", weight decay {train.weight_decay:g}" if train.weight_decay else ""
+    init = "Xavier-uniform weights and zero biases" if train.init == "xavier" else "the layers' default initialization"
+    return f"""# Does adaptive sharpness predict test loss? {s.model_name} on {s.dataset_name}
+
+We train a pool of {len(params.seeds)} {s.model_name} models on {s.dataset_name}, each from its own seed, with
+the report's protocol: {init}, then plain SGD on batches of {train.batch_size}
+training {s.unit}, learning rate {train.lr:g}{decay}, {epochs}, stopping once the mean training loss of an
+epoch changes by less than {train.tol * 100:g} %; the loss is the {s.loss_name.lower()}. For each model we
+estimate its adaptive worst-case m-sharpness
+
+$$S(w) = \\mathbb{{E}}_{{S \\sim P^m}} \\max_{{\\|\\delta \\oslash |w|\\|_\\infty \\le \\rho}} L_S(w + \\delta) - L_S(w)$$
+
+with ρ = {sharp.rho:g}, and ask, with Kendall's τ over the pool, whether sharper models have higher test loss.
+
+**The network.** {s.network}
+
+**The data.** {s.data_prose}
+
+**The sharpness.** Projected gradient ascent, {sharp.n_steps} steps of size η = the training learning rate,
+{sharp.n_restarts} restarts on fresh batches of m = {sharp.batch_size} training {s.unit}, in {sharp.mode} mode: {s.eval_prose}.
+
+Profile `{params.profile}`{_cut(params)}; the results go to `{params.out_dir.as_posix()}/`."""
+
+
+def _cut(params: StudyParams) -> str:
+    rows = params.resolved("train_rows")
+    return "" if rows is None else f", training on the first {rows} training {spec(params.arch).unit} only"
+
+
+def describe_task(arch: str, task: Task) -> str:
+    """One line on the loaded data: its split, and the inputs' shape or the graph's size."""
+    unit = spec(arch).unit
+    line = f"{task.n_train} training {unit}, {len(task.x_test)} test {unit}"
+    if task.node_features is not None:
+        return f"{line}; the graph has {task.node_features.shape[0]} nodes with {task.node_features.shape[1]} features each"
+    return f"{line}; inputs of shape {tuple(task.x_train.shape[1:])}"
+
+
+def model_table(entries: list[PoolEntry], sharpness: list[SharpnessResult]) -> pd.DataFrame:
+    """One row per model: training outcome and sharpness with its diagnostics."""
+    rows = []
+    for entry, result in zip(entries, sharpness):
+        r = entry.result
+        rows.append({
+            "seed": r.seed, "epochs": r.epochs, "train_loss": r.train_loss, "test_loss": r.test_loss,
+            "test_accuracy": r.test_accuracy, "diverged": r.diverged, "trained_by": r.trained_by,
+            "sharpness": result.mean, "sharpness_std": float(pd.Series(result.values).std()),
+            "frac_below": result.frac_below, "train_seconds": r.seconds, "sharpness_seconds": result.seconds,
+        })
+    return pd.DataFrame(rows)
+
+
+def git_commit(repo: Path) -> tuple[str, bool]:
+    """(commit, dirty) of the checkout holding the code, or ("unknown", True) outside git."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+            ).stdout.strip()
+        )
+        return commit, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+
+
+def provenance(device: str) -> dict[str, Any]:
+    """Where and with what the numbers were computed."""
+    import scipy
+
+    commit, dirty = git_commit(Path(__file__).resolve().parents[2])
+    resolved = resolve_device(device)
+    return {
+        "git_commit": commit, "git_dirty": dirty, "torch": torch.__version__, "scipy": scipy.__version__,
+        "python": platform.python_version(), "device": str(resolved),
+        "device_name": torch.cuda.get_device_name(resolved) if resolved.type == "cuda" else platform.processor() or platform.machine(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores",
+    }
+
+
+def write_results(params: StudyParams, table: pd.DataFrame, kendall: KendallResult, seconds: dict[str, float]) -> Path:
+    """Write models.csv and results.json (last, atomically: its presence means the study finished).
+
+    What computed them is recorded by make, in the step's lock (sharplib/pipeline/lockfile.py), not here."""
+    out = params.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "models.csv", index=False)
+    summary = {
+        "arch": params.arch, "profile": params.profile,
+        "tau": kendall.tau, "p_value": kendall.p_value, "tau_ci": [kendall.ci_low, kendall.ci_high],
+        "ci_method": kendall.ci_method, "confidence": kendall.confidence,
+        "n_models": int(len(table)), "n_used": kendall.n, "n_diverged": int(table["diverged"].sum()),
+        "frac_below_mean": float(table["frac_below"].mean()),
+        "train_rows": params.resolved("train_rows"),  # the training set's cut (None: all of it), as the pool was trained
+        "params": dataclasses.asdict(params), "train_config": dataclasses.asdict(params.train_config()),
+        "sharpness_config": dataclasses.asdict(params.sharpness_config()),
+        "seconds": seconds, "provenance": provenance(params.device),
+    }
+    write_json_atomic(out / "results.json", summary)
+    return out / "results.json"
+
+
+def read_results(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """results.json and models.csv of one architecture; a clear error when the study has not run."""
+    folder = Path(results_dir) / arch
+    path = folder / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the {arch} notebook first (make paper runs all three)")
+    return json.loads(path.read_text()), pd.read_csv(folder / "models.csv")
+
+
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    """Write to a temporary name, then rename: a killed run leaves no half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFrame, summary: dict[str, Any]) -> Path:
+    """ablation.csv and rho.csv, then ablation.json (last, atomically: its presence means the run finished)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "ablation.csv", index=False)
+    rho_tau.to_csv(out / "rho.csv", index=False)
+    write_json_atomic(out / "ablation.json", summary)
+    return out / "ablation.json"
+
+
+def read_ablation(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(ablation.json, ablation.csv, rho.csv) of one arch; a clear error when the ablation has not run."""
+    folder = Path(results_dir) / arch
+    if not (folder / "ablation.json").exists():
+        raise FileNotFoundError(f"{folder / 'ablation.json'} not found: run notebooks/ablation.py for {arch} (make paper runs it)")
+    return json.loads((folder / "ablation.json").read_text()), pd.read_csv(folder / "ablation.csv"), pd.read_csv(folder / "rho.csv")

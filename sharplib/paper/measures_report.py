@@ -1,0 +1,178 @@
+"""The paper's "Beyond the report" section, built from results/<arch>/measures.json alone.
+
+    python -m sharplib.paper.measures_report RESULTS_DIR GENERATED_DIR
+
+writes measures.tex (a table: measures × architectures, τ on the seed-only pool, τ and Ψ on the varied
+pool, with their 95 % CIs, and a paragraph whose sentences follow the numbers) and measures.pdf/.png
+(a heatmap of τ, Ψ and each ψ_i). It is kept apart from report.py, which the study notebook imports:
+this section can change without touching the study's inputs.
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from ..pipeline.lockfile import computed_where
+from ..panel.measures import MEASURES
+from ..experiments.measures_study import read_measures
+from ..experiments.protocol import TABLE1, spec
+
+ARCHS = tuple(TABLE1)  # the protocol's order: fcnn, lenet5, gat
+LABELS = {
+    "sharpness_adaptive": "adaptive worst-case sharpness", "sharpness_standard": "standard worst-case sharpness",
+    "sharpness_average": "adaptive average-case sharpness", "hessian_top_eigenvalue": "Hessian top eigenvalue",
+    "hessian_trace": "Hessian trace", "pac_bayes_mag_flatness": "PAC-Bayes magnitude-aware flatness",
+    "fisher_rao_norm": "Fisher–Rao norm", "weight_norm": "weight norm", "distance_from_init": "distance from init",
+    "train_loss": "training loss (control)", "epochs": "epochs (control)",
+}
+
+
+def overview(summary: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per measure: τ on each pool, Ψ and each ψ_i (NaN where undefined)."""
+    rows = {}
+    for measure, entry in summary.items():
+        g = entry["granulated"]
+        rows[LABELS.get(measure, measure)] = {
+            "τ seed-only": entry["tau_seed"]["tau"],
+            "τ varied": entry["tau_varied"]["tau"],
+            "Ψ": g["psi"],
+            "ψ learning rate": g["psi_i"].get("lr"),
+            "ψ batch size": g["psi_i"].get("batch_size"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").astype(float)
+
+
+def heatmap(ax: plt.Axes, table: pd.DataFrame, title: str) -> None:
+    sns.heatmap(table, ax=ax, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", cbar=False, annot_kws={"size": 7})
+    ax.set(title=title)
+    ax.tick_params(labelsize=7)
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    if not all(math.isfinite(x) for x in (value, low, high)):
+        return "---"
+    return f"${value:.2f}$ {{\\scriptsize $[{low:.2f}, {high:.2f}]$}}"
+
+
+def _excludes_zero(low: float, high: float) -> bool:
+    return math.isfinite(low) and math.isfinite(high) and (low > 0 or high < 0)
+
+
+def table_tex(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Rows: measures; per architecture two columns: τ on the seed-only pool and Ψ on the varied pool, with CIs."""
+    archs = [a for a in ARCHS if a in summaries]
+    header = " & ".join(f"\\multicolumn{{2}}{{c}}{{{spec(a).model_name}}}" for a in archs)
+    lines = [f"\\begin{{tabular}}{{l{'cc' * len(archs)}}}", "\\hline", f" & {header} \\\\",
+             " & " + " & ".join(["$\\tau$ seed-only & $\\Psi$ varied"] * len(archs)) + " \\\\", "\\hline"]
+    for measure in MEASURES:
+        cells = []
+        for a in archs:
+            entry = summaries[a][measure]
+            t, g = entry["tau_seed"], entry["granulated"]
+            cells += [_interval(t["tau"], t["ci_low"], t["ci_high"]), _interval(g["psi"], g["ci_low"], g["ci_high"])]
+        lines.append(f"{LABELS[measure]} & " + " & ".join(cells) + " \\\\")
+    return "\n".join([*lines, "\\hline", "\\end{tabular}"]) + "\n"
+
+
+CONTROLS = ("train_loss", "epochs")
+
+
+def paragraph(arch: str, summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """What the numbers say for one architecture, in sentences chosen by the numbers (controls are not ranked)."""
+    name = spec(arch).model_name
+    measures = {m: e for m, e in summary.items() if m not in CONTROLS}
+    seed_strong = [LABELS[m] for m, e in measures.items() if _excludes_zero(e["tau_seed"]["ci_low"], e["tau_seed"]["ci_high"])]
+    parts = [f"For {name}, on the seed-only pool "]
+    parts.append(
+        f"the confidence interval of τ excludes zero for: {', '.join(seed_strong)}."
+        if seed_strong
+        else "no measure's τ interval excludes zero."
+    )
+    psi = {m: e["granulated"] for m, e in measures.items() if math.isfinite(e["granulated"]["psi"])}
+    if psi:
+        best = max(psi, key=lambda m: abs(psi[m]["psi"]))
+        g = psi[best]
+        parts.append(
+            f" On the varied pool the largest |Ψ| is {LABELS[best]}'s, "
+            f"Ψ = {g['psi']:.2f} (95 % CI [{g['ci_low']:.2f}, {g['ci_high']:.2f}])."
+        )
+    # ψ far apart across the two axes: the measure follows one hyperparameter rather than test loss as such
+    lopsided = [
+        f"{LABELS[m]} (ψ = {e['granulated']['psi_i']['lr']:.2f} across learning rates, "
+        f"{e['granulated']['psi_i']['batch_size']:.2f} across batch sizes)"
+        for m, e in measures.items()
+        if abs(e["granulated"]["psi_i"]["lr"] - e["granulated"]["psi_i"]["batch_size"]) >= 0.5
+    ]
+    if lopsided:
+        parts.append(f" Its rank agreement with test loss depends on which hyperparameter varies for: {'; '.join(lopsided)}.")
+    return "".join(parts)
+
+
+def tex(text: str) -> str:
+    """A paragraph for LaTeX: Greek letters in math mode, % escaped."""
+    for plain, math_mode in (("|Ψ|", "$|\\Psi|$"), ("Ψ", "$\\Psi$"), ("ψ", "$\\psi$"), ("τ", "$\\tau$")):
+        text = text.replace(plain, math_mode)
+    return text.replace("%", "\\,\\%")
+
+
+def figure(summaries: Mapping[str, Mapping[str, Any]], pdf: Path, png: Path) -> None:
+    archs = [a for a in ARCHS if a in summaries]
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 4.2), sharey=True, squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        heatmap(ax, overview(summaries[arch]), spec(arch).model_name)
+    fig.tight_layout()
+    fig.savefig(pdf)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def provenance_note(results_dir: Path, archs: list[str]) -> str:
+    """Where the panel was computed (its locks) and which architectures it still lacks, in plain words."""
+    origins = computed_where(results_dir, "measures", archs)
+    note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} pools were trained and measured {origin}."
+                    for origin, group in origins.items())
+    note += (" The study's seeds were retrained there, so where training draws random numbers on the device (the GAT's"
+             " dropout) the seed-only pool is a pool of its own, not the study's.")
+    missing = [spec(a).model_name for a in ARCHS if a not in archs]
+    if missing:
+        note += (f" {' and '.join(missing)}: no panel yet at this profile (about two hours on two CPU cores; it waits for a"
+                 f" GPU run, or `make measures-{'`, `make measures-'.join(a for a in ARCHS if a not in archs)}`).")
+    return note
+
+
+def build(results_dir: Path, out_dir: Path) -> list[Path]:
+    """measures.tex and the figure from every architecture whose measures.json exists; nothing when none does."""
+    summaries = {}
+    for arch in ARCHS:
+        try:
+            summaries[arch] = read_measures(results_dir, arch)[0]["measures"]
+        except FileNotFoundError:
+            continue
+    if not summaries:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = "\n\n".join(tex(paragraph(a, s)) for a, s in summaries.items())
+    note = provenance_note(results_dir, list(summaries)).replace("`", "").replace("_", "\\_")
+    (out_dir / "measures.tex").write_text("% Generated by sharplib.measures_report from results/*/measures.json: do not edit.\n"
+                                          f"\\newcommand{{\\MeasuresTable}}{{{table_tex(summaries)}}}\n\\newcommand{{\\MeasuresText}}{{{text}}}\n"
+                                          f"\\newcommand{{\\MeasuresProvenance}}{{{note}}}\n")
+    figure(summaries, out_dir / "measures.pdf", out_dir / "measures.png")
+    return [out_dir / name for name in ("measures.tex", "measures.pdf", "measures.png")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        raise SystemExit("usage: python -m sharplib.measures_report RESULTS_DIR GENERATED_DIR")
+    for path in build(Path(args[0]), Path(args[1])):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
