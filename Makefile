@@ -170,7 +170,7 @@ test: $(VENV)/.installed $(VENV)/.cluster
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The suite less the tests marked slow (Ray, notebooks under papermill, make in a copy, LeNet-5 training, the
-# browser): about 2 min on the idle 2-core machine, while `make test` takes 8 to 30. No Ray: no test that needs it runs.
+# browser): about 2 min on the 2-core machine, where `make test` takes 12 to 33. No Ray: no test that needs it runs.
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
