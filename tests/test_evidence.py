@@ -197,14 +197,17 @@ def test_a_lock_is_dirty_only_when_the_code_that_computes_is_not_its_commits(rep
 
 
 def test_a_module_moved_to_a_folder_is_accepted_without_running_anything(repo: Path, capsys: pytest.CaptureFixture) -> None:
-    # stats.py into sharplib/core/, every import of it rewritten: the code is the same wherever it lies.
-    (repo / "sharplib" / "core").mkdir()
-    (repo / "sharplib" / "core" / "__init__.py").touch()
-    git(repo, "mv", "sharplib/stats.py", "sharplib/core/stats.py")
-    for path in [*repo.glob("sharplib/*.py"), *repo.glob("notebooks/*.py")]:
+    # stats.py from core/ into a folder of its own, every import of it rewritten: the same code wherever it lies.
+    (repo / "sharplib" / "statistics").mkdir()
+    (repo / "sharplib" / "statistics" / "__init__.py").touch()
+    git(repo, "mv", "sharplib/core/stats.py", "sharplib/statistics/stats.py")
+    for path in [*repo.glob("sharplib/*/*.py"), *repo.glob("notebooks/*.py")]:
         text = path.read_text()
-        path.write_text(text.replace("from .stats import", "from .core.stats import").replace("from sharplib.stats import",
-                                                                                                "from sharplib.core.stats import"))
+        for old, new in (("from .stats import", "from ..statistics.stats import"),
+                         ("from ..core.stats import", "from ..statistics.stats import"),
+                         ("from sharplib.core.stats import", "from sharplib.statistics.stats import")):
+            text = text.replace(old, new)
+        path.write_text(text)
     state = lambda: lockfile.state("study", "fcnn", "full", "auto", repo / "results", repo)  # noqa: E731
     assert state().state == "stale"
     moved = commit_all(repo, "stats into core/")
@@ -214,6 +217,6 @@ def test_a_module_moved_to_a_folder_is_accepted_without_running_anything(repo: P
     assert found.state == "accepted" and found.lock["accepted"][-1]["to_commit"] == moved and "moved" in found.lock["accepted"][-1]
     assert not (repo.parent / "work").exists() or not list((repo.parent / "work").glob("*/sharplib")), "no worktree ran a notebook"
     # a move with a change of code is not a move
-    edit(repo / "sharplib" / "core" / "stats.py", "def kendall(", "UNUSED = 1\n\n\ndef kendall(")
+    edit(repo / "sharplib" / "statistics" / "stats.py", "def kendall(", "UNUSED = 1\n\n\ndef kendall(")
     commit_all(repo, "a statement")
     assert stephash.relocatable_fingerprint("study", "fcnn", "full", "auto", repo) != found.lock["accepted"][-1]["moved"]
