@@ -86,7 +86,8 @@ def main(argv: list[str]) -> int:
     make = argv[:1] == ["--make"]
     args = argv[1:] if make else argv
     if not args or (make and not all("=" in a for a in args)):
-        print(f"usage: python -m {PACKAGE}.deps FILE.py...  or  python -m {PACKAGE}.deps --make VAR=FILE.py[,FILE.py] ...\n"
+        command = f"python -m {PACKAGE}.pipeline.deps"
+        print(f"usage: {command} FILE.py...  or  {command} --make VAR=FILE.py[,FILE.py] ...\n"
               "  prints the sharplib modules the files import, transitively", file=sys.stderr)
         return 2
     cwd = Path.cwd().resolve()
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
     if not make:
         print(listed(args))
         return 0
-    print(f"# Written by `python -m {PACKAGE}.deps` from the imports in the code; make rewrites it when a module changes.")
+    print(f"# Written by `python -m {PACKAGE}.pipeline.deps` from the imports in the code; make rewrites it when a module changes.")
     for arg in args:
         var, _, files = arg.partition("=")
         print(f"{var} := {listed(files.split(','))}")
