@@ -17,6 +17,18 @@ from sharplib.core.train import train_model
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Each test's kind, for `pytest -m unit` (or notebook, e2e, ray, browser): a test's own mark, else its module's, else unit.
+KINDS = ("unit", "notebook", "e2e", "ray", "browser")
+MODULE_KIND = {"test_notebooks": "notebook", "test_ablation_notebook": "notebook", "test_make": "e2e", "test_paper": "e2e",
+               "test_handout_install": "e2e", "test_cluster": "ray"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(kind) for kind in KINDS):
+            item.add_marker(getattr(pytest.mark, MODULE_KIND.get(item.module.__name__.rpartition(".")[2], "unit")))
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = Path(os.environ.get("SHARPLIB_DATA", REPO.parent / "shared" / "data"))

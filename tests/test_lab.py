@@ -109,6 +109,7 @@ def make_lab(project: Path, tmp: Path, data_root: Path, user_settings: dict | No
                 server.wait()
 
 
+@pytest.mark.e2e
 def test_lab_serves_the_teaching_notebook_as_a_notebook(tmp_path, data_root):
     with make_lab(REPO, tmp_path, data_root) as (base, token):
         model = get(f"{base}/api/contents/teaching_sharpness.py?type=notebook&content=1", token)
@@ -196,6 +197,7 @@ def printed_text(page) -> str:
     return " ".join(page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stdout']").all_text_contents())
 
 
+@pytest.mark.browser
 @pytest.mark.slow
 def test_student_runs_edits_reruns_and_answers_in_the_lab(tmp_path, data_root):
     from playwright.sync_api import sync_playwright

@@ -100,6 +100,7 @@ def fresh_study(tiny_study: Path, tmp_path: Path) -> Path:
     return results
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_quick_run_writes_both_pools(tiny_study: Path, tmp_path: Path, data_root: Path) -> None:
     results = fresh_study(tiny_study, tmp_path)
@@ -116,6 +117,7 @@ def test_quick_run_writes_both_pools(tiny_study: Path, tmp_path: Path, data_root
     assert sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])) == 1
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_survives_a_second_run_all_and_cells_run_too_early(tiny_study: Path, tmp_path: Path, data_root: Path) -> None:
     from tests.kernel_session import code_cells, edit, session

@@ -124,6 +124,7 @@ def tiny_study(results_dir: Path, n: int = 6) -> None:
     write_results(params, table, KendallResult(0.1, 0.5, -0.2, 0.4, n), {"training": 0.0})
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_tiny_fcnn_run_writes_progress(tmp_path: Path, data_root: Path) -> None:
     results = tmp_path / "results"

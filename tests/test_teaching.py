@@ -120,6 +120,7 @@ def test_bad_parameters_are_named(overrides, message):
     assert message in str(err.value)
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_papermill_unknown_parameter_stops_the_run(tmp_path, data_root):
     # papermill only warns about a parameter the notebook does not define; the notebook stops
@@ -188,6 +189,7 @@ def verdicts(shown) -> str:
     return "".join(s.stdout for s in shown)
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_run_all_twice_after_edits_uses_the_edited_values(tmp_path, data_root):
     cells = edit(code_cells("teaching_sharpness"), results_dir=str(tmp_path / "results"), **SMALL)
@@ -208,6 +210,7 @@ def test_run_all_twice_after_edits_uses_the_edited_values(tmp_path, data_root):
         assert not shown[-1].ok and "unknown field(s) ['rhoo']" in shown[-1].error[-1]
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_a_cell_run_too_early_says_which_cell_to_run(tmp_path, data_root):
     cells = code_cells("teaching_sharpness")
@@ -235,6 +238,7 @@ def test_a_cell_run_too_early_says_which_cell_to_run(tmp_path, data_root):
         ]
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_a_wrong_answer_gets_a_hint_and_run_all_goes_on(tmp_path, data_root):
     cells = edit(code_cells("teaching_sharpness"), results_dir=str(tmp_path / "results"), **SMALL)
@@ -252,6 +256,7 @@ def test_a_wrong_answer_gets_a_hint_and_run_all_goes_on(tmp_path, data_root):
 
 
 # ---------------------------------------------------------------- the handouts
+@pytest.mark.notebook
 def test_student_version_has_no_solution_and_no_hidden_test():
     student = handout.student_version(jupytext.read(SOURCE))
     text = "\n".join(c.source for c in student.cells)
@@ -270,6 +275,7 @@ def test_strip_region_keeps_the_indentation_and_the_rest():
     assert handout.strip_region(source, handout.SOLUTION, None) == "x = None\nif True:\ny = 2"
 
 
+@pytest.mark.notebook
 @pytest.mark.slow
 def test_both_handouts_run(tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("SHARPLIB_DATA", str(data_root))
