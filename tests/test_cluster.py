@@ -54,7 +54,7 @@ def test_the_notebooks_take_the_backend_as_a_parameter() -> None:
 
 UNREACHABLE = """
 import time
-from sharplib import cluster
+from sharplib.pools import cluster
 from sharplib.core.data import load_abalone
 from sharplib.pools.pool import train_pool
 from sharplib.experiments.protocol import train_config
