@@ -40,23 +40,34 @@ def _module_name(path: Path, root: Path) -> str | None:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def package_of(path: Path, root: Path = ROOT) -> str | None:
+    """The dotted package a relative import in `path` starts from; None for a file outside the package (a notebook)."""
+    own = _module_name(path, root)
+    return None if own is None else own if path.name == "__init__.py" else own.rpartition(".")[0]
+
+
+def import_base(node: ast.ImportFrom, package: str | None) -> str | None:
+    """The dotted module a `from ... import` statement reads from; None for a relative one outside the package."""
+    if not node.level:
+        return node.module or ""
+    if package is None:
+        return None
+    # from .x import y, from ..core import x: each dot past the first goes one package up
+    anchor = package.split(".")
+    return ".".join(anchor[: len(anchor) - (node.level - 1)] + ([node.module] if node.module else []))
+
+
 def imported_names(path: Path, root: Path = ROOT) -> set[str]:
     """The dotted names of the sharplib modules `path` imports directly (submodules named in `from sharplib import x` too)."""
-    own = _module_name(path, root)  # None for a notebook: it has no relative imports
-    package = None if own is None else own if path.name == "__init__.py" else own.rpartition(".")[0]
+    package = package_of(path, root)
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: from .x import y, from . import x
-                if package is None:
-                    continue
-                anchor = package.split(".")
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
+            base = import_base(node, package)
+            if base is None:
+                continue
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)  # kept only where it is a module
     return {n for n in names if module_file(n, root) is not None}

@@ -65,11 +65,14 @@ def sha256_file(path: Path) -> str:
 
 def code_digest(path: Path) -> str:
     """SHA-256 of what a Python file computes: its syntax tree, without docstrings, comments, layout or line numbers."""
+    return hashlib.sha256(_canonical(_parse(path)).encode()).hexdigest()
+
+
+def _parse(path: Path) -> ast.Module:
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as error:
         raise ValueError(f"{path}: not valid Python, so its step's hash cannot be taken ({error.msg}, line {error.lineno})") from None
-    return hashlib.sha256(_canonical(tree).encode()).hexdigest()
 
 
 def _canonical(node: Any) -> str:
@@ -105,12 +108,8 @@ class _Relocated(ast.NodeTransformer):
         self.package, self.package_root = package, package_root
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> ast.AST | list[ast.AST]:
-        if node.level and self.package is not None:  # from .x import y, from ..core import x
-            anchor = self.package.split(".")
-            target = ".".join(anchor[: len(anchor) - (node.level - 1)] + ([node.module] if node.module else []))
-        elif node.module == deps.PACKAGE or (node.module or "").startswith(deps.PACKAGE + "."):
-            target = node.module or ""
-        else:
+        target = deps.import_base(node, self.package)
+        if target is None or not (target == deps.PACKAGE or target.startswith(deps.PACKAGE + ".")):
             return node
         found = deps.module_file(target, self.package_root)
         module = target.rpartition(".")[2] if found is not None and found.name != "__init__.py" else None
@@ -128,13 +127,12 @@ class _Relocated(ast.NodeTransformer):
 def relocatable_digest(path: Path, root: Path = REPO) -> str | None:
     """`code_digest` up to where the modules lie (`_Relocated`): equal before and after a change that only moves
     modules between folders, keeping their names. None for an empty module (a package's `__init__.py`)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    if not [n for i, n in enumerate(tree.body) if not (i == 0 and _has_docstring(tree))]:
+    tree = _parse(path)
+    if not (tree.body[1:] if _has_docstring(tree) else tree.body):
         return None
     package_root = root / deps.PACKAGE
-    own = deps._module_name(path, package_root)
-    package = None if own is None else own if path.name == "__init__.py" else own.rpartition(".")[0]
-    return hashlib.sha256(_canonical(_Relocated(package, package_root).visit(tree)).encode()).hexdigest()
+    relocated = _Relocated(deps.package_of(path, package_root), package_root).visit(tree)
+    return hashlib.sha256(_canonical(relocated).encode()).hexdigest()
 
 
 def relocatable_fingerprint(step: str, arch: str, profile: str, backend: str, root: Path = REPO) -> str:
