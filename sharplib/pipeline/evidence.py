@@ -210,6 +210,16 @@ class Side:
         subprocess.run(["git", "worktree", "remove", "--force", str(self.folder)], cwd=self.root, capture_output=True)
 
 
+def record_accept(path: Path, lock: dict[str, Any], current: dict[str, Any], head: str, reason: str,
+                  reproduced: dict[str, Any] | None, **how: Any) -> dict[str, Any]:
+    """Write `lock` carried to HEAD's hash `current`, with one more accept: the commits and hashes, `how` it was
+    shown (evidence, a move, or only the upstream check), the upstream check if one ran, and the reason."""
+    entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],
+             **how, "reason": reason, "date": now(), **({"upstream_reproduced": reproduced} if reproduced else {})}
+    write_lock(path, {**lock, **current, "commit": head, "accepted": [*lock["accepted"], entry]})
+    return entry
+
+
 def accept(reason: str, results_dir: str | Path, profile: str, backend: str, archs: tuple[str, ...] = ARCHS,
            steps: tuple[str, ...] = tuple(STEPS), root: Path = REPO, work: Path | None = None) -> int:
     """Accept every stale step whose evidence agrees; 0 when all stale steps were accepted, 1 when one was refused."""
@@ -250,29 +260,24 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                         refused += 1
                         continue
                     lock = {**lock, "upstream_outputs": output_hashes(results_dir, arch, upstream)}
-                if lock["hash"] == fingerprint(step, arch, profile, backend, tree)["hash"]:
+                current = fingerprint(step, arch, profile, backend, tree)
+                path = Path(results_dir) / arch / f"{step}.lock"
+                if lock["hash"] == current["hash"]:
                     if reproduced is None:
                         print(f"{step} {arch}: refused: {found.detail}; its code is unchanged, so rerun it (make paper)")
                         refused += 1
                         continue
-                    entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": lock["hash"],
-                             "upstream_reproduced": reproduced, "reason": reason, "date": now()}
-                    write_lock(Path(results_dir) / arch / f"{step}.lock", {**lock, "commit": head, "accepted": [*lock["accepted"], entry]})
+                    record_accept(path, lock, current, head, reason, reproduced)
                     print(f"{step} {arch}: accepted (the {upstream}'s numbers are the ones it read, digest {reproduced['digest'][:12]})")
                     continue
                 if lock["hash"] not in (hashes_at_commit(step, arch, profile, backend, lock["commit"], root) or set()):
                     print(f"{step} {arch}: refused: its lock's hash is not that of commit {lock['commit'][:10]}'s code (rerun it)")
                     refused += 1
                     continue
-                current = fingerprint(step, arch, profile, backend, tree)
                 relocated = relocatable_at_commit(step, arch, profile, backend, lock["commit"], root)
                 if relocated is not None and relocated == relocatable_fingerprint(step, arch, profile, backend, tree):
                     # only modules moved: the same code, its imports naming other folders (stephash._Relocated)
-                    entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],
-                             "moved": relocated, "reason": reason, "date": now(),
-                             **({"upstream_reproduced": reproduced} if reproduced else {})}
-                    write_lock(Path(results_dir) / arch / f"{step}.lock",
-                               {**lock, **current, "commit": head, "accepted": [*lock["accepted"], entry]})
+                    record_accept(path, lock, current, head, reason, reproduced, moved=relocated)
                     print(f"{step} {arch}: accepted (only modules moved: the code is the same wherever it lies; nothing run)")
                     continue
                 print(f"{step} {arch}: {found.detail}; running the evidence", flush=True)
@@ -285,13 +290,9 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     continue
                 settings = evidence_settings(step, arch)
                 n_models = settings.get("n_models", settings.get("n_seed_models"))  # the seed pool's; a grid stays whole
-                entry = {"from_commit": lock["commit"], "to_commit": head, "from_hash": lock["hash"], "to_hash": current["hash"],
-                         "compared": sorted(new), "settings": {s: evidence_settings(s, arch) for s in (STEPS[step].upstream, step) if s},
-                         "n_models": n_models, "device": "cpu",
-                         "digest": digest(new), "reason": reason, "date": now(),
-                         **({"upstream_reproduced": reproduced} if reproduced else {})}
-                write_lock(Path(results_dir) / arch / f"{step}.lock",
-                           {**lock, **current, "commit": head, "accepted": [*lock["accepted"], entry]})
+                entry = record_accept(path, lock, current, head, reason, reproduced, compared=sorted(new),
+                                      settings={s: evidence_settings(s, arch) for s in (STEPS[step].upstream, step) if s},
+                                      n_models=n_models, device="cpu", digest=digest(new))
                 print(f"{step} {arch}: accepted ({len(new)} files of numbers equal bit for bit, digest {entry['digest'][:12]})")
     finally:
         for s in sides.values():
