@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,11 +55,10 @@ def recorded_parameters_problem(step: str, arch: str, profile: str, backend: str
     return f"{summary_path} was made with other parameters: {', '.join(wrong)}" if wrong else None
 
 
-def relative_paths(folder: Path, names: tuple[str, ...], root: Path) -> list[str]:
+def relative_paths(folder: Path, names: tuple[str, ...], root: Path) -> None:
     """Rewrite the checkout's absolute path (`root`/) out of the text files `names` in `folder` (an executed notebook
-    prints where it wrote); the names of the files changed. Numbers are untouched: only that prefix is removed."""
+    prints where it wrote). Numbers are untouched: only that prefix is removed."""
     prefix = f"{root.resolve()}/"
-    changed = []
     for name in names:
         path = folder / name
         try:
@@ -68,11 +66,7 @@ def relative_paths(folder: Path, names: tuple[str, ...], root: Path) -> list[str
         except (OSError, UnicodeDecodeError):
             continue
         if prefix in text:
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(text.replace(prefix, ""), encoding="utf-8")
-            os.replace(tmp, path)
-            changed.append(name)
-    return changed
+            lockfile.write_text_atomic(path, text.replace(prefix, ""))
 
 
 def _computed(args: argparse.Namespace) -> dict[str, Any]:

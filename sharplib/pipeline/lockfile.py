@@ -71,12 +71,17 @@ def read_lock(path: Path) -> dict[str, Any]:
 
 
 def write_lock(path: Path, record: dict[str, Any]) -> None:
-    """Seal and write, through a temporary name of this process's own (two makes never share one)."""
+    """Seal and write (`write_text_atomic`)."""
     record = {**record, "format": FORMAT}
     record["seal"] = seal(record)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` whole, through a temporary name of this process's own (two makes never share one)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
