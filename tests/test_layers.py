@@ -12,31 +12,29 @@ from pathlib import Path
 
 import pytest
 
+from sharplib.pipeline import deps
+
 PACKAGE = Path(__file__).resolve().parents[1] / "sharplib"
 LAYERS = ("core", "pools", "panel", "experiments", "pipeline", "paper")
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
 def module_name(path: Path) -> str:
-    parts = ("sharplib", *path.relative_to(PACKAGE).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    name = deps.module_name(path, PACKAGE)
+    assert name is not None, path
+    return name
 
 
 def imported(path: Path, source: str | None = None) -> set[str]:
     """The dotted names `path` (or `source`, read as if it were `path`) imports from sharplib (the submodules named
-    in `from sharplib.x import y` too)."""
-    own = module_name(path)
-    package = own if path.name == "__init__.py" else own.rpartition(".")[0]
+    in `from sharplib.x import y` too), resolved as the pipeline resolves them (`deps.import_base`)."""
+    package = deps.package_of(path, PACKAGE)
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text() if source is None else source, str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
+            base = deps.import_base(node, package)
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return {n for n in names if n.split(".")[0] == "sharplib"}

@@ -30,7 +30,7 @@ def module_file(name: str, root: Path = ROOT) -> Path | None:
     return None
 
 
-def _module_name(path: Path, root: Path) -> str | None:
+def module_name(path: Path, root: Path) -> str | None:
     """The dotted name of `path` if it lies in the package, else None (a notebook)."""
     try:
         rel = path.resolve().relative_to(root)
@@ -42,7 +42,7 @@ def _module_name(path: Path, root: Path) -> str | None:
 
 def package_of(path: Path, root: Path = ROOT) -> str | None:
     """The dotted package a relative import in `path` starts from; None for a file outside the package (a notebook)."""
-    own = _module_name(path, root)
+    own = module_name(path, root)
     return None if own is None else own if path.name == "__init__.py" else own.rpartition(".")[0]
 
 
@@ -89,7 +89,7 @@ def module_files(paths: list[Path], root: Path = ROOT, skip: frozenset[str] = fr
             # importing sharplib.a.b runs sharplib/__init__.py and sharplib/a/__init__.py first
             parts = name.split(".")
             todo.extend(f for f in (module_file(".".join(parts[:i]), root) for i in range(1, len(parts) + 1)) if f)
-    return sorted(p for p in seen if _module_name(p, root) is not None)
+    return sorted(p for p in seen if module_name(p, root) is not None)
 
 
 def main(argv: list[str]) -> int:
