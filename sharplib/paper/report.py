@@ -174,6 +174,34 @@ STEP_WORDS = {"study": "studies", "ablation": "ablations", "measures": "measures
 STEP_WORD = {"study": "study", "ablation": "ablation", "measures": "measures panel", "progress": "progress pool"}
 
 
+def _step_names(locks: list[dict]) -> str:
+    return ", ".join(f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in locks)
+
+
+def _accepted_clause(locks: list[dict]) -> str:
+    """"; <which steps> accepted unchanged through commit X, <how>", or "" when no lock holds an accept."""
+    accepts = [a for lock in locks for a in lock["accepted"]]
+    if not accepts:
+        return ""
+    through = max(accepts, key=lambda a: a["date"])["to_commit"][:7]  # the newest: every lock still holds there
+    own = [a.get("settings", {}).get(lock["step"], {}) for lock in locks for a in lock["accepted"]]
+    models = sorted({o.get("n_models", o.get("n_seed_models")) for o in own} - {None})  # the seed pool's size
+    capped = {TABLE1[lock["arch"]].model_name: a["settings"]["study"]["max_epochs"] for lock in locks for a in lock["accepted"]
+              if isinstance(a.get("settings", {}).get("study"), dict) and "max_epochs" in a["settings"]["study"]}
+    rows = {TABLE1[lock["arch"]].model_name: len(a["settings"]["ablation"]["variants"]) for lock in locks for a in lock["accepted"]
+            if isinstance(a.get("settings", {}).get("ablation"), dict) and "variants" in a["settings"]["ablation"]}
+    cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
+    cap += "".join(f", {name}'s ablation on {n} of its rows" for name, n in sorted(rows.items()))
+    accepted = [lock for lock in locks if lock["accepted"]]
+    which = "all of them" if len(accepted) == len(locks) else _step_names(accepted)
+    how = ["modules moved, the code otherwise the same"] if any("moved" in a for a in accepts) else []
+    if models:
+        checked = [lock for lock in accepted if any("settings" in a for a in lock["accepted"])]
+        names = "" if len(checked) == len(accepted) else _step_names(checked) + " also "
+        how.append(f"{names}checked old against new code on the CPU with {' or '.join(map(str, models))} models per seed pool{cap}")
+    return f"; {which} accepted unchanged through commit {through}" + "".join(f", {h}" for h in how)
+
+
 def provenance_sentence(results_dir: str | Path) -> str:
     """What computed the numbers, in one line read from the steps' locks: commits, devices, and the accepts
     that carried them to later code unchanged (the paper's byline and the README both print it)."""
@@ -194,28 +222,7 @@ def provenance_sentence(results_dir: str | Path) -> str:
         else:
             listed = [f"{words} ({'commits' if len(c) > 1 else 'commit'} {', '.join(c)})" for words, c in steps.items()]
             parts.append(f"{' and '.join(listed)} computed on {device}")
-    sentence = "; ".join(parts)
-    accepts = [a for lock in locks for a in lock["accepted"]]
-    if accepts:
-        through = [max(accepts, key=lambda a: a["date"])["to_commit"][:7]]  # the newest: every lock still holds there
-        own = [a.get("settings", {}).get(lock["step"], {}) for lock in locks for a in lock["accepted"]]
-        models = sorted({o.get("n_models", o.get("n_seed_models")) for o in own} - {None})  # the seed pool's size
-        capped = {TABLE1[lock["arch"]].model_name: a["settings"]["study"]["max_epochs"] for lock in locks for a in lock["accepted"]
-                  if isinstance(a.get("settings", {}).get("study"), dict) and "max_epochs" in a["settings"]["study"]}
-        rows = {TABLE1[lock["arch"]].model_name: len(a["settings"]["ablation"]["variants"]) for lock in locks for a in lock["accepted"]
-                if isinstance(a.get("settings", {}).get("ablation"), dict) and "variants" in a["settings"]["ablation"]}
-        cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
-        cap += "".join(f", {name}'s ablation on {n} of its rows" for name, n in sorted(rows.items()))
-        accepted = [lock for lock in locks if lock["accepted"]]
-        which = "all of them" if len(accepted) == len(locks) else ", ".join(
-            f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in accepted)
-        how = ["modules moved, the code otherwise the same"] if any("moved" in a for a in accepts) else []
-        if models:
-            checked = [lock for lock in accepted if any("settings" in a for a in lock["accepted"])]
-            names = "" if len(checked) == len(accepted) else ", ".join(
-                f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in checked) + " also "
-            how.append(f"{names}checked old against new code on the CPU with {' or '.join(map(str, models))} models per seed pool{cap}")
-        sentence += f"; {which} accepted unchanged through commit {', '.join(through)}" + "".join(f", {h}" for h in how)
+    sentence = "; ".join(parts) + _accepted_clause(locks)
     return sentence[:1].upper() + sentence[1:] + "." if sentence else "no locked results."
 
 
