@@ -382,6 +382,6 @@ def _check_same_except_seed(cfgs: list[TrainConfig]) -> None:
 
 
 def _group_seed(cfgs: list[TrainConfig]) -> int:
-    # A stack's dropout draws depend on which seeds train together; checkpoints do not record the group, so a
-    # resumed pool of models with dropout is not the uninterrupted one bit for bit.
+    # A stack's dropout draws depend on which seeds train together: a resumed pool re-forms its stacks whole
+    # (pool.batched_groups), so that a model retrained after an interruption draws what it drew before.
     return (sum(c.seed * 7919 for c in cfgs) + DROPOUT_STREAM) % (2**63)

@@ -4,8 +4,8 @@ A checkpoint is one file per model (`seed0007.pt`): weights, config, TrainResult
 and a SHA-256 digest of all of these, written atomically. A rerun reuses a checkpoint only when it
 verifies and its key (`pool_hash`: arch, variant, `Task.fingerprint`, TrainConfig but the device) matches.
 Batched (`vmap`) and sequential training agree only to float rounding, so a folder never mixes the two paths.
-On the CPU a resumed pool is the uninterrupted one bit for bit, except for batched models with dropout
-(a stack's dropout draws depend on which seeds train together).
+On the CPU a resumed pool is the uninterrupted one bit for bit: a batched stack's numbers depend on which
+seeds train together (dropout draws, kernels), so a resumed stack is re-formed whole from the requested seeds.
 """
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ def train_pool(arch: str, task: Task, cfg: TrainConfig, seeds: list[int], out_di
         bar.update(1)
 
     if todo and backend == "batched":
-        _train_batched_groups(arch, variant, task, cfg, todo, out_dir, batch_models, record)
+        _train_batched_groups(arch, variant, task, cfg, seeds, set(todo), out_dir, batch_models, record)
     elif todo and backend == "ray":
         from .cluster import train_on_ray  # Ray is an optional extra: imported only when asked for
 
@@ -356,15 +356,25 @@ def _ray_path(cfg: TrainConfig) -> str:
     return training_path(cfg)
 
 
-def _train_batched_groups(arch, variant, task, cfg, seeds, out_dir, batch_models, record) -> None:
-    for start in range(0, len(seeds), batch_models):
-        group = seeds[start : start + batch_models]
+def batched_groups(seeds: list[int], todo: set[int], batch_models: int) -> list[list[int]]:
+    """The stacks that train `todo`: the requested seeds cut into stacks of `batch_models`, each kept whole.
+
+    A stack's numbers depend on its members (one dropout stream for the stack, kernels chosen by its size), so
+    a model left over from an interruption trains again with the mates it had, which are trained and not saved.
+    """
+    stacks = [seeds[start : start + batch_models] for start in range(0, len(seeds), batch_models)]
+    return [stack for stack in stacks if todo.intersection(stack)]
+
+
+def _train_batched_groups(arch, variant, task, cfg, seeds, todo, out_dir, batch_models, record) -> None:
+    for group in batched_groups(seeds, todo, batch_models):
         cfgs = [dataclasses.replace(cfg, seed=s) for s in group]
 
         def on_done(i: int, model: nn.Module, result: TrainResult) -> None:
             # train_batched calls this within the loop's iteration, so it sees that iteration's group and cfgs
-            save_checkpoint(checkpoint_path(out_dir, group[i]), arch, task, cfgs[i], model, result, variant)  # noqa: B023
-            record(group[i], result)  # noqa: B023
+            if group[i] in todo:  # noqa: B023
+                save_checkpoint(checkpoint_path(out_dir, group[i]), arch, task, cfgs[i], model, result, variant)  # noqa: B023
+                record(group[i], result)  # noqa: B023
 
         train_batched([init_model(arch, c, variant) for c in cfgs], task, cfgs, on_done=on_done)
 
