@@ -169,3 +169,13 @@ def test_the_byline_says_which_accepts_moved_code_and_which_checked_numbers(tmp_
     assert sentence.startswith("Studies and ablations computed at commit aaaaaaa on NVIDIA H200; all of them accepted unchanged through "
                                "commit bbbbbbb, modules moved, the code otherwise the same, LeNet-5's ablation also checked old against")
     assert sentence.endswith("with 3 models per seed pool, LeNet-5's ablation on 2 of its rows.")
+
+
+def test_the_byline_names_a_measures_panel_checked_on_the_quick_grid(tmp_path: Path) -> None:
+    (tmp_path / "lenet5").mkdir()
+    record = {"step": "measures", "arch": "lenet5", "computed": {"commit": "a" * 40, "device": "NVIDIA H200", "dirty": False},
+              "accepted": [{"date": "2026-12-04 18:00 UTC", "to_commit": "b" * 40,
+                            "settings": {"study": {"n_models": 3, "max_epochs": 2}, "measures": {"n_seed_models": 3, "profile": "quick"}}}]}
+    (tmp_path / "lenet5" / "measures.lock").write_text(json.dumps(record))
+    sentence = report.provenance_sentence(tmp_path)
+    assert sentence.endswith("LeNet-5 trained for 2 epochs, LeNet-5's measures panel on the quick profile's grid."), sentence

@@ -192,6 +192,9 @@ def _accepted_clause(locks: list[dict]) -> str:
             if isinstance(a.get("settings", {}).get("ablation"), dict) and "variants" in a["settings"]["ablation"]}
     cap = "".join(f", {name} trained for {epochs} epochs" for name, epochs in sorted(capped.items()))
     cap += "".join(f", {name}'s ablation on {n} of its rows" for name, n in sorted(rows.items()))
+    quick = {TABLE1[lock["arch"]].model_name for lock in locks for a in lock["accepted"]
+             if isinstance(a.get("settings", {}).get("measures"), dict) and a["settings"]["measures"].get("profile") == "quick"}
+    cap += "".join(f", {name}'s measures panel on the quick profile's grid" for name in sorted(quick))
     accepted = [lock for lock in locks if lock["accepted"]]
     which = "all of them" if len(accepted) == len(locks) else _step_names(accepted)
     how = ["modules moved, the code otherwise the same"] if any("moved" in a for a in accepts) else []

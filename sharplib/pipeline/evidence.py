@@ -36,9 +36,12 @@ EVIDENCE: dict[str, dict[str, Any]] = {
 # (the ablation's pools follow the study's) keep every code path but the later epochs' stopping test,
 # which the FCNN and the GAT run in full. Its two rows that ascend over the whole training set (full-set
 # ascent, and the reference code that includes it) take over 10 min a side more: the FCNN's ablation runs that path.
+# Its measures panel trains a 45-model grid to the protocol's stop (30-40 min a side); the quick profile's grid (8
+# models, 1 epoch each) and estimators keep every code path, and the FCNN's and GAT's panels run the full grid.
 EVIDENCE_BY_ARCH: dict[tuple[str, str], dict[str, Any]] = {
     ("study", "lenet5"): {"max_epochs": 2},
     ("ablation", "lenet5"): {"variants": ["report", "default_init", "eval_after_first_epoch", "drifting_anchor", "train_mode"]},
+    ("measures", "lenet5"): {"profile": "quick"},
 }
 
 
