@@ -33,6 +33,7 @@ RESULTS := $(if $(filter quick,$(PROFILE)),results-quick,results)
 # Where the notebooks train and measure (pool.BACKENDS); "ray" installs the cluster extra first.
 BACKEND ?= auto
 GENERATED := paper/generated
+# sharplib/core/archs.py's list (tests/test_archs.py checks they agree)
 ARCHS := fcnn lenet5 gat
 
 # The report's prerequisites are the sharplib modules it imports, transitively, read from the code by

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device, seconds, set_threads  # noqa: E402
 
+from sharplib.core.archs import ARCHS
 from sharplib.experiments import ablation, protocol  # noqa: E402
 from sharplib.core.data import load_task  # noqa: E402
 from sharplib.pools.pool import init_model  # noqa: E402
@@ -45,7 +46,7 @@ def measure(arch: str, device: torch.device, repeats: int) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", nargs="+", default=["fcnn", "gat"], choices=["fcnn", "lenet5", "gat"])
+    parser.add_argument("--archs", nargs="+", default=["fcnn", "gat"], choices=ARCHS)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--repeats", type=int, default=3, help="timed sweeps per variant (median reported)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, markdown_table, pick_device, seconds, set_threads  # noqa: E402
 
+from sharplib.core.archs import ARCHS
 from sharplib.experiments import protocol  # noqa: E402
 from sharplib.core.data import load_task  # noqa: E402
 from sharplib.core.models import n_parameters  # noqa: E402
@@ -37,7 +38,6 @@ from sharplib.core.sharpness_plain import estimate_sharpness_plain  # noqa: E402
 from sharplib.core.task import Task  # noqa: E402
 from sharplib.core.train import train_batched, train_model  # noqa: E402
 
-ARCHS = ("fcnn", "lenet5", "gat")
 LENET_TRAIN_IMAGES = 6000
 POOL_SIZE = 50
 TOLERANCE = 1e-6  # per restart, batched vs plain

@@ -37,7 +37,6 @@ from sharplib.core import notebook
 
 notebook.setup()  # no known-warning noise; a cell run too early says which cell to run first
 
-import dataclasses
 import time
 
 import matplotlib.pyplot as plt
@@ -49,7 +48,6 @@ from IPython.display import Markdown, display
 from sharplib.experiments import ablation
 from sharplib.pools import cluster
 from sharplib.paper import report
-from sharplib.experiments import study
 from sharplib.core.data import load_task
 from sharplib.experiments.protocol import spec
 from sharplib.experiments.reference import DEVIATIONS, applicable, setup
@@ -166,13 +164,7 @@ plt.show()
 display(Markdown(report.rho_sentence({params.arch: rho_tau})))
 
 # %%
-summary = {
-    "arch": params.arch, "profile": params.profile, "n_models": n_used, "n_models_pool": len(inputs.seeds), "seeds": seeds,
-    "n_restarts": params.restarts(inputs), "rho": inputs.sharpness_overrides["rho"], "rho_grid": list(params.rho_grid(inputs)),
-    "variants": list(table["variant"]), "params": dataclasses.asdict(params), "train_rows": inputs.train_rows,
-    "seconds": seconds, "work_seconds": float(table["seconds"].sum() + sweep["seconds"].sum()),
-    "provenance": provenance(params.device),
-}
-study.write_ablation(params.out_dir, table, rho_tau, summary)
+summary = ablation.ablation_record(params, inputs, table, sweep, seconds, provenance(params.device))
+ablation.write_ablation(params.out_dir, table, rho_tau, summary)
 if params.backend == "ray":
     cluster.disconnect()  # ends the local Ray instance this run started (a cluster stays up)

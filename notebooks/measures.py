@@ -30,7 +30,6 @@ notebook.setup()  # no known-warning noise; a cell run too early says which cell
 import time
 
 import matplotlib.pyplot as plt
-import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
@@ -92,20 +91,7 @@ varied_panel = compute_panel(
     [load_model(p)[0] for p in grid_table["checkpoint"]], task, list(grid_table["seed"]), measures_cfg, train_rows=grid_table
 )
 seconds["measures"] = time.perf_counter() - start
-table = pd.concat(
-    [
-        seed_panel.assign(
-            pool="seed", lr=study_cfg.lr, batch_size=study_cfg.batch_size, test_loss=[e.result.test_loss for e in seed_entries]
-        ),
-        varied_panel.assign(
-            pool="varied",
-            lr=grid_table["lr"].to_numpy(),
-            batch_size=grid_table["batch_size"].to_numpy(),
-            test_loss=grid_table["test_loss"].to_numpy(),
-        ),
-    ],
-    ignore_index=True,
-)
+table = measures_study.measures_table(seed_panel, [e.result for e in seed_entries], study_cfg, varied_panel, grid_table)
 display(table.groupby("pool")[list(MEASURES)].median().T)
 
 # %% [markdown]

@@ -35,9 +35,8 @@ from IPython.display import Markdown, display
 from sharplib.paper import progress_report
 from sharplib.experiments import progress_study
 from sharplib.core.data import load_task
-from sharplib.pools.pool import load_model, train_pool
+from sharplib.pools.pool import estimate_pool_sharpness, load_model, train_pool
 from sharplib.experiments.protocol import spec
-from sharplib.core.sharpness import estimate_pool_sharpness
 from sharplib.experiments.study import provenance, read_results
 from sharplib.core.task import resolve_device
 from sharplib.experiments.trajectory import epoch_pools, sharpness_along_training, tau_along_training
@@ -53,6 +52,7 @@ max_epochs = None  # the cap on epochs while training to L*; None: the architect
 n_resamples = None  # None: the profile's bootstrap resamples
 device = "auto"
 backend = "auto"  # where the pools train: "auto", "batched", "processes" or "ray"
+n_workers = None  # CPU worker processes for the pools (None: one per core)
 results_dir = None  # None: <repository root>/build/scratch (git-ignored); make passes results or results-quick
 
 # %%
@@ -80,10 +80,12 @@ seconds = {}
 task = load_task(spec(params.arch).dataset, root=params.data_root, device=resolve_device(params.device))
 seeds = [int(s) for s in study_models["seed"]][: params.n]
 start = time.perf_counter()
-entries = train_pool(params.arch, task, equalized_cfg, seeds, params.out_dir / "progress_pool", backend=params.backend)
+entries = train_pool(params.arch, task, equalized_cfg, seeds, params.out_dir / "progress_pool", backend=params.backend,
+                     n_workers=params.n_workers)
 seconds["training"] = time.perf_counter() - start
 start = time.perf_counter()
-sharpness = estimate_pool_sharpness([load_model(e.checkpoint)[0].to(task.device) for e in entries], task, sharpness_cfg)
+models = [load_model(e.checkpoint, task.device)[0] for e in entries]
+sharpness = estimate_pool_sharpness(models, task, sharpness_cfg, backend=params.backend)
 seconds["sharpness"] = time.perf_counter() - start
 equalized = progress_study.pool_table(entries, sharpness, "equalized")
 missed = [int(s) for s in equalized.loc[progress_study.missed_target(equalized["reached_target"]), "seed"]]
@@ -98,7 +100,7 @@ display(equalized[["epochs", "train_loss", "test_loss", "sharpness"]].describe()
 # %%
 start = time.perf_counter()
 pools = epoch_pools(params.arch, task, params.trajectory_config(study["train_config"]), seeds[: params.trajectory_models],
-                    params.trajectory_epochs, params.out_dir / "progress_trajectory", backend=params.backend)
+                    params.trajectory_epochs, params.out_dir / "progress_trajectory", backend=params.backend, n_workers=params.n_workers)
 along = sharpness_along_training({e: [p.checkpoint for p in pool] for e, pool in pools.items()}, task,
                                  params.trajectory_sharpness_config(study["sharpness_config"]))
 trajectory = tau_along_training(along, n_resamples=params.resamples, min_per_stratum=progress_study.MIN_PER_STRATUM)

@@ -26,16 +26,14 @@ import time
 
 import matplotlib.pyplot as plt
 import seaborn as sns
-import torch
 from IPython.display import Markdown, display
 
 from sharplib.pools import cluster
 from sharplib.paper import report
 from sharplib.experiments import study
 from sharplib.core.data import load_task
-from sharplib.pools.pool import load_model, train_pool
+from sharplib.pools.pool import estimate_pool_sharpness, load_model, train_pool
 from sharplib.experiments.protocol import spec
-from sharplib.core.sharpness import estimate_pool_sharpness
 from sharplib.core.stats import finite_pairs, kendall
 from sharplib.core.task import resolve_device
 
@@ -97,10 +95,9 @@ plt.show()
 # restarts whose ascent ended below the unperturbed loss.
 
 # %%
-models = [load_model(e.checkpoint)[0].to(task.device) for e in entries]
+models = [load_model(e.checkpoint, task.device)[0] for e in entries]
 start = time.perf_counter()
-estimate = cluster.estimate_pool_sharpness if params.backend == "ray" else estimate_pool_sharpness
-sharpness = estimate(models, task, sharp_cfg)
+sharpness = estimate_pool_sharpness(models, task, sharp_cfg, backend=params.backend)
 seconds["sharpness"] = time.perf_counter() - start
 table = study.model_table(entries, sharpness)
 display(table.describe().T[["mean", "std", "min", "max"]])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from sharplib.core.archs import ARCHS
 from sharplib.core.data import load_task
 from sharplib.pools.pool import init_model
 from sharplib.experiments.protocol import spec, train_config
@@ -16,7 +17,7 @@ from sharplib.core.train import train_batched
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("arch", choices=["fcnn", "lenet5", "gat"])
+    parser.add_argument("arch", choices=ARCHS)
     parser.add_argument("epochs", type=int, help="the protocol's last stopping epoch in the study (models.csv)")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--device", default="auto")

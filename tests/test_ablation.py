@@ -15,7 +15,8 @@ from sharplib.experiments import reference as R
 from sharplib.core.data import load_abalone
 from sharplib.pools.pool import load_model
 from sharplib.experiments.protocol import TABLE1, sharpness_config
-from sharplib.core.sharpness import estimate_pool_sharpness, estimate_sharpness
+from sharplib.core.sharpness import estimate_sharpness
+from sharplib.pools.pool import estimate_pool_sharpness
 from sharplib.core.task import Task
 
 QUICK = dict(n_restarts=3, n_resamples=200, train_overrides={"max_epochs": 2}, progress=False)

@@ -18,13 +18,15 @@ import papermill
 import pytest
 import torch
 
+from sharplib.experiments.profiles import PROFILES
 from sharplib.experiments import ablation as A
 from sharplib.paper import report
 from sharplib.core.data import load_abalone
 from sharplib.pools.pool import load_model, train_pool
 from sharplib.core.sharpness import estimate_pool_sharpness
 from sharplib.core.stats import kendall
-from sharplib.experiments.study import StudyParams, model_table, write_ablation, write_results
+from sharplib.experiments.ablation import write_ablation
+from sharplib.experiments.study import StudyParams, model_table, write_results
 from tests.notebook_runner import check_parameters, parameters_cell, run_notebook
 
 VARIANTS = ["report", "elu_all_layers", "swapped_bounds"]  # one training and one sharpness switch: seconds, not minutes
@@ -200,7 +202,7 @@ def test_report_build_adds_the_ablation_only_when_all_three_ran(tiny_run: Path, 
 
 
 def test_profiles_keep_the_issue_s_promises() -> None:
-    full, quick = A.ABLATION_PROFILES["full"], A.ABLATION_PROFILES["quick"]
+    full, quick = PROFILES["full"]["ablation"], PROFILES["quick"]["ablation"]
     assert full["fcnn"]["n_models"] is None and full["gat"]["n_models"] is None  # all 50 models
     assert full["lenet5"]["n_models"] is None and full["fcnn"]["variants"] is None and full["lenet5"]["variants"] is None
     assert A.CPU_MODEL_CAP == {"lenet5": 20}  # on a CPU, LeNet-5's rows on the pool's first 20 (issue #11: no fewer)

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from sharplib.core.archs import ARCHS
 from sharplib.experiments import protocol
 from sharplib.core.data import load_task
 from sharplib.pools.pool import init_model
@@ -23,7 +24,6 @@ from sharplib.core.train import TrainResult, train_batched, train_model
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-ARCHS = ("fcnn", "lenet5", "gat")
 VALUE_ATOL = 1e-4  # per restart: best perturbed loss - unperturbed loss
 LOSS_RTOL = 1e-3  # the losses behind them
 # A model's estimate pooled with others vs alone: GPU reductions depend on the batch shape. Measured on an H200

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from sharplib.core.archs import ARCHS
 from sharplib.pipeline import fingerprint, stephash
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHS = stephash.ARCHS
 # What the quick chain runs: every step of every architecture but LeNet-5's measures and progress (MEASURES_ARCHS, PROGRESS_ARCHS)
 IN_QUICK = [f"{step} {arch}" for arch in ARCHS for step in stephash.STEPS if arch != "lenet5" or step in ("study", "ablation")]
 EVERYTHING = sorted(IN_QUICK)

@@ -5,19 +5,21 @@ from pathlib import Path
 
 import pytest
 
-from sharplib.experiments.grid import GRIDS, HYPERPARAMETERS, Grid, cell_folder, train_grid
+from sharplib.experiments.grid import HYPERPARAMETERS, Grid, cell_folder, train_grid
+from sharplib.experiments.profiles import PROFILES
 from sharplib.experiments.protocol import spec
 from sharplib.core.task import Task
 
 
 def test_full_grid_is_three_by_three_by_five() -> None:
-    for arch, grid in GRIDS["full"].items():
+    for arch, row in PROFILES["full"]["measures"].items():
+        grid = row["grid"]
         cells = grid.cells(arch)
         assert len(cells) == 9 and grid.n_seeds == 5
         assert sorted({c["lr"] for c in cells}) == pytest.approx([spec(arch).lr * f for f in (0.5, 1.0, 2.0)])
         assert sorted({c["batch_size"] for c in cells}) == [32, 64, 128]
-    for arch, grid in GRIDS["quick"].items():  # Ψ needs two values of every hyperparameter
-        assert all(len({c[h] for c in grid.cells(arch)}) >= 2 for h in HYPERPARAMETERS)
+    for arch, row in PROFILES["quick"]["measures"].items():  # Ψ needs two values of every hyperparameter
+        assert all(len({c[h] for c in row["grid"].cells(arch)}) >= 2 for h in HYPERPARAMETERS)
 
 
 def test_train_grid_trains_each_cell_and_resumes(abalone_task: Task, tmp_path: Path) -> None:

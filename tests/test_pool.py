@@ -522,3 +522,25 @@ def test_a_cpu_device_with_an_index_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match=r"TrainConfig\.device: device 'cpu:3' does not exist: the CPU is one device, 'cpu'"):
         train_config("fcnn", device="cpu:3")
     assert train_config("fcnn", device="cpu:0").device == "cpu:0"
+
+
+def test_estimate_pool_sharpness_runs_where_the_backend_says(
+    abalone_task: Task, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One entry point for a pool's sharpness: here for every back end but Ray, which gets the same call."""
+    import sharplib.pools.cluster as cluster
+    from sharplib.core.sharpness import estimate_pool_sharpness as estimate_here
+    from sharplib.experiments.protocol import sharpness_config
+    from sharplib.pools.pool import estimate_pool_sharpness
+
+    entries = train_pool("fcnn", abalone_task, train_config("fcnn", max_epochs=1, device="cpu"), [0, 1], tmp_path, progress=False)
+    models = [load_model(e.checkpoint, "cpu")[0] for e in entries]
+    cfg = sharpness_config("fcnn", n_restarts=2, device="cpu")
+    expected = [r.mean for r in estimate_here(models, abalone_task, cfg)]
+    for backend in ("auto", "batched", "processes"):
+        assert [r.mean for r in estimate_pool_sharpness(models, abalone_task, cfg, backend=backend)] == expected
+    calls = []
+    monkeypatch.setattr(cluster, "estimate_pool_sharpness", lambda models, task, cfg, estimator: calls.append(len(models)) or [])
+    assert estimate_pool_sharpness(models, abalone_task, cfg, backend="ray") == [] and calls == [2]
+    with pytest.raises(ValueError, match="backend"):
+        estimate_pool_sharpness(models, abalone_task, cfg, backend="mpi")

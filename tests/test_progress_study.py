@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from sharplib.experiments.profiles import PROFILES
 from sharplib.experiments import progress_study
 from sharplib.experiments.progress_study import ProgressParams, counted, pool_summary, tau_set
 from sharplib.core.stats import KendallResult
@@ -29,9 +30,10 @@ def synthetic_pool(n: int = 40, seed: int = 0, pool: str = "protocol", beyond: b
 
 def test_params_resolve_the_profile_and_the_architecture() -> None:
     full = ProgressParams("gat")
-    assert (full.n, full.L_star, full.cap, full.resamples) == (50, progress_study.TARGET_LOSS["gat"], progress_study.MAX_EPOCHS["gat"], 999)
+    cap = PROFILES["full"]["progress"]["gat"]["max_epochs"]
+    assert (full.n, full.L_star, full.cap, full.resamples) == (50, progress_study.TARGET_LOSS["gat"], cap, 999)
     quick = ProgressParams("lenet5", profile="quick", target_loss=0.3, max_epochs=4)
-    assert (quick.n, quick.L_star, quick.cap) == (progress_study.QUICK_MODELS["lenet5"], 0.3, 4)
+    assert (quick.n, quick.L_star, quick.cap) == (PROFILES["quick"]["progress"]["lenet5"]["n_models"], 0.3, 4)
     assert quick.trajectory_models <= quick.n and quick.trajectory_epochs
 
 
@@ -58,7 +60,7 @@ def test_equalized_config_trains_to_L_star_from_the_first_epoch() -> None:
     cfg = ProgressParams("gat", device="cpu").equalized_config(study_train)
     assert (cfg.target_loss, cfg.max_epochs, cfg.min_epochs, cfg.lr, cfg.device) == (
         progress_study.TARGET_LOSS["gat"],
-        progress_study.MAX_EPOCHS["gat"],
+        PROFILES["full"]["progress"]["gat"]["max_epochs"],
         1,
         0.236,
         "cpu",
@@ -134,7 +136,7 @@ def test_tiny_fcnn_run_writes_progress(tmp_path: Path, data_root: Path) -> None:
     record, table = progress_study.read_progress(results, "fcnn")
     assert record["target_loss"] == progress_study.TARGET_LOSS["fcnn"] and record["provenance"]["device"] == "cpu"
     assert set(record["pools"]) == {"protocol", "equalized"} and record["pools"]["equalized"]["n_models"] == 6
-    assert [row["epoch"] for row in record["trajectory"]] == list(progress_study.PROFILES["quick"]["trajectory_epochs"]["fcnn"])
+    assert [row["epoch"] for row in record["trajectory"]] == list(PROFILES["quick"]["progress"]["fcnn"]["trajectory_epochs"])
     assert (table["pool"].value_counts().to_dict()) == {"protocol": 6, "equalized": 6, "trajectory": 12}
     reached = table[table["pool"] == "equalized"]
     assert all(reached["reached_target"].astype(str) == "True") or record["pools"]["equalized"]["n_missed_target"] > 0

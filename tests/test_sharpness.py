@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from sharplib.core.archs import ARCHS
 from sharplib.experiments.protocol import sharpness_config
 from sharplib.core.reparam import rescale
 from sharplib.core.sharpness import (REFERENCE_HOOKS, SharpnessConfig, ascent_step, draw_batches, estimate_pool_sharpness,
@@ -16,7 +17,6 @@ from sharplib.core.sharpness import (REFERENCE_HOOKS, SharpnessConfig, ascent_st
 from sharplib.core.sharpness_plain import estimate_sharpness_plain
 from sharplib.core.task import Task
 
-ARCHS = ["fcnn", "lenet5", "gat"]
 
 
 def _cfg(arch: str, **overrides) -> SharpnessConfig:

@@ -12,29 +12,27 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import protocol
-from ..core.notebook import results_path
-from ..core.config import check_choice, check_device, check_number, check_text, config_hash, params_from_namespace
+from ..core.config import config_hash
 from ..core.data import load_task
-from ..pools import cluster
-from ..pools.pool import BACKENDS, PoolEntry, checkpoint_path, load_model, train_pool
+from ..pools.pool import PoolEntry, checkpoint_path, estimate_pool_sharpness, load_model, train_pool
 from .reference import DEVIATIONS, applicable, notebook_estimator, notebook_switches, setup
-from ..core.sharpness import Estimator, SharpnessConfig, ascent, estimate_pool_sharpness
+from ..core.sharpness import Estimator, SharpnessConfig, ascent
 from ..core.stats import kendall
+from .params import StepParams
+from .profiles import RHO_FACTORS
 from .study import read_results, write_json_atomic
 from ..core.task import Task, resolve_device
 
 CACHE_VERSION = "2"  # bump when an estimator changes what it returns, so old cache entries are ignored
-RHO_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)  # the default grid: two decades around the report's ρ
 
 
 @dataclass(frozen=True)
@@ -70,9 +68,8 @@ def cached_sharpness(checkpoints: Mapping[int, Path], task: Task, cfg: Sharpness
     missing = [i for i, r in enumerate(records) if r is None]
     if missing:
         seeds, files = list(checkpoints), list(checkpoints.values())
-        models = [load_model(files[i])[0].to(task.device) for i in missing]
-        estimate = cluster.estimate_pool_sharpness if backend == "ray" else estimate_pool_sharpness
-        for i, result in zip(missing, estimate(models, task, cfg, estimator=estimator)):
+        models = [load_model(files[i], task.device)[0] for i in missing]
+        for i, result in zip(missing, estimate_pool_sharpness(models, task, cfg, backend=backend, estimator=estimator)):
             records[i] = {"seed": seeds[i], "sharpness": result.mean, "frac_below": result.frac_below,
                           "unperturbed": float(np.mean(result.unperturbed)), "seconds": result.seconds, "checkpoint": str(files[i])}
             if paths[i] is not None:
@@ -203,51 +200,9 @@ def tau_by_rho(df: pd.DataFrame, test_loss_by_seed: Mapping[int, float], n_resam
 
 # ---------------------------------------------------------------- the ablation notebook: parameters, inputs, files
 
-QUICK_RHO_FACTORS = (0.1, 1.0, 10.0)  # the quick profile's short grid: the report's ρ and a decade each side
 # The full profile uses the whole pool; on a CPU, LeNet-5's rows (each retrained pool about 2 h for 50 models)
 # stop at the pool's first 20 models, which the table and captions report (docs/ablation-cost.md).
 CPU_MODEL_CAP: dict[str, int] = {"lenet5": 20}
-
-# Per profile and arch. None: take it from the main study (n_models: its whole pool; n_restarts: its
-# restarts, so the report row is the study's estimate) or from run_ablation (n_workers); variants
-# None: all of `default_variants`. The full profile's restarts are cut where the cost is (docs/ablation-cost.md):
-# GAT's train-mode, all-nodes and sweep estimates scale with them over 50 models, and LeNet-5's three
-# retrained pools and two full-set ascents (~17 min a model on one core) leave room for little else.
-ABLATION_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "full": {
-        "fcnn": dict(n_models=None, n_restarts=None, rho_factors=RHO_FACTORS, variants=None, n_resamples=9999, n_workers=2),
-        "lenet5": dict(n_models=None, n_restarts=10, rho_factors=RHO_FACTORS, variants=None, n_resamples=9999, n_workers=None),
-        "gat": dict(n_models=None, n_restarts=10, rho_factors=RHO_FACTORS, variants=None, n_resamples=9999, n_workers=None),
-    },
-    # Quick checks the chain: per arch a training switch and cheap sharpness switches, in this process
-    # (a worker pool costs more to start than these few models to run).
-    "quick": {
-        "fcnn": dict(
-            n_models=None,
-            n_restarts=5,
-            rho_factors=QUICK_RHO_FACTORS,
-            variants=("report", "elu_all_layers", "notebook_lr", "swapped_bounds"),
-            n_resamples=999,
-            n_workers=1,
-        ),
-        "lenet5": dict(
-            n_models=3,
-            n_restarts=2,
-            rho_factors=QUICK_RHO_FACTORS,
-            variants=("report", "drifting_anchor", "train_mode"),
-            n_resamples=999,
-            n_workers=1,
-        ),
-        "gat": dict(
-            n_models=5,
-            n_restarts=5,
-            rho_factors=QUICK_RHO_FACTORS,
-            variants=("report", "row_normalized_features", "five_restarts", "collapse_duplicates"),
-            n_resamples=999,
-            n_workers=1,
-        ),
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -279,58 +234,24 @@ def study_inputs(results_dir: str | Path, arch: str) -> StudyInputs:
 
 
 @dataclass(frozen=True)
-class AblationParams:
-    """The ablation notebook's parameters. None means the profile's value (`ABLATION_PROFILES`), and
+class AblationParams(StepParams):
+    """The ablation notebook's parameters. None means the profile's value (`profiles.PROFILES`), and
     None there means the main study's (its whole pool, its restarts)."""
 
-    arch: str
-    profile: str = "full"
-    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
     n_models: int | None = None
     n_restarts: int | None = None
     rho_factors: tuple[float, ...] | None = None
     variants: tuple[str, ...] | None = None
     n_resamples: int | None = None
-    n_workers: int | None = None
-    backend: str = "auto"  # where the variants' pools train and the sharpness runs (pool.BACKENDS)
-    device: str = "auto"
-    data_root: str | None = None
 
-    def __post_init__(self) -> None:
-        name = "parameter"
-        check_choice(name, "arch", self.arch, tuple(protocol.TABLE1))
-        check_choice(name, "profile", self.profile, tuple(ABLATION_PROFILES))
-        check_choice(name, "backend", self.backend, BACKENDS)
-        for field, minimum in (("n_models", 3), ("n_restarts", 1), ("n_resamples", 1), ("n_workers", 1)):  # τ needs 3 models
-            if getattr(self, field) is not None:
-                check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
+    STEP: ClassVar[str] = "ablation"
+    COUNTS: ClassVar[tuple[tuple[str, int], ...]] = (("n_models", 3), ("n_restarts", 1), ("n_resamples", 1))  # τ needs 3 models
+
+    def check(self) -> None:
         if self.rho_factors is not None:
             object.__setattr__(self, "rho_factors", _check_factors(self.rho_factors))
         if self.variants is not None:
             object.__setattr__(self, "variants", _check_variants(self.arch, self.variants))
-        if self.results_dir is not None:
-            check_text(name, "results_dir", self.results_dir)
-        if self.data_root is not None:
-            check_text(name, "data_root", self.data_root)
-        check_device(name, "device", self.device)
-
-    @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]) -> "AblationParams":
-        """The parameters a notebook defined after `before` was taken; a misspelt one is an error naming it."""
-        return params_from_namespace(cls, namespace)
-
-    def resolved(self, field: str) -> Any:
-        value = getattr(self, field)
-        return ABLATION_PROFILES[self.profile][self.arch][field] if value is None else value
-
-    @property
-    def out_dir(self) -> Path:
-        return self.results_path / self.arch
-
-    @property
-    def results_path(self) -> Path:
-        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
-        return results_path(self.results_dir)
 
     def inputs(self) -> StudyInputs:
         """The main study's inputs, checked against these parameters (same profile, enough models)."""
@@ -387,3 +308,34 @@ def _check_variants(arch: str, variants: Any) -> tuple[str, ...]:
 def pool_checkpoints(out_dir: str | Path, seeds: Sequence[int]) -> dict[int, Path]:
     """seed -> the main pool's checkpoint (`<out_dir>/pool/seedNNNN.pt`)."""
     return {s: checkpoint_path(Path(out_dir) / "pool", s) for s in seeds}
+
+
+def ablation_record(params: AblationParams, inputs: StudyInputs, table: pd.DataFrame, sweep: pd.DataFrame,
+                    seconds: dict[str, float], provenance: dict[str, Any]) -> dict[str, Any]:
+    """ablation.json's record: the run's settings and pool, its times (`table`: the rows, `sweep`: the ρ sweep's)."""
+    n_used = params.models_used(inputs)
+    return {
+        "arch": params.arch, "profile": params.profile, "n_models": n_used, "n_models_pool": len(inputs.seeds),
+        "seeds": list(inputs.seeds)[:n_used], "n_restarts": params.restarts(inputs), "rho": inputs.sharpness_overrides["rho"],
+        "rho_grid": list(params.rho_grid(inputs)), "variants": list(table["variant"]), "params": dataclasses.asdict(params),
+        "train_rows": inputs.train_rows, "seconds": seconds, "work_seconds": float(table["seconds"].sum() + sweep["seconds"].sum()),
+        "provenance": provenance,
+    }
+
+
+def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFrame, summary: dict[str, Any]) -> Path:
+    """ablation.csv and rho.csv, then ablation.json (last, atomically: its presence means the run finished)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "ablation.csv", index=False)
+    rho_tau.to_csv(out / "rho.csv", index=False)
+    write_json_atomic(out / "ablation.json", summary)
+    return out / "ablation.json"
+
+
+def read_ablation(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """(ablation.json, ablation.csv, rho.csv) of one arch; a clear error when the ablation has not run."""
+    folder = Path(results_dir) / arch
+    if not (folder / "ablation.json").exists():
+        raise FileNotFoundError(f"{folder / 'ablation.json'} not found: run notebooks/ablation.py for {arch} (make paper runs it)")
+    return json.loads((folder / "ablation.json").read_text()), pd.read_csv(folder / "ablation.csv"), pd.read_csv(folder / "rho.csv")

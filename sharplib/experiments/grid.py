@@ -7,7 +7,7 @@ that vary one training hyperparameter at a time, so each architecture here also 
     batch size     B ∈ {32, 64, 128}
     seeds          5 per cell (0–4)
 
-45 models per architecture, trained through `pool.train_pool`, one folder per cell; the table is `GRIDS`.
+45 models per architecture, trained through `pool.train_pool`, one folder per cell; each profile's grid is in `profiles.PROFILES`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..pools.pool import PoolEntry, train_pool
-from .protocol import TABLE1, spec, train_config
+from .protocol import spec, train_config
 from ..core.task import Task
 
 
@@ -37,16 +37,6 @@ class Grid:
         return [{"lr": spec(arch).lr * f, "lr_factor": f, "batch_size": b} for f, b in itertools.product(self.lr_factors, self.batch_sizes)]
 
 
-# The grid per profile and architecture: the full profile's 3 × 3 × 5, and a quick one that still has
-# two values of each hyperparameter (Ψ needs sub-pools in which one of them varies).
-GRIDS: dict[str, dict[str, Grid]] = {
-    "full": {arch: Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=5) for arch in TABLE1},
-    "quick": {
-        "fcnn": Grid(lr_factors=(0.5, 2.0), batch_sizes=(32, 128), n_seeds=2),
-        "lenet5": Grid(lr_factors=(0.5, 2.0), batch_sizes=(64, 128), n_seeds=2, max_epochs=1),
-        "gat": Grid(lr_factors=(0.5, 2.0), batch_sizes=(32, 128), n_seeds=2),
-    },
-}
 HYPERPARAMETERS = ("lr", "batch_size")  # the columns of a grid's table that vary
 
 

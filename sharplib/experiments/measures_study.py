@@ -1,7 +1,7 @@
 """The measures study of one architecture: which flatness measure tracks test loss, and on which pools.
 
 notebooks/measures.py measures two pools of one architecture with the whole panel (`measures.compute_panel`):
-the seed-only pool (the study's own models) and the varied pool (the grid of `grid.GRIDS`: learning rate ×
+the seed-only pool (the study's own models) and the varied pool (the grid of `profiles.PROFILES`: learning rate ×
 batch size × seeds). For each measure μ it reports Kendall τ(μ, test loss) on both pools, and on the varied
 pool Jiang et al.'s (2020) granulated τ Ψ with each ψ_i and τ within each learning rate:
 
@@ -14,80 +14,37 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from ..core.notebook import results_path
-from ..core.config import check_choice, check_device, check_number, check_text, params_from_namespace
-from .grid import GRIDS, HYPERPARAMETERS, Grid
+from .grid import HYPERPARAMETERS, Grid
+from .params import StepParams
 from ..panel.measures import MEASURES, MeasuresConfig
-from ..pools.pool import BACKENDS
 from .protocol import spec
 from ..core.subpools import conditional_kendall, granulated_kendall, kendall_where_defined
 from .study import write_json_atomic
+from ..core.train import TrainConfig, TrainResult
 
-# Per profile: how many of the study's models form the seed-only pool, the worst-case restarts, the bootstrap.
-PROFILES: dict[str, dict[str, Any]] = {
-    "full": dict(n_seed_models=50, n_restarts=10, n_resamples=999, subset_rows=1024),
-    "quick": dict(n_seed_models=None, n_restarts=2, n_resamples=199, subset_rows=128),
-}
 AVERAGE_RHO = 0.05  # σ_i = 0.05 |w_i| for the average-case sharpness, every architecture
-# The quick profile's estimators, cut to check the chain (the full profile keeps MeasuresConfig's defaults).
-QUICK_ESTIMATORS = dict(n_gaussian_draws=4, hessian_iters=6, n_hutchinson_probes=4, pac_bayes_steps=6)
 
 
 @dataclass(frozen=True)
-class MeasuresParams:
-    """The measures notebook's parameters. None means the profile's value (PROFILES)."""
+class MeasuresParams(StepParams):
+    """The measures notebook's parameters. None means the profile's value (`profiles.PROFILES`)."""
 
-    arch: str
-    profile: str = "full"
     n_seed_models: int | None = None  # None: the profile's (quick: the whole quick study pool)
     n_restarts: int | None = None
     n_resamples: int | None = None
     subset_rows: int | None = None
-    device: str = "auto"
-    backend: str = "auto"
-    n_workers: int | None = None
-    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
-    data_root: str | None = None
 
-    def __post_init__(self) -> None:
-        name = "parameter"
-        check_choice(name, "arch", self.arch, tuple(GRIDS["full"]))
-        check_choice(name, "profile", self.profile, tuple(PROFILES))
-        check_choice(name, "backend", self.backend, BACKENDS)
-        for field, minimum in (("n_seed_models", 3), ("n_restarts", 1), ("n_resamples", 1), ("subset_rows", 1), ("n_workers", 1)):
-            if getattr(self, field) is not None:
-                check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
-        if self.results_dir is not None:
-            check_text(name, "results_dir", self.results_dir)
-        if self.data_root is not None:
-            check_text(name, "data_root", self.data_root)
-        check_device(name, "device", self.device)
-
-    @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]) -> "MeasuresParams":
-        return params_from_namespace(cls, namespace)
-
-    def resolved(self, field: str) -> Any:
-        value = getattr(self, field)
-        return PROFILES[self.profile][field] if value is None else value
-
-    @property
-    def out_dir(self) -> Path:
-        return self.results_path / self.arch
-
-    @property
-    def results_path(self) -> Path:
-        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
-        return results_path(self.results_dir)
+    STEP: ClassVar[str] = "measures"
+    COUNTS: ClassVar[tuple[tuple[str, int], ...]] = (("n_seed_models", 3), ("n_restarts", 1), ("n_resamples", 1), ("subset_rows", 1))
 
     @property
     def grid(self) -> Grid:
-        return GRIDS[self.profile][self.arch]
+        return self.default("grid")
 
     def measures_config(self) -> MeasuresConfig:
         """Table I's ρ and η for every model: the ascent's step does not follow a model's own learning rate,
@@ -95,9 +52,22 @@ class MeasuresParams:
         average-case sharpness uses ρ = AVERAGE_RHO: at LeNet-5's worst-case ρ (1e-4) Gaussian noise moves
         the loss by about float32's resolution."""
         s = spec(self.arch)
-        quick = QUICK_ESTIMATORS if self.profile == "quick" else {}
         return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=self.resolved("n_restarts"), subset_rows=self.resolved("subset_rows"),
-                              rho_average=AVERAGE_RHO, device=self.device, **quick)
+                              rho_average=AVERAGE_RHO, device=self.device, **self.default("estimators"))
+
+
+def measures_table(seed_panel: pd.DataFrame, seed_results: list[TrainResult], study_cfg: TrainConfig, varied_panel: pd.DataFrame,
+                   grid_table: pd.DataFrame) -> pd.DataFrame:
+    """measures.csv: the seed-only pool's panel (the study's lr and batch size) above the grid's (its cells'), each row
+    with its pool, hyperparameters and test loss."""
+    return pd.concat(
+        [
+            seed_panel.assign(pool="seed", lr=study_cfg.lr, batch_size=study_cfg.batch_size, test_loss=[r.test_loss for r in seed_results]),
+            varied_panel.assign(pool="varied", lr=grid_table["lr"].to_numpy(), batch_size=grid_table["batch_size"].to_numpy(),
+                                test_loss=grid_table["test_loss"].to_numpy()),
+        ],
+        ignore_index=True,
+    )
 
 
 def summarize(table: pd.DataFrame, n_resamples: int, seed: int = 0) -> dict[str, dict[str, Any]]:

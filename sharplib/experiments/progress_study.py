@@ -14,16 +14,15 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 import pandas as pd
 
 from ..core.conditional import partial_kendall, stratified_kendall
-from ..core.config import check_choice, check_device, check_number, check_text, params_from_namespace
-from ..core.notebook import results_path
-from ..pools.pool import BACKENDS, PoolEntry
-from .protocol import TABLE1, spec, train_config
+from ..core.config import check_number
+from ..pools.pool import PoolEntry
+from .params import OWNER, StepParams
 from ..core.sharpness import SharpnessConfig, SharpnessResult
 from ..core.stats import KendallResult, kendall
 from .study import write_json_atomic
@@ -33,65 +32,29 @@ from ..core.train import TrainConfig
 # L* per architecture: the epoch loss L_e (mean minibatch loss) every model trains to. Chosen from a probe: seeds 0-7
 # trained on the CPU with the study's settings and no stopping rule; L* is the highest L_e among them at the protocol's
 # last stopping epoch in the study (FCNN epoch 5, LeNet-5 6, GAT 12), rounded up to 0.01. The probe models first reach
-# it at epochs 3-5, 5-6 and 7-12, where the protocol stops its models. MAX_EPOCHS, the cap, is twice that epoch.
+# it at epochs 3-5, 5-6 and 7-12, where the protocol stops its models. The cap (the profile's max_epochs) is twice that epoch.
 TARGET_LOSS: dict[str, float] = {"fcnn": 0.51, "lenet5": 0.37, "gat": 1.61}
-MAX_EPOCHS: dict[str, int] = {"fcnn": 10, "lenet5": 12, "gat": 24}
-# Per profile: the bootstrap, and per arch the trajectory's epochs, its pool (the first seeds) and its restarts (None: the
-# study's). The full profile's trajectory is the whole pool with the study's restarts, from the first epoch to the cap
-# (made on a GPU; on 2 CPU cores LeNet-5's takes hours). The quick profile cuts it to minutes on a CPU.
-PROFILES: dict[str, dict[str, Any]] = {
-    "full": dict(n_resamples=999,
-                 trajectory_epochs={"fcnn": (1, 2, 3, 4, 5, 6, 8, 10), "lenet5": (1, 2, 4, 6, 8, 12),
-                                    "gat": (2, 4, 6, 8, 10, 12, 16, 24)},
-                 trajectory_models={"fcnn": 50, "lenet5": 50, "gat": 50},
-                 trajectory_restarts={"fcnn": None, "lenet5": None, "gat": None}),
-    "quick": dict(n_resamples=199,
-                  trajectory_epochs={"fcnn": (1, 3), "lenet5": (1,), "gat": (2, 10)},
-                  trajectory_models={"fcnn": 10, "lenet5": 3, "gat": 10},
-                  trajectory_restarts={"fcnn": None, "lenet5": None, "gat": None}),
-}
-FULL_MODELS = 50
-QUICK_MODELS: dict[str, int] = {"fcnn": 10, "lenet5": 3, "gat": 10}  # the quick profile's pools (LeNet-5: the fewest τ takes)
-QUICK_MAX_EPOCHS: dict[str, int] = {"fcnn": 10, "lenet5": 2, "gat": 24}
 POOLS = ("protocol", "equalized")
 CONDITIONED_ON = "train_loss"  # z: the training loss over the whole training set, eval mode (TrainResult.train_loss)
 MIN_PER_STRATUM = 5
 
 
 @dataclass(frozen=True)
-class ProgressParams:
-    """The progress notebook's parameters. None means the profile's value (PROFILES), or the architecture's L* and cap."""
+class ProgressParams(StepParams):
+    """The progress notebook's parameters. None means the profile's value (`profiles.PROFILES`: pools, cap, trajectory),
+    or the architecture's L* (TARGET_LOSS)."""
 
-    arch: str
-    profile: str = "full"
     n_models: int | None = None
     target_loss: float | None = None
     max_epochs: int | None = None
     n_resamples: int | None = None
-    device: str = "auto"
-    backend: str = "auto"
-    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
-    data_root: str | None = None
 
-    def __post_init__(self) -> None:
-        name = "parameter"
-        check_choice(name, "arch", self.arch, tuple(TABLE1))
-        check_choice(name, "profile", self.profile, tuple(PROFILES))
-        check_choice(name, "backend", self.backend, BACKENDS)
-        for field, minimum in (("n_models", 3), ("max_epochs", 1), ("n_resamples", 1)):
-            if getattr(self, field) is not None:
-                check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
+    STEP: ClassVar[str] = "progress"
+    COUNTS: ClassVar[tuple[tuple[str, int], ...]] = (("n_models", 3), ("max_epochs", 1), ("n_resamples", 1))
+
+    def check(self) -> None:
         if self.target_loss is not None:
-            check_number(name, "target_loss", self.target_loss, minimum=0, strict=True)
-        if self.results_dir is not None:
-            check_text(name, "results_dir", self.results_dir)
-        if self.data_root is not None:
-            check_text(name, "data_root", self.data_root)
-        check_device(name, "device", self.device)
-
-    @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]) -> "ProgressParams":
-        return params_from_namespace(cls, namespace)
+            check_number(OWNER, "target_loss", self.target_loss, minimum=0, strict=True)
 
     @property
     def quick(self) -> bool:
@@ -100,7 +63,7 @@ class ProgressParams:
     @property
     def n(self) -> int:
         """Models in the equalized pool: the given number, else the profile's."""
-        return self.n_models or (QUICK_MODELS[self.arch] if self.quick else FULL_MODELS)
+        return self.resolved("n_models")
 
     @property
     def L_star(self) -> float:
@@ -108,28 +71,19 @@ class ProgressParams:
 
     @property
     def cap(self) -> int:
-        return self.max_epochs or (QUICK_MAX_EPOCHS if self.quick else MAX_EPOCHS)[self.arch]
+        return self.resolved("max_epochs")
 
     @property
     def resamples(self) -> int:
-        return self.n_resamples or PROFILES[self.profile]["n_resamples"]
+        return self.resolved("n_resamples")
 
     @property
     def trajectory_epochs(self) -> tuple[int, ...]:
-        return tuple(PROFILES[self.profile]["trajectory_epochs"][self.arch])
+        return tuple(self.default("trajectory_epochs"))
 
     @property
     def trajectory_models(self) -> int:
-        return min(self.n, PROFILES[self.profile]["trajectory_models"][self.arch])
-
-    @property
-    def results_path(self) -> Path:
-        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
-        return results_path(self.results_dir)
-
-    @property
-    def out_dir(self) -> Path:
-        return self.results_path / self.arch
+        return min(self.n, self.default("trajectory_models"))
 
     # stop at the first epoch e with L_e <= L* (min_epochs 1), or at the cap
     def equalized_config(self, study_train: Mapping[str, Any]) -> TrainConfig:
@@ -147,7 +101,7 @@ class ProgressParams:
     def trajectory_sharpness_config(self, study_sharpness: Mapping[str, Any]) -> SharpnessConfig:
         """The study's SharpnessConfig with the profile's trajectory restarts (None: the study's)."""
         cfg = self.sharpness_config(study_sharpness)
-        restarts = PROFILES[self.profile]["trajectory_restarts"][self.arch]
+        restarts = self.default("trajectory_restarts")
         return cfg if restarts is None else dataclasses.replace(cfg, n_restarts=restarts)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value
 
+from ..core.archs import ARCHS
 from ..core.functional import Params, batch_loss
 from ..core.sharpness import Draws, SharpnessConfig, flatten, project, scale_of, unflatten
 from ..core.task import Task
@@ -78,7 +79,7 @@ class Deviation:
 # of batch means; the GAT notebook's one forward pass per batch of the all-nodes loss (here one pass,
 # so in train mode its three batches share a dropout draw).
 DEVIATIONS: dict[str, Deviation] = {
-    "default_init": Deviation("default init", ("fcnn", "lenet5", "gat"), train={"init": "default"}),
+    "default_init": Deviation("default init", ARCHS, train={"init": "default"}),
     "elu_all_layers": Deviation("ELU on all layers", ("fcnn",), variant="elu_output"),
     "full_set_steps": Deviation("full-set SGD steps", ("fcnn",), train={"step_rows": "train_set"}),
     "notebook_lr": Deviation("lr 0.102", ("fcnn",), train={"lr": NOTEBOOK_FCNN_LR}, sharpness={"lr": NOTEBOOK_FCNN_LR}),

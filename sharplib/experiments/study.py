@@ -18,41 +18,26 @@ import platform
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
 
-from ..core.notebook import results_path
-from ..core.config import check_choice, check_device, check_number, check_text, check_writable_dir, params_from_namespace
-from ..pools.pool import BACKENDS, PoolEntry
-from .protocol import TABLE1, sharpness_config, spec, train_config
+from ..core.config import check_number, check_writable_dir
+from ..pools.pool import PoolEntry
+from .params import OWNER, StepParams
+from .protocol import sharpness_config, spec, train_config
 from ..core.sharpness import SharpnessConfig, SharpnessResult
 from ..core.stats import KendallResult
 from ..core.task import Task, resolve_device
 from ..core.train import TrainConfig
 
-# Per profile: how many models, restarts and bootstrap resamples; quick also caps LeNet-5's epochs and
-# trains it on the first 6000 of its 60000 training images (train_rows; None: the whole training set).
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "full": {arch: dict(n_models=50, n_restarts=50, max_epochs=None, n_resamples=9999, train_rows=None) for arch in TABLE1},
-    "quick": {
-        "fcnn": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999, train_rows=None),
-        # 4: the fewest that still leave models to resume after an interrupt
-        "lenet5": dict(n_models=4, n_restarts=10, max_epochs=1, n_resamples=999, train_rows=6000),
-        "gat": dict(n_models=10, n_restarts=10, max_epochs=None, n_resamples=999, train_rows=None),
-    },
-}
-
-
 @dataclass(frozen=True)
-class StudyParams:
-    """A notebook's parameters. None means: the profile's value (n_models, n_restarts, max_epochs, n_resamples,
-    train_rows) or the report's (rho, from Table I). train_rows: train on the first that many training rows
-    (`Task.first_train_rows`, which checks it against the data)."""
+class StudyParams(StepParams):
+    """The study notebook's parameters. None means: the profile's value (n_models, n_restarts, max_epochs,
+    n_resamples, train_rows) or the report's (rho, from Table I). train_rows: train on the first that many training
+    rows (`Task.first_train_rows`, which checks it against the data)."""
 
-    arch: str
-    profile: str = "full"
     n_models: int | None = None
     first_seed: int = 0
     rho: float | None = None
@@ -60,56 +45,23 @@ class StudyParams:
     max_epochs: int | None = None
     n_resamples: int | None = None
     sharpness_seed: int = 0
-    device: str = "auto"
-    backend: str = "auto"  # where the pool trains and its sharpness runs (pool.BACKENDS; "ray": cluster.py)
-    n_workers: int | None = None
-    results_dir: str | None = None  # None: <repository root>/build/scratch (notebook.results_path)
-    data_root: str | None = None
     train_rows: int | None = None
 
-    def __post_init__(self) -> None:
-        name = "parameter"
-        check_choice(name, "arch", self.arch, tuple(TABLE1))
-        check_choice(name, "profile", self.profile, tuple(PROFILES))
-        check_choice(name, "backend", self.backend, BACKENDS)
-        for field, minimum in (("n_models", 3), ("n_restarts", 1), ("max_epochs", 1), ("n_resamples", 1), ("n_workers", 1),
-                               ("train_rows", 1)):
-            if getattr(self, field) is not None:
-                check_number(name, field, getattr(self, field), minimum=minimum, integer=True)
-        check_number(name, "first_seed", self.first_seed, minimum=0, integer=True)
-        check_number(name, "sharpness_seed", self.sharpness_seed, minimum=0, integer=True)
+    STEP: ClassVar[str] = "study"
+    COUNTS: ClassVar[tuple[tuple[str, int], ...]] = (
+        ("n_models", 3), ("n_restarts", 1), ("max_epochs", 1), ("n_resamples", 1), ("train_rows", 1),
+    )
+
+    def check(self) -> None:
+        check_number(OWNER, "first_seed", self.first_seed, minimum=0, integer=True)
+        check_number(OWNER, "sharpness_seed", self.sharpness_seed, minimum=0, integer=True)
         if self.rho is not None:
-            check_number(name, "rho", self.rho, minimum=0, strict=True)
-        if self.results_dir is not None:
-            check_text(name, "results_dir", self.results_dir)
-        if self.data_root is not None:
-            check_text(name, "data_root", self.data_root)
-        check_device(name, "device", self.device)
-        check_writable_dir(name, "results_dir", self.results_path)  # here, in the parameters cell, not after training
-
-    @classmethod
-    def from_namespace(cls, namespace: dict[str, Any]) -> "StudyParams":
-        """The parameters a notebook defined after `before` was taken (papermill's injected ones included),
-        `arch` among them; a misspelt name is an error naming it (see `config.params_from_namespace`)."""
-        return params_from_namespace(cls, namespace)
-
-    def resolved(self, field: str) -> Any:
-        """A field's value, with None replaced by the profile's default."""
-        value = getattr(self, field)
-        return PROFILES[self.profile][self.arch][field] if value is None else value
+            check_number(OWNER, "rho", self.rho, minimum=0, strict=True)
+        check_writable_dir(OWNER, "results_dir", self.results_path)  # here, in the parameters cell, not after training
 
     @property
     def seeds(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.resolved("n_models")))
-
-    @property
-    def out_dir(self) -> Path:
-        return self.results_path / self.arch
-
-    @property
-    def results_path(self) -> Path:
-        """`results_dir` resolved: None is the git-ignored scratch folder, a relative path is taken from the repository root."""
-        return results_path(self.results_dir)
 
     def train_config(self) -> TrainConfig:
         overrides = {"device": self.device}
@@ -246,21 +198,3 @@ def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str))
     os.replace(tmp, path)
-
-
-def write_ablation(out_dir: str | Path, table: pd.DataFrame, rho_tau: pd.DataFrame, summary: dict[str, Any]) -> Path:
-    """ablation.csv and rho.csv, then ablation.json (last, atomically: its presence means the run finished)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "ablation.csv", index=False)
-    rho_tau.to_csv(out / "rho.csv", index=False)
-    write_json_atomic(out / "ablation.json", summary)
-    return out / "ablation.json"
-
-
-def read_ablation(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """(ablation.json, ablation.csv, rho.csv) of one arch; a clear error when the ablation has not run."""
-    folder = Path(results_dir) / arch
-    if not (folder / "ablation.json").exists():
-        raise FileNotFoundError(f"{folder / 'ablation.json'} not found: run notebooks/ablation.py for {arch} (make paper runs it)")
-    return json.loads((folder / "ablation.json").read_text()), pd.read_csv(folder / "ablation.csv"), pd.read_csv(folder / "rho.csv")

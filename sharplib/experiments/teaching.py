@@ -12,19 +12,19 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..core.config import check_device, check_number, check_text, params_from_namespace
-from ..core.notebook import repository_root, results_path
+from ..core.config import check_device, check_number, check_text
+from ..core.notebook import repository_root
+from .params import OWNER, NotebookParams
 
-OWNER = "parameter"
 
 
 @dataclass(frozen=True)
-class TeachingParams:
+class TeachingParams(NotebookParams):
     """The lesson's knobs. `factors` and `rho_grid` come out sorted, as floats, without repeats."""
 
     seed: int = 0
@@ -51,16 +51,6 @@ class TeachingParams:
             raise ValueError(f"{OWNER}.grading must be True or False, got {self.grading!r}")
         check_text(OWNER, "results_dir", self.results_dir)
         check_device(OWNER, "device", self.device)
-
-    @classmethod
-    def from_namespace(cls, namespace: Mapping[str, Any]) -> "TeachingParams":
-        """The parameters the notebook defined after `before` was taken (see `config.params_from_namespace`)."""
-        return params_from_namespace(cls, namespace)
-
-    @property
-    def results_path(self) -> Path:
-        """Where invariance.csv goes: `results_dir`, a relative one taken from the repository root."""
-        return results_path(self.results_dir)
 
     @property
     def data_root(self) -> Path:

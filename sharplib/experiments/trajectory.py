@@ -63,8 +63,8 @@ def sharpness_along_training(checkpoints: Mapping[int, Sequence[Path]], task: Ta
     """
     rows = []
     for epoch, paths in sorted(checkpoints.items()):
-        loaded = [load_model(Path(p)) for p in paths]  # on the CPU: the estimate runs where the task is
-        estimates = estimate_pool_sharpness([model.to(task.device) for model, _ in loaded], task, cfg)
+        loaded = [load_model(Path(p), task.device) for p in paths]  # the estimate runs where the task is
+        estimates = estimate_pool_sharpness([model for model, _ in loaded], task, cfg)
         for (_, payload), estimate in zip(loaded, estimates):
             result = payload["result"]
             rows.append({"epoch": epoch, "seed": result["seed"], "sharpness": estimate.mean, "train_loss": result["train_loss"],

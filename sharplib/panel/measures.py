@@ -12,7 +12,7 @@ import copy
 import dataclasses
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 import torch

@@ -18,12 +18,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from ..core.archs import ARCHS
 from ..pipeline.lockfile import computed_where
 from ..panel.measures import MEASURES
 from ..experiments.measures_study import read_measures
-from ..experiments.protocol import TABLE1, spec
+from ..experiments.protocol import spec
 
-ARCHS = tuple(TABLE1)  # the protocol's order: fcnn, lenet5, gat
 LABELS = {
     "sharpness_adaptive": "adaptive worst-case sharpness", "sharpness_standard": "standard worst-case sharpness",
     "sharpness_average": "adaptive average-case sharpness", "hessian_top_eigenvalue": "Hessian top eigenvalue",

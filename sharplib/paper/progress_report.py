@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from ..core.archs import ARCHS
 from ..pipeline.lockfile import computed_where
 from ..experiments.progress_study import read_progress
-from ..experiments.protocol import TABLE1, spec
+from ..experiments.protocol import spec
 
-ARCHS = tuple(TABLE1)
 TARGET_LABELS = {"test_loss": "test loss", "test_error": "test error", "generalization_gap": "generalization gap"}
 KIND_LABELS = {"tau": "τ", "partial": "partial τ | train loss", "stratified": "stratified τ | train loss"}
 POOL_LABELS = {"protocol": "protocol's pool", "equalized": "equalized pool (L*)"}

@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..core.archs import ARCHS
 from ..experiments.protocol import REPORT_P, REPORT_TAU, TABLE1, spec
-from ..experiments.study import read_ablation, read_results
+from ..experiments.ablation import read_ablation
+from ..experiments.study import read_results
 
-ARCHS = ("fcnn", "lenet5", "gat")
 MACRO_PREFIX = {"fcnn": "Fcnn", "lenet5": "Lenet", "gat": "Gat"}
 N_CLASSES = {"lenet5": 10, "gat": 7}  # FashionMNIST, Cora: a uniform guess has cross-entropy ln C
 

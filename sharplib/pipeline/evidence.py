@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .lockfile import git_commit, hashes_at_commit, now, output_hashes, relocatable_at_commit, state, write_lock
-from .stephash import ARCHS, REPO, STEPS, fingerprint, make_parameters, relocatable_fingerprint
+from ..core.archs import ARCHS
+from .stephash import REPO, STEPS, fingerprint, make_parameters, relocatable_fingerprint
 
 # The small inputs both sides run: a few models per pool, on the CPU; everything else as the step's profile.
 EVIDENCE: dict[str, dict[str, Any]] = {

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from . import evidence, lockfile
-from .stephash import ARCHS, PLACEMENT, REPO, STEPS, fingerprint, make_parameters, notebook_defaults
+from ..core.archs import ARCHS
+from .stephash import PLACEMENT, REPO, STEPS, fingerprint, make_parameters, notebook_defaults
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -35,6 +35,8 @@ from ..core.notebook import tqdm  # tqdm.auto's bar, on stdout in a notebook wit
 
 from ..core.config import check_choice, check_number, check_writable_dir, config_hash
 from ..core.functional import check_fits
+from ..core.sharpness import Estimator, SharpnessConfig, SharpnessResult, ascent
+from ..core.sharpness import estimate_pool_sharpness as estimate_here
 from ..core.models import build_model, check_variant
 from ..core.task import Task, hash_tensors, resolve_device
 from ..core.train import TrainConfig, TrainResult, train_batched, train_model
@@ -190,18 +192,19 @@ def read_checkpoint(path: Path) -> dict[str, Any] | None:
     try:
         return _verified(path)
     except CheckpointError as err:  # never reused, never a crash of the pool
-        warnings.warn(f"{err}; it is not reused (the pool retrains its seed)")
+        warnings.warn(f"{err}; it is not reused (the pool retrains its seed)", stacklevel=2)
         return None
 
 
-def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """A trained model and its checkpoint contents.
 
     Args:
         path: the checkpoint file.
+        device: where the model goes (a task's device, to measure it there).
 
     Returns:
-        (the model of the checkpoint's arch and variant, in eval mode on CPU; the checkpoint's contents).
+        (the model of the checkpoint's arch and variant, in eval mode on `device`; the checkpoint's contents).
 
     Raises:
         FileNotFoundError: no file at `path`.
@@ -213,7 +216,7 @@ def load_model(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     payload = _verified(path)
     model = build_model(payload["arch"], torch.Generator().manual_seed(0), payload["config"]["init"], payload["variant"])
     model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
+    return model.eval().to(device), payload
 
 
 def _remove_stale_tmp(out_dir: Path) -> None:
@@ -383,6 +386,29 @@ def _train_one(arch: str, variant: str, task: Task, cfg: TrainConfig, out_dir: P
     model, result = train_model(init_model(arch, cfg, variant), task, cfg)
     save_checkpoint(checkpoint_path(out_dir, cfg.seed), arch, task, cfg, model, result, variant)
     return result
+
+
+def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessConfig, *, backend: str = "auto",
+                            estimator: Estimator = ascent) -> list[SharpnessResult]:
+    """Sharpness S(w) of a pool's models, measured where `backend` says.
+
+    Args:
+        models: trained networks of one architecture (never modified).
+        task: the task whose training rows the batches S come from.
+        cfg: the estimator's settings.
+        backend: "ray" (Ray tasks, `cluster.estimate_pool_sharpness`), else here (`sharpness.estimate_pool_sharpness`:
+            batched on a GPU, one model at a time on the CPU); both give the same numbers on the CPU.
+        estimator: `sharpness.ascent`, or a function with its contract (reference.py).
+
+    Returns:
+        One SharpnessResult per model, in order.
+    """
+    check_choice("estimate_pool_sharpness", "backend", backend, BACKENDS)
+    if backend == "ray":
+        from .cluster import estimate_pool_sharpness as on_ray  # Ray is an optional extra: imported only when asked for
+
+        return on_ray(models, task, cfg, estimator=estimator)
+    return estimate_here(models, task, cfg, estimator=estimator)
 
 
 # ---------------------------------------------------------------- worker processes
