@@ -167,13 +167,17 @@ measures: $(MEASURES)
 progress: $(PROGRESS)
 venv: $(VENV)/.installed
 
+# pytest-xdist: PYTEST_WORKERS processes, each given whole test modules (a module's shared fixtures run once);
+# PYTEST_WORKERS=0 runs the suite in this process.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 test: $(VENV)/.installed $(VENV)/.cluster
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The suite less the tests marked slow (Ray, notebooks under papermill, make in a copy, LeNet-5 training, the
-# browser): about 2 min on the 2-core machine, where `make test` takes 12 to 33. No Ray: no test that needs it runs.
+# browser). No Ray: no test that needs it runs.
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Serves notebooks/ on 127.0.0.1. lab/overrides.json (copied into the venv, where JupyterLab reads
 # setting overrides) makes a double-click open the percent .py files as notebooks and switches off

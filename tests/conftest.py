@@ -23,10 +23,16 @@ MODULE_KIND = {"test_notebooks": "notebook", "test_ablation_notebook": "notebook
                "test_handout_install": "e2e", "test_cluster": "ray"}
 
 
+# Modules that take minutes, run first: with `make test`'s two pytest-xdist workers (one module a worker at a time)
+# the quick paper then runs beside the rest of the suite instead of after it.
+LONGEST_FIRST = ("test_make",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if not any(item.get_closest_marker(kind) for kind in KINDS):
             item.add_marker(getattr(pytest.mark, MODULE_KIND.get(item.module.__name__.rpartition(".")[2], "unit")))
+    items.sort(key=lambda item: item.module.__name__.rpartition(".")[2] not in LONGEST_FIRST)  # stable: order kept within
 
 
 @pytest.fixture(scope="session")

@@ -167,7 +167,7 @@ def test_the_byline_says_which_accepts_moved_code_and_which_checked_numbers(tmp_
     lock("lenet5", "ablation", {"settings": {"ablation": {"n_models": 3, "variants": ["report", "train_mode"]}}}, {"moved": "0" * 64})
     sentence = report.provenance_sentence(tmp_path)
     assert sentence.startswith("Studies and ablations computed at commit aaaaaaa on NVIDIA H200; all of them accepted unchanged through "
-                               "commit bbbbbbb, modules moved, the code otherwise the same, LeNet-5's ablation also checked old against")
+                               "commit bbbbbbb, modules moved, LeNet-5's ablation also checked old against")
     assert sentence.endswith("with 3 models per seed pool, LeNet-5's ablation on 2 of its rows.")
 
 

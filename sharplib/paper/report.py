@@ -198,7 +198,9 @@ def _accepted_clause(locks: list[dict]) -> str:
     cap += "".join(f", {name}'s measures panel on the quick profile's grid" for name in sorted(quick))
     accepted = [lock for lock in locks if lock["accepted"]]
     which = "all of them" if len(accepted) == len(locks) else _step_names(accepted)
-    how = ["modules moved, the code otherwise the same"] if any("moved" in a for a in accepts) else []
+    # "the code otherwise the same" holds only where no accept needed evidence (a change beyond the moves)
+    moved = "modules moved" + ("" if models else ", the code otherwise the same")
+    how = [moved] if any("moved" in a for a in accepts) else []
     if models:
         checked = [lock for lock in accepted if any("settings" in a for a in lock["accepted"])]
         names = "" if len(checked) == len(accepted) else _step_names(checked) + " also "
