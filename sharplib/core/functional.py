@@ -5,7 +5,8 @@ function serves one model, or many models / many restarts under `torch.func.vmap
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -65,16 +66,23 @@ def evaluate(model: nn.Module, task: Task, split: str = "test", chunk: int = 409
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     x, y = getattr(task, f"x_{split}"), getattr(task, f"y_{split}")
-    was_training = model.training
-    model.eval()
-    try:
+    with in_mode(model, training=False):
         outputs = _predict_in_chunks(model, task, x, chunk)
-    finally:
-        model.train(was_training)
     # Sum of per-sample losses over chunks divided by n = the mean over the split.
     loss = task.loss_fn(outputs, y).item()
     accuracy = (outputs.argmax(-1) == y).float().mean().item() if task.loss == "cross_entropy" else None
     return loss, accuracy
+
+
+@contextlib.contextmanager
+def in_mode(model: nn.Module, training: bool) -> Iterator[nn.Module]:
+    """The model in train (True) or eval mode, its own flag put back afterwards, also on errors."""
+    was_training = model.training
+    model.train(training)
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _predict_in_chunks(model: nn.Module, task: Task, x: Tensor, chunk: int) -> Tensor:
@@ -97,10 +105,9 @@ def check_fits(model: nn.Module, task: Task) -> None:
         ValueError: naming the model's class and the task, when it does not fit.
     """
     state = {k: v.to(task.device) for k, v in model.state_dict().items()}
-    was_training = model.training
-    model.eval()  # no dropout draw from the global generator, no BatchNorm statistics written
+    # eval mode: no dropout draw from the global generator, no BatchNorm statistics written
     try:
-        with torch.no_grad():
+        with in_mode(model, training=False), torch.no_grad():
             out = task.predict(lambda *inputs: functional_call(model, state, inputs), task.x_train[:1])
         if task.loss == "mse" and out.numel() != 1:
             raise ValueError(f"it gives {out.numel()} outputs for one sample, a regression task needs 1")
@@ -108,5 +115,3 @@ def check_fits(model: nn.Module, task: Task) -> None:
             raise ValueError(f"it gives outputs of shape {list(out.shape)} for one sample, a classification task needs [1, classes]")
     except Exception as err:
         raise ValueError(f"model {type(model).__name__} does not fit task {task.name!r}: {type(err).__name__}: {err}") from err
-    finally:
-        model.train(was_training)

@@ -10,7 +10,6 @@ The reference notebooks' deviations (REFERENCE_HOOKS) are branches of the same a
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch_geometric.nn import MessagePassing
 
 from .config import check_choice, check_device, check_number, config_from_dict
-from .functional import Params, batch_loss, check_fits, split_state
+from .functional import Params, batch_loss, check_fits, in_mode, split_state
 from .task import Task, resolve_device
 
 
@@ -508,17 +507,6 @@ def _device_for(models: list[nn.Module], task: Task, cfg: SharpnessConfig) -> to
     return task.device
 
 
-@contextlib.contextmanager
-def _with_mode(model: nn.Module, mode: str):
-    """The model in eval/train mode, its flag restored afterwards (also on errors)."""
-    was_training = model.training
-    model.train(mode == "train")
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def receptive_field(model: nn.Module, task: Task, device: torch.device) -> Task:
     """A graph task cut down to what the outputs of its training nodes depend on (same losses, less work).
 
@@ -603,7 +591,7 @@ def estimate_pool_sharpness(models: list[nn.Module], task: Task, cfg: SharpnessC
     results: list[SharpnessResult] = []
     template = models[0]
     vectorize = _vectorize_restarts(template, device, cfg)
-    with _with_mode(template, cfg.mode), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with in_mode(template, cfg.mode == "train"), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if cfg.mode == "eval":  # in train mode the dropout draws depend on the graph's size: keep it whole
             task = receptive_field(template, task, device)
         torch.manual_seed(cfg.seed + 2)  # dropout draws in mode="train"

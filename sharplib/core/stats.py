@@ -166,7 +166,7 @@ def kendall(
     if n_bad:
         raise ValueError(
             f"{n_bad} of {s.size} models have a NaN or infinite sharpness or test_loss; "
-            "drop diverged models first (sharplib.stats.finite_pairs) and report how many"
+            "drop diverged models first (sharplib.core.stats.finite_pairs) and report how many"
         )
     if s.size < 3:
         raise ValueError(f"need at least 3 models for a rank correlation, got {s.size}")

@@ -11,7 +11,6 @@ pool Jiang et al.'s (2020) granulated τ Ψ with each ψ_i and τ within each le
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,7 +23,7 @@ from .params import StepParams
 from ..panel.measures import MEASURES, MeasuresConfig
 from .protocol import spec
 from ..core.subpools import conditional_kendall, granulated_kendall, kendall_where_defined
-from .study import write_json_atomic
+from .study import read_step_files, write_step_files
 from ..core.train import TrainConfig, TrainResult
 
 AVERAGE_RHO = 0.05  # σ_i = 0.05 |w_i| for the average-case sharpness, every architecture
@@ -104,19 +103,12 @@ def _kendall(measure: pd.Series, test_loss: pd.Series, n_resamples: int) -> dict
 
 
 def write_measures(out_dir: str | Path, table: pd.DataFrame, summary: dict[str, Any], record: dict[str, Any]) -> Path:
-    """measures.csv, then measures.json (last, atomically: its presence means the run finished)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "measures.csv", index=False)
-    write_json_atomic(out / "measures.json", {**record, "measures": summary})
-    return out / "measures.json"
+    """measures.csv, then measures.json with the summary under "measures" (last: its presence means the run finished)."""
+    return write_step_files(out_dir, "measures", table, {**record, "measures": summary})
 
 
 def read_measures(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame]:
-    folder = Path(results_dir) / arch
-    if not (folder / "measures.json").exists():
-        raise FileNotFoundError(f"{folder / 'measures.json'} not found: run notebooks/measures.py for {arch}")
-    return json.loads((folder / "measures.json").read_text()), pd.read_csv(folder / "measures.csv")
+    return read_step_files(results_dir, arch, "measures")
 
 
 def params_record(params: MeasuresParams) -> dict[str, Any]:

@@ -11,7 +11,6 @@ pool trained to a common epoch loss L* (TrainConfig.target_loss), and along trai
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
@@ -25,7 +24,7 @@ from ..pools.pool import PoolEntry
 from .params import OWNER, StepParams
 from ..core.sharpness import SharpnessConfig, SharpnessResult
 from ..core.stats import KendallResult, kendall
-from .study import write_json_atomic
+from .study import read_step_files, write_step_files
 from ..core.targets import TARGETS, target_columns
 from ..core.train import TrainConfig
 
@@ -220,15 +219,8 @@ def params_record(params: ProgressParams, study: Mapping[str, Any]) -> dict[str,
 
 def write_progress(out_dir: str | Path, table: pd.DataFrame, summary: Mapping[str, Any], record: Mapping[str, Any]) -> Path:
     """progress.csv, then progress.json (last, atomically: its presence means the run finished)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "progress.csv", index=False)
-    write_json_atomic(out / "progress.json", {**record, **summary})
-    return out / "progress.json"
+    return write_step_files(out_dir, "progress", table, {**record, **summary})
 
 
 def read_progress(results_dir: str | Path, arch: str) -> tuple[dict[str, Any], pd.DataFrame]:
-    folder = Path(results_dir) / arch
-    if not (folder / "progress.json").exists():
-        raise FileNotFoundError(f"{folder / 'progress.json'} not found: run notebooks/progress.py for {arch}")
-    return json.loads((folder / "progress.json").read_text()), pd.read_csv(folder / "progress.csv")
+    return read_step_files(results_dir, arch, "progress")

@@ -198,3 +198,20 @@ def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str))
     os.replace(tmp, path)
+
+
+def write_step_files(out_dir: str | Path, name: str, table: pd.DataFrame, record: dict[str, Any]) -> Path:
+    """<name>.csv, then <name>.json (last, atomically: its presence means the run finished)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"{name}.csv", index=False)
+    write_json_atomic(out / f"{name}.json", record)
+    return out / f"{name}.json"
+
+
+def read_step_files(results_dir: str | Path, arch: str, name: str) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(<name>.json, <name>.csv) of one arch, as `notebooks/<name>.py` wrote them; a clear error when it has not run."""
+    folder = Path(results_dir) / arch
+    if not (folder / f"{name}.json").exists():
+        raise FileNotFoundError(f"{folder / f'{name}.json'} not found: run notebooks/{name}.py for {arch}")
+    return json.loads((folder / f"{name}.json").read_text()), pd.read_csv(folder / f"{name}.csv")
