@@ -56,10 +56,6 @@ class ProgressParams(StepParams):
             check_number(OWNER, "target_loss", self.target_loss, minimum=0, strict=True)
 
     @property
-    def quick(self) -> bool:
-        return self.profile == "quick"
-
-    @property
     def n(self) -> int:
         """Models in the equalized pool: the given number, else the profile's."""
         return self.resolved("n_models")

@@ -32,6 +32,7 @@ from ..core.stats import KendallResult
 from ..core.task import Task, resolve_device
 from ..core.train import TrainConfig
 
+
 @dataclass(frozen=True)
 class StudyParams(StepParams):
     """The study notebook's parameters. None means: the profile's value (n_models, n_restarts, max_epochs,
