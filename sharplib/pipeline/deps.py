@@ -11,6 +11,7 @@ imports is taken, and the package's `__init__.py` counts whenever a module of it
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from pathlib import Path
 
@@ -59,9 +60,20 @@ def import_base(node: ast.ImportFrom, package: str | None) -> str | None:
 
 def imported_names(path: Path, root: Path = ROOT) -> set[str]:
     """The dotted names of the sharplib modules `path` imports directly (submodules named in `from sharplib import x` too)."""
-    package = package_of(path, root)
+    try:
+        names = _import_candidates(path.read_text(), package_of(path, root))
+    except SyntaxError as error:
+        error.filename = str(path)
+        raise
+    return {n for n in names if module_file(n, root) is not None}
+
+
+# `make status` walks the same files once per step and once more per lock's commit: parse each text once a process
+@functools.lru_cache(maxsize=None)
+def _import_candidates(source: str, package: str | None) -> frozenset[str]:
+    """Every dotted name the source's imports could mean a module by (`from a import b`: a and a.b)."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -70,7 +82,7 @@ def imported_names(path: Path, root: Path = ROOT) -> set[str]:
                 continue
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)  # kept only where it is a module
-    return {n for n in names if module_file(n, root) is not None}
+    return frozenset(names)
 
 
 def module_files(paths: list[Path], root: Path = ROOT, skip: frozenset[str] = frozenset()) -> list[Path]:

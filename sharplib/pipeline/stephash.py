@@ -12,6 +12,7 @@ from __future__ import annotations
 
 # Standard library only: make asks this before any virtual environment exists.
 import ast
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -64,14 +65,27 @@ def sha256_file(path: Path) -> str:
 
 def code_digest(path: Path) -> str:
     """SHA-256 of what a Python file computes: its syntax tree, without docstrings, comments, layout or line numbers."""
-    return hashlib.sha256(_canonical(_parse(path)).encode()).hexdigest()
+    try:
+        return _source_digest(path.read_text(encoding="utf-8"))
+    except SyntaxError as error:
+        raise _not_python(path, error) from None
+
+
+# `make status` digests the same files once per step and once more per lock's commit: once a text in a process
+@functools.lru_cache(maxsize=None)
+def _source_digest(source: str) -> str:
+    return hashlib.sha256(_canonical(ast.parse(source)).encode()).hexdigest()
 
 
 def _parse(path: Path) -> ast.Module:
     try:
         return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except SyntaxError as error:
-        raise ValueError(f"{path}: not valid Python, so its step's hash cannot be taken ({error.msg}, line {error.lineno})") from None
+        raise _not_python(path, error) from None
+
+
+def _not_python(path: Path, error: SyntaxError) -> ValueError:
+    return ValueError(f"{path}: not valid Python, so its step's hash cannot be taken ({error.msg}, line {error.lineno})")
 
 
 def _canonical(node: Any) -> str:
