@@ -1,6 +1,9 @@
 """The three architectures: the report's sizes, Xavier init with zero biases, outputs of the right shape."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -106,3 +109,19 @@ def test_unknown_architecture_init_and_variant_are_named() -> None:
         build_model("lenet5", variant="elu_output")
     with pytest.raises(ValueError, match="'kaiming'"):
         build_model("fcnn", init="kaiming")
+
+
+def test_only_a_gat_loads_pyg() -> None:
+    """Importing PyG takes over a second (torch._dynamo with it): the FCNN's and LeNet-5's notebooks and workers skip it."""
+    script = (
+        "import sys, torch\n"
+        "from sharplib.experiments import study\n"
+        "from sharplib.core.models import build_model\n"
+        "for arch in ('fcnn', 'lenet5'):\n"
+        "    build_model(arch, torch.Generator().manual_seed(0))\n"
+        "assert 'torch_geometric' not in sys.modules, 'PyG loaded without a GAT'\n"
+        "build_model('gat', torch.Generator().manual_seed(0))\n"
+        "assert 'torch_geometric.nn' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
-from torch_geometric.nn import MessagePassing
 
 from .config import check_choice, check_device, check_number, config_from_dict
 from .functional import Params, batch_loss, check_fits, in_mode, split_state
@@ -522,8 +521,12 @@ def receptive_field(model: nn.Module, task: Task, device: torch.device) -> Task:
     Returns:
         The cut task, or the whole task where the model's outputs on the cut differ (a model that is no such stack).
     """
+    if not task.is_graph:
+        return task
+    from torch_geometric.nn import MessagePassing  # only a graph task loads PyG
+
     hops = sum(isinstance(m, MessagePassing) for m in model.modules())
-    if not task.is_graph or hops == 0:
+    if hops == 0:
         return task
     src, dst = task.edge_index
     needed = torch.zeros(len(task.node_features), dtype=torch.bool, device=task.device)
