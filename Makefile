@@ -87,10 +87,10 @@ FINGERPRINT = $(PYTHON) -m sharplib.pipeline.fingerprint
 STEP_ARGS = --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
 RERUN_FLAG := $(if $(filter 1 yes true,$(RERUN)),--rerun)
 STEPS := study ablation measures progress
-# LeNet-5's measures panel and progress pools at the full profile have no tracked results yet (about 2 h each on
-# 2 CPU cores; they wait for a GPU run): make paper leaves them out until they have run (`make measures-lenet5`,
-# `make progress-lenet5`), and their sections say so. The quick chain leaves them out too (its LeNet-5 models stop
-# short of L*, and the suite's quick paper stays short); the notebooks' own tests run them.
+# LeNet-5's measures panel and progress pools at the full profile take hours on 2 CPU cores: make paper leaves them
+# out of a results folder that lacks them (`make measures-lenet5`, `make progress-lenet5` add them), and their sections
+# say so. The quick chain leaves them out too (its LeNet-5 models stop short of L*, and the suite's quick paper stays
+# short); the notebooks' own tests run them.
 MEASURES_ARCHS ?= fcnn gat $(if $(wildcard $(RESULTS)/lenet5/measures.lock),lenet5)
 PROGRESS_ARCHS ?= fcnn gat $(if $(wildcard $(RESULTS)/lenet5/progress.lock),lenet5)
 IN_PAPER := $(foreach a,$(ARCHS),study:$(a) ablation:$(a)) $(foreach a,$(MEASURES_ARCHS),measures:$(a)) $(foreach a,$(PROGRESS_ARCHS),progress:$(a))
