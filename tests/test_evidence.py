@@ -101,6 +101,9 @@ def test_a_refactor_is_accepted_and_a_changed_number_refused(repo: Path, capsys:
     assert accept(repo) == 1
     out = capsys.readouterr().out
     assert "refused: the numbers differ" in out and "models.csv row 0, sharpness:" in out, out
+    # the refactor's numbers, HEAD's side of the first accept, were not computed again
+    assert f"{refactor[:10]}: study fcnn: the numbers of an earlier run" in out, out
+    assert "study fcnn (n_models=3" in out, "the new commit's side ran"
     assert (repo / "results" / "fcnn" / "study.lock").read_text() == before
     assert state().state == "stale"
 
@@ -220,3 +223,16 @@ def test_a_module_moved_to_a_folder_is_accepted_without_running_anything(repo: P
     edit(repo / "sharplib" / "statistics" / "stats.py", "def kendall(", "UNUSED = 1\n\n\ndef kendall(")
     commit_all(repo, "a statement")
     assert stephash.relocatable_fingerprint("study", "fcnn", "full", "auto", repo) != found.lock["accepted"][-1]["moved"]
+
+
+def test_a_commits_evidence_is_kept_under_what_it_depends_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = evidence.evidence_key("a" * 40, "ablation", "fcnn", "full", "auto")
+    assert key == evidence.evidence_key("a" * 40, "ablation", "fcnn", "full", "auto")
+    others = [evidence.evidence_key("b" * 40, "ablation", "fcnn", "full", "auto"),
+              evidence.evidence_key("a" * 40, "ablation", "gat", "full", "auto"),
+              evidence.evidence_key("a" * 40, "ablation", "fcnn", "quick", "auto")]
+    monkeypatch.setitem(evidence.EVIDENCE, "study", {**evidence.EVIDENCE["study"], "n_models": 4})  # the upstream's settings
+    others.append(evidence.evidence_key("a" * 40, "ablation", "fcnn", "full", "auto"))
+    monkeypatch.setattr(evidence, "_version", lambda package: "0.0")  # another torch
+    others.append(evidence.evidence_key("a" * 40, "ablation", "fcnn", "full", "auto"))
+    assert len({key, *others}) == 1 + len(others)

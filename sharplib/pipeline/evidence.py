@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -162,11 +164,31 @@ def upstream_reproduced(
     return f"no commit holds the {upstream}'s results this step read (the SHA-256s its lock recorded)"
 
 
-class Side:
-    """One commit checked out in a worktree, its notebooks run on demand (each step once)."""
+def evidence_key(commit: str, step: str, arch: str, profile: str, backend: str) -> str:
+    """What a commit's evidence for one step depends on: the code (its commit), the settings both sides run with (the
+    step's and its upstream's), and the Python and torch that ran them. The name of its numbers in the cache."""
+    upstream = STEPS[step].upstream
+    record = {"commit": commit, "step": step, "arch": arch, "profile": profile, "backend": backend,
+              "settings": {s: evidence_settings(s, arch) for s in (upstream, step) if s},
+              "python": sys.version, "torch": _version("torch"), "machine": platform.machine()}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 
-    def __init__(self, commit: str, folder: Path, profile: str, backend: str, log: Path, root: Path = REPO) -> None:
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class Side:
+    """One commit checked out in a worktree, its notebooks run on demand (each step once), their numbers kept in `cache`
+    (a commit's numbers do not change: a second accept, after a refused one or a later commit, reuses them)."""
+
+    def __init__(self, commit: str, folder: Path, profile: str, backend: str, log: Path, root: Path = REPO,
+                 cache: Path | None = None) -> None:
         self.commit, self.folder, self.profile, self.backend, self.log, self.root = commit, folder, profile, backend, log, root
+        self.cache = cache
         self.done: set[tuple[str, str]] = set()
         run = subprocess.run(
             ["git", "worktree", "add", "--detach", "--force", str(folder), commit], cwd=root, capture_output=True, text=True
@@ -176,13 +198,27 @@ class Side:
 
     def run(self, step: str, arch: str) -> dict[str, Any]:
         """Run `step` (after its upstream) for `arch` at this commit, once; its per-model numbers."""
+        kept = self.cache / f"{evidence_key(self.commit, step, arch, self.profile, self.backend)}.json" if self.cache else None
+        if kept is not None and kept.is_file():
+            try:
+                found = json.loads(kept.read_text())
+                print(f"  {self.commit[:10]}: {step} {arch}: the numbers of an earlier run ({kept})", flush=True)
+                return found
+            except ValueError:  # not what this code wrote (an edit by hand): run it again
+                pass
         upstream = STEPS[step].upstream
         if upstream is not None:
             self.run(upstream, arch)
         if (step, arch) not in self.done:
             self._papermill(step, arch)
             self.done.add((step, arch))
-        return numbers(self.folder / RESULTS, arch, step)
+        found = numbers(self.folder / RESULTS, arch, step)
+        if kept is not None:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            partial = kept.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(found))
+            partial.replace(kept)  # atomic: an interrupted write leaves no half a record
+        return found
 
     def _papermill(self, step: str, arch: str) -> None:
         tools = Path(sys.executable).parent
@@ -225,8 +261,10 @@ def record_accept(path: Path, lock: dict[str, Any], current: dict[str, Any], hea
 
 
 def accept(reason: str, results_dir: str | Path, profile: str, backend: str, archs: tuple[str, ...] = ARCHS,
-           steps: tuple[str, ...] = tuple(STEPS), root: Path = REPO, work: Path | None = None) -> int:
-    """Accept every stale step whose evidence agrees; 0 when all stale steps were accepted, 1 when one was refused."""
+           steps: tuple[str, ...] = tuple(STEPS), root: Path = REPO, work: Path | None = None, cache: Path | None = None) -> int:
+    """Accept every stale step whose evidence agrees; 0 when all stale steps were accepted, 1 when one was refused.
+
+    The worktrees go in `work` (a temporary folder), each commit's numbers in `cache` (default root/build/evidence)."""
     if not reason.strip():
         raise ValueError("--reason is required: say why the change leaves the numbers alone")
     head, dirty = git_commit(root)
@@ -242,7 +280,8 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
 
     def side(commit: str) -> Side:
         if commit not in sides:
-            sides[commit] = Side(commit, work / commit[:12], profile, backend, work / f"{commit[:12]}.log", root)
+            sides[commit] = Side(commit, work / commit[:12], profile, backend, work / f"{commit[:12]}.log", root,
+                                 cache if cache is not None else root / "build" / "evidence")
         return sides[commit]
 
     try:
