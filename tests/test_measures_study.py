@@ -69,12 +69,13 @@ def test_paper_section_follows_the_numbers(tmp_path: Path) -> None:
     table = measures_report.table_tex({"fcnn": summary, "gat": summary})
     assert table.count("\\\\") == 2 + len(MEASURES) and "FCNN" in table and "GAT" in table
     (tmp_path / "fcnn").mkdir()
-    (tmp_path / "fcnn" / "measures.json").write_text(json.dumps({"measures": summary}))
-    (tmp_path / "fcnn" / "measures.csv").write_text("pool\n")
+    (tmp_path / "fcnn" / "measures.json").write_text(json.dumps({"measures": summary, "profile": "full", "params": {"n_resamples": 99}}))
+    synthetic_table().to_csv(tmp_path / "fcnn" / "measures.csv", index=False)
     written = measures_report.build(tmp_path, tmp_path / "generated")
     assert [p.name for p in written] == ["measures.tex", "measures.pdf", "measures.png"] and all(p.exists() for p in written)
     generated = written[0].read_text().split("\n", 1)[1]  # after the "% Generated" line
     assert not re.search("[τΨψ]", generated) and not re.search(r"(?<!\\)%", generated), "text LaTeX cannot typeset"
+    assert "\\newcommand{\\MeasuresGivenTable}" in generated and "For FCNN, with the training loss held fixed" in generated
     assert measures_report.build(tmp_path / "nothing", tmp_path / "generated2") == []
 
 

@@ -73,6 +73,17 @@ def test_verdict_follows_the_conditional_taus() -> None:
     )
 
 
+def test_conclusion_names_each_architecture_by_its_verdicts() -> None:
+    no, yes = summary(beyond=False), summary(beyond=True)
+    mixed = summary(beyond=True)
+    mixed["pools"]["equalized"] = no["pools"]["equalized"]
+    assert progress_report.conclusion({"fcnn": no, "lenet5": mixed, "gat": yes}) == (
+        "Held at equal training progress, adaptive sharpness adds nothing measurable to the training loss for FCNN, ranks test loss"
+        " beyond the training loss on the protocol's pool only for LeNet-5, and ranks test loss beyond the training loss on both"
+        " pools for GAT.")
+    assert progress_report.conclusion({"gat": yes}).endswith("on both pools for GAT.")
+
+
 def test_build_writes_macros_and_two_figures(tmp_path: Path) -> None:
     write(tmp_path / "results", "fcnn", summary(beyond=False))
     write(tmp_path / "results", "gat", summary(beyond=True, seed=3))
@@ -81,6 +92,7 @@ def test_build_writes_macros_and_two_figures(tmp_path: Path) -> None:
                                                       "progress_trajectory.png"])
     tex = (tmp_path / "generated" / "progress.tex").read_text()
     assert "\\newcommand{\\ProgressText}" in tex and "\\newcommand{\\ProgressProvenance}" in tex
+    assert "\\newcommand{\\ProgressConclusion}{Held at equal training progress, adaptive sharpness adds nothing" in tex
     assert "For FCNN" in tex and "For GAT" in tex and "τ" not in tex and "$\\tau$" in tex and "$L^*$" in tex
     assert "LeNet-5: not run" in tex
     assert ("\\newcommand{\\ProgressSettings}{FCNN: $L^*$ = 0.51 within at most 10 epochs; "

@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from ..core.archs import ARCHS
 from ..pipeline.lockfile import computed_where
+from ..core.conditional import partial_kendall
+from ..core.stats import kendall
 from ..panel.measures import MEASURES
 from ..experiments.measures_study import read_measures
+from ..experiments.profiles import profile_default
 from ..experiments.protocol import spec
 
 LABELS = {
@@ -114,6 +118,61 @@ def paragraph(arch: str, summary: Mapping[str, Mapping[str, Any]]) -> str:
     return "".join(parts)
 
 
+POOL_NAMES = {"seed": "seed-only pool", "varied": "varied pool"}
+
+
+def given_training_loss(models: pd.DataFrame, n_resamples: int, seed: int = 0) -> pd.DataFrame:
+    """Per pool of measures.csv and flatness measure x: τ(x, test loss) and Kendall's partial τ given the training loss z,
+    each with its 95 % bootstrap interval, and the partial τ's null value (what a measure that knows nothing beyond z gets,
+    `conditional.partial_kendall`). `beyond`: the partial τ's interval excludes its null value."""
+    rows = []
+    for pool in POOL_NAMES:
+        part = models[models["pool"] == pool]
+        for measure in (m for m in MEASURES if m not in CONTROLS):
+            values = part[[measure, "test_loss", "train_loss"]].to_numpy(dtype=float)
+            x, y, z = values[np.isfinite(values).all(axis=1)].T
+            try:
+                tau = kendall(x, y, n_resamples=n_resamples, seed=seed).as_dict()
+            except ValueError:  # fewer than 3 models, or a constant measure (a quick profile's pools): undefined
+                tau = {"tau": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+            partial = partial_kendall(x, y, z, n_resamples=n_resamples, seed=seed)
+            beyond = bool(partial.ci_low > partial.null_tau or partial.ci_high < partial.null_tau)  # False where undefined (NaN)
+            rows.append({"pool": pool, "measure": measure, "n": len(x), "tau": tau["tau"], "tau_low": tau["ci_low"], "tau_high": tau["ci_high"],
+                         "partial": partial.tau, "partial_low": partial.ci_low, "partial_high": partial.ci_high,
+                         "null": partial.null_tau, "beyond": beyond})
+    return pd.DataFrame(rows)
+
+
+def given_training_loss_tex(tables: Mapping[str, pd.DataFrame]) -> str:
+    """Rows: an architecture's measures; per pool two columns: τ and the partial τ given the training loss (its null value).
+    A star marks a partial τ whose interval excludes its null value."""
+    pools = " & ".join(f"\\multicolumn{{2}}{{c}}{{{name}}}" for name in POOL_NAMES.values())
+    lines = ["\\begin{tabular}{lcccc}", "\\hline", f" & {pools} \\\\",
+             " & " + " & ".join(["$\\tau$ & partial $\\tau$ (null)"] * len(POOL_NAMES)) + " \\\\"]
+    for arch, table in tables.items():
+        lines += ["\\hline", f"\\multicolumn{{5}}{{l}}{{\\textit{{{spec(arch).model_name}}}}} \\\\"]
+        for measure, rows in table.groupby("measure", sort=False):
+            cells = []
+            for pool in POOL_NAMES:
+                r = rows[rows["pool"] == pool].iloc[0]
+                partial = _interval(r["partial"], r["partial_low"], r["partial_high"])
+                mark = "$^{*}$" if r["beyond"] else ""
+                cells += [_interval(r["tau"], r["tau_low"], r["tau_high"]), f"{partial}{mark} {{\\scriptsize ({r['null']:.2f})}}"]
+            lines.append(f"{LABELS[measure]} & " + " & ".join(cells) + " \\\\")
+    return "\n".join([*lines, "\\hline", "\\end{tabular}"]) + "\n"
+
+
+def given_training_loss_sentence(arch: str, table: pd.DataFrame) -> str:
+    """Per pool, which measures keep a partial τ away from its null value once the training loss is held fixed."""
+    parts = []
+    for pool, name in POOL_NAMES.items():
+        rows = table[table["pool"] == pool]
+        beyond = [LABELS[m] for m in rows.loc[rows["beyond"], "measure"]]
+        parts.append(f"on the {name} {len(beyond)} of {len(rows)} measures" + (f" ({', '.join(beyond)})" if beyond else ""))
+    return (f"For {spec(arch).model_name}, with the training loss held fixed, the partial τ's interval excludes its null value "
+            f"{parts[0]}, and {parts[1]}.")
+
+
 def tex(text: str) -> str:
     """A paragraph for LaTeX: Greek letters in math mode, % escaped."""
     for plain, math_mode in (("|Ψ|", "$|\\Psi|$"), ("Ψ", "$\\Psi$"), ("ψ", "$\\psi$"), ("τ", "$\\tau$")):
@@ -148,20 +207,27 @@ def provenance_note(results_dir: Path, archs: list[str]) -> str:
 
 def build(results_dir: Path, out_dir: Path) -> list[Path]:
     """measures.tex and the figure from every architecture whose measures.json exists; nothing when none does."""
-    summaries = {}
+    summaries, given = {}, {}
     for arch in ARCHS:
         try:
-            summaries[arch] = read_measures(results_dir, arch)[0]["measures"]
+            record, models = read_measures(results_dir, arch)
         except FileNotFoundError:
             continue
+        summaries[arch] = record["measures"]
+        # the interval's resamples as the step drew them for its own τ
+        n_resamples = record["params"]["n_resamples"] or profile_default(record["profile"], "measures", arch, "n_resamples")
+        given[arch] = given_training_loss(models, n_resamples)
     if not summaries:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
     text = "\n\n".join(tex(paragraph(a, s)) for a, s in summaries.items())
+    given_text = " ".join(tex(given_training_loss_sentence(a, t)) for a, t in given.items())
     note = provenance_note(results_dir, list(summaries)).replace("`", "").replace("_", "\\_")
     (out_dir / "measures.tex").write_text("% Generated by sharplib.paper.measures_report from results/*/measures.json: do not edit.\n"
                                           f"\\newcommand{{\\MeasuresTable}}{{{table_tex(summaries)}}}\n\\newcommand{{\\MeasuresText}}{{{text}}}\n"
-                                          f"\\newcommand{{\\MeasuresProvenance}}{{{note}}}\n")
+                                          f"\\newcommand{{\\MeasuresProvenance}}{{{note}}}\n"
+                                          f"\\newcommand{{\\MeasuresGivenTable}}{{{given_training_loss_tex(given)}}}\n"
+                                          f"\\newcommand{{\\MeasuresGivenText}}{{{given_text}}}\n")
     figure(summaries, out_dir / "measures.pdf", out_dir / "measures.png")
     return [out_dir / name for name in ("measures.tex", "measures.pdf", "measures.png")]
 
