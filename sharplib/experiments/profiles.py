@@ -39,8 +39,8 @@ PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
                           grid=Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=5)),
         # the equalized pool and its cap (twice the epoch where the probe's models reach L*), the trajectory's epochs,
         # its pool (the first seeds) and its restarts (None: the study's): the whole pool, made on a GPU. LeNet-5's, made
-        # on 2 CPU cores until a GPU run, is cut to the first 24 seeds and 12 along training (about 40 min; 50 and 50
-        # would take about 2 h)
+        # on 2 CPU cores until a GPU run, is cut to the first 24 seeds and 12 along training (54 min; 50 and 50, where
+        # the trajectory trains 4 times as many models, about 3.5 h)
         "progress": {
             "fcnn": dict(n_models=50, max_epochs=10, n_resamples=999, trajectory_epochs=(1, 2, 3, 4, 5, 6, 8, 10),
                          trajectory_models=50, trajectory_restarts=None),
