@@ -82,6 +82,8 @@ def test_conclusion_names_each_architecture_by_its_verdicts() -> None:
         " beyond the training loss on the protocol's pool only for LeNet-5, and ranks test loss beyond the training loss on both"
         " pools for GAT.")
     assert progress_report.conclusion({"gat": yes}).endswith("on both pools for GAT.")
+    assert progress_report.conclusion({"fcnn": no, "lenet5": no, "gat": yes}).startswith(
+        "Held at equal training progress, adaptive sharpness adds nothing measurable to the training loss for FCNN and LeNet-5, and")
 
 
 def test_build_writes_macros_and_two_figures(tmp_path: Path) -> None:

@@ -179,3 +179,16 @@ def test_the_byline_names_a_measures_panel_checked_on_the_quick_grid(tmp_path: P
     (tmp_path / "lenet5" / "measures.lock").write_text(json.dumps(record))
     sentence = report.provenance_sentence(tmp_path)
     assert sentence.endswith("LeNet-5 trained for 2 epochs, LeNet-5's measures panel on the quick profile's grid."), sentence
+
+
+def test_the_byline_names_the_architectures_a_device_computed_alone_and_a_cpu_as_such(tmp_path: Path) -> None:
+    for arch, device, accepted in (("fcnn", "NVIDIA H200", True), ("gat", "NVIDIA H200", True), ("lenet5", "x86_64", False)):
+        (tmp_path / arch).mkdir()
+        computed = {"commit": ("a" if accepted else "c") * 40, "device": device, "dirty": False}
+        record = {"step": "progress", "arch": arch, "computed": computed,
+                  "accepted": [{"date": "2026-12-04 18:00 UTC", "to_commit": "b" * 40, "moved": "0" * 64}] if accepted else []}
+        (tmp_path / arch / "progress.lock").write_text(json.dumps(record))
+    assert report.provenance_sentence(tmp_path) == (
+        "FCNN's and GAT's progress pools computed at commit aaaaaaa on NVIDIA H200; LeNet-5's progress pool computed at commit"
+        " ccccccc on the CPU (x86_64); all but LeNet-5's progress pool accepted unchanged through commit bbbbbbb, modules moved,"
+        " the code otherwise the same.")

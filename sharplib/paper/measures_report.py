@@ -137,7 +137,8 @@ def given_training_loss(models: pd.DataFrame, n_resamples: int, seed: int = 0) -
                 tau = {"tau": math.nan, "ci_low": math.nan, "ci_high": math.nan}
             partial = partial_kendall(x, y, z, n_resamples=n_resamples, seed=seed)
             beyond = bool(partial.ci_low > partial.null_tau or partial.ci_high < partial.null_tau)  # False where undefined (NaN)
-            rows.append({"pool": pool, "measure": measure, "n": len(x), "tau": tau["tau"], "tau_low": tau["ci_low"], "tau_high": tau["ci_high"],
+            rows.append({"pool": pool, "measure": measure, "n": len(x),
+                         "tau": tau["tau"], "tau_low": tau["ci_low"], "tau_high": tau["ci_high"],
                          "partial": partial.tau, "partial_low": partial.ci_low, "partial_high": partial.ci_high,
                          "null": partial.null_tau, "beyond": beyond})
     return pd.DataFrame(rows)

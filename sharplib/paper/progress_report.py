@@ -150,7 +150,7 @@ def verdicts(summary: Mapping[str, Any]) -> dict[str, str]:
 
 def conclusion(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     """One sentence for the paper's conclusion: per architecture, whether sharpness ranks test loss beyond training progress."""
-    clauses = []
+    clauses: dict[str, list[str]] = {}  # what is said -> the architectures it is said of, in order
     for arch, summary in summaries.items():
         found = verdicts(summary)
         yes = [POOL_LABELS[pool] for pool, v in found.items() if v == "yes"]
@@ -162,8 +162,9 @@ def conclusion(summaries: Mapping[str, Mapping[str, Any]]) -> str:
             clause = f"ranks test loss beyond the training loss on the {' and the '.join(yes)} only"
         else:
             clause = "gives readings of τ given the training loss that disagree"
-        clauses.append(f"{clause} for {spec(arch).model_name}")
-    listed = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + ", and " + clauses[-1]
+        clauses.setdefault(clause, []).append(spec(arch).model_name)
+    said = [f"{clause} for {' and '.join(names)}" for clause, names in clauses.items()]
+    listed = said[0] if len(said) == 1 else ", ".join(said[:-1]) + ", and " + said[-1]
     return f"Held at equal training progress, adaptive sharpness {listed}."
 
 

@@ -26,6 +26,7 @@ from ..core.archs import ARCHS
 from ..experiments.protocol import REPORT_P, REPORT_TAU, TABLE1, spec
 from ..experiments.ablation import read_ablation
 from ..experiments.study import read_results
+from ..pipeline.lockfile import device_words
 
 MACRO_PREFIX = {"fcnn": "Fcnn", "lenet5": "Lenet", "gat": "Gat"}
 N_CLASSES = {"lenet5": 10, "gat": 7}  # FashionMNIST, Cora: a uniform guess has cross-entropy ln C
@@ -197,7 +198,8 @@ def _accepted_clause(locks: list[dict]) -> str:
              if isinstance(a.get("settings", {}).get("measures"), dict) and a["settings"]["measures"].get("profile") == "quick"}
     cap += "".join(f", {name}'s measures panel on the quick profile's grid" for name in sorted(quick))
     accepted = [lock for lock in locks if lock["accepted"]]
-    which = "all of them" if len(accepted) == len(locks) else _step_names(accepted)
+    left = [lock for lock in locks if not lock["accepted"]]
+    which = ("all of them" if not left else f"all but {_step_names(left)}" if len(left) < len(accepted) else _step_names(accepted))
     # "the code otherwise the same" holds only where no accept needed evidence (a change beyond the moves)
     moved = "modules moved" + ("" if models else ", the code otherwise the same")
     how = [moved] if any("moved" in a for a in accepts) else []
@@ -208,6 +210,16 @@ def _accepted_clause(locks: list[dict]) -> str:
     return f"; {which} accepted unchanged through commit {through}" + "".join(f", {h}" for h in how)
 
 
+def _step_words(lock: dict, locks: list[dict]) -> str:
+    """"ablations", or "LeNet-5's progress pool" where the step's other architectures were computed elsewhere."""
+    same = [other for other in locks if other["step"] == lock["step"]]
+    here = [other for other in same if other["computed"]["device"] == lock["computed"]["device"]]
+    if len(here) == len(same):
+        return STEP_WORDS[lock["step"]]
+    names = " and ".join(f"{TABLE1[other['arch']].model_name}'s" for other in here)
+    return f"{names} {STEP_WORDS[lock['step']] if len(here) > 1 else STEP_WORD[lock['step']]}"
+
+
 def provenance_sentence(results_dir: str | Path) -> str:
     """What computed the numbers, in one line read from the steps' locks: commits, devices, and the accepts
     that carried them to later code unchanged (the paper's byline and the README both print it)."""
@@ -216,7 +228,7 @@ def provenance_sentence(results_dir: str | Path) -> str:
     devices: dict[str, dict[str, list[str]]] = {}  # device -> step's words -> the commits that computed them
     for lock in locks:
         c = lock["computed"]
-        commits = devices.setdefault(c["device"], {}).setdefault(STEP_WORDS[lock["step"]], [])
+        commits = devices.setdefault(device_words(c["device"]), {}).setdefault(_step_words(lock, locks), [])
         commit = f"{c['commit'][:7]}{'+dirty' if c.get('dirty') else ''}"
         if commit not in commits:
             commits.append(commit)

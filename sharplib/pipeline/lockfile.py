@@ -103,6 +103,11 @@ def new_lock(step: str, arch: str, profile: str, backend: str, results_dir: str 
             "upstream_outputs": output_hashes(results_dir, arch, upstream) if upstream else {}}
 
 
+def device_words(device: str) -> str:
+    """A lock's device in words: a GPU by its name, a CPU (the provenance records its architecture) as "the CPU (x86_64)"."""
+    return f"the CPU ({device})" if device in ("x86_64", "aarch64", "arm64", "AMD64", "i386", "") else device
+
+
 def computed_where(results_dir: str | Path, step: str, archs: list[str]) -> dict[str, list[str]]:
     """The architectures grouped by where their `step` results were computed, as their locks say ("on D at commit C");
     results without a lock are grouped as made outside make."""
@@ -111,7 +116,7 @@ def computed_where(results_dir: str | Path, step: str, archs: list[str]) -> dict
         path = lock_path(results_dir, arch, step)
         if path.exists():
             computed = json.loads(path.read_text())["computed"]
-            origin = f"on {computed['device']} at commit {computed['commit'][:7]}"
+            origin = f"on {device_words(computed['device'])} at commit {computed['commit'][:7]}"
         else:
             origin = "outside make (no lock records where)"
         origins.setdefault(origin, []).append(arch)
