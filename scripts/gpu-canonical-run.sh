@@ -6,7 +6,8 @@
 #   OUT=/some/folder BUDGET_S=560 bash scripts/gpu-canonical-run.sh     (RERUN=0: only the steps not current)
 # It writes results.tgz (the files git tracks under results/, the steps' locks among them, and paper/generated/),
 # the make log, the CUDA tests' log and the CUDA-graph benchmark into $OUT. Each phase gets at most what is
-# left of BUDGET_S, the canonical run first.
+# left of BUDGET_S, the canonical run first. LeNet-5's progress pools are tracked from a CPU run cut to 24 and 12
+# seeds: set its row in sharplib/experiments/profiles.py back to 50 and 50 (and commit) first, so make reruns it.
 set -uo pipefail
 OUT=${OUT:-build/canonical-run}
 BUDGET_S=${BUDGET_S:-560}
