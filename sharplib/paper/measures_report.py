@@ -22,7 +22,7 @@ import seaborn as sns
 from ..core.archs import ARCHS
 from ..pipeline.lockfile import computed_where
 from ..core.conditional import partial_kendall
-from ..core.stats import kendall
+from ..core.subpools import kendall_where_defined
 from ..panel.measures import MEASURES
 from ..experiments.measures_study import read_measures
 from ..experiments.profiles import profile_default
@@ -131,14 +131,11 @@ def given_training_loss(models: pd.DataFrame, n_resamples: int, seed: int = 0) -
         for measure in (m for m in MEASURES if m not in CONTROLS):
             values = part[[measure, "test_loss", "train_loss"]].to_numpy(dtype=float)
             x, y, z = values[np.isfinite(values).all(axis=1)].T
-            try:
-                tau = kendall(x, y, n_resamples=n_resamples, seed=seed).as_dict()
-            except ValueError:  # fewer than 3 models, or a constant measure (a quick profile's pools): undefined
-                tau = {"tau": math.nan, "ci_low": math.nan, "ci_high": math.nan}
+            tau = kendall_where_defined(x, y, n_resamples=n_resamples, seed=seed)  # NaNs for a quick profile's tiny pools
             partial = partial_kendall(x, y, z, n_resamples=n_resamples, seed=seed)
             beyond = bool(partial.ci_low > partial.null_tau or partial.ci_high < partial.null_tau)  # False where undefined (NaN)
             rows.append({"pool": pool, "measure": measure, "n": len(x),
-                         "tau": tau["tau"], "tau_low": tau["ci_low"], "tau_high": tau["ci_high"],
+                         "tau": tau.tau, "tau_low": tau.ci_low, "tau_high": tau.ci_high,
                          "partial": partial.tau, "partial_low": partial.ci_low, "partial_high": partial.ci_high,
                          "null": partial.null_tau, "beyond": beyond})
     return pd.DataFrame(rows)

@@ -128,14 +128,14 @@ def _given(taus: Mapping[str, Any]) -> str:
             f"nothing beyond it; within {len(s['stratum_size'])} strata of training loss, τ = {_ci(s)}: {READINGS[beyond_progress(taus)]}.")
 
 
-def _conclusion(name: str, verdicts: Mapping[str, str]) -> str:
-    """One sentence over the pools' verdicts: all agree (yes or no), or which pool says what."""
-    values = set(verdicts.values())
+def _conclusion(name: str, found: Mapping[str, str]) -> str:
+    """One sentence over the pools' verdicts (`verdicts`): all agree (yes or no), or which pool says what."""
+    values = set(found.values())
     if len(values) == 1 and values != {"mixed"}:
-        pools = "both pools" if len(verdicts) == 2 else "the protocol's pool"
+        pools = "both pools" if len(found) == 2 else "the protocol's pool"
         return " " + CONCLUSIONS[values.pop()].format(pools=pools, name=name)
     why = "; ".join(f"the {POOL_LABELS[pool]} says {'beyond' if v == 'yes' else 'nothing beyond' if v == 'no' else 'neither'}"
-                    for pool, v in verdicts.items())
+                    for pool, v in found.items())
     return " " + CONCLUSIONS["mixed"].format(name=name, why=why)
 
 
