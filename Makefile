@@ -11,6 +11,8 @@
 #                              learning-rate x batch-size grid (make paper runs it too)
 #   make progress              is sharpness more than training progress? the study's pool given its training loss,
 #                              a pool trained to a common loss L*, and tau along training (make paper runs it too)
+#   make equalized             the panel of measures on pools trained to L*: the progress step's pool and the
+#                              learning-rate x batch-size grid (make paper runs it too)
 #   make lab                   JupyterLab on the notebooks
 #   make handout               the teaching notebook's student and instructor versions, and the wheel (build/handout/)
 #   make browser               installs Chromium (apt-get, only when missing) for the browser test
@@ -44,7 +46,7 @@ DEPS := build/deps.mk
 $(DEPS): $(wildcard sharplib/*.py sharplib/*/*.py notebooks/*.py)
 	@mkdir -p $(@D)
 	$(PYTHON) -m sharplib.pipeline.deps --make REPORT_MODULES=sharplib/paper/report.py MEASURES_REPORT_MODULES=sharplib/paper/measures_report.py \
-	  PROGRESS_REPORT_MODULES=sharplib/paper/progress_report.py > $@.$$$$.tmp \
+	  PROGRESS_REPORT_MODULES=sharplib/paper/progress_report.py EQUALIZED_REPORT_MODULES=sharplib/paper/equalized_report.py > $@.$$$$.tmp \
 	  && mv -f $@.$$$$.tmp $@
 include $(DEPS)
 
@@ -75,7 +77,7 @@ browser:
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
 
 # Results are reused by content, not by file time (a fresh clone's file times say nothing): each step
-# (study, ablation, measures, progress) of each architecture has a lock, results/<arch>/<step>.lock, that make writes
+# (study, ablation, measures, progress, equalized) of each architecture has a lock, results/<arch>/<step>.lock, that make writes
 # after the notebook ran: the hash of the code that computes its numbers, its parameters and the data's
 # checksums (sharplib/pipeline/stephash.py), and a hash of every file it wrote. The notebook runs again only when
 # that no longer holds (`make status` says why). RERUN=1 reruns every step; 0, no or empty reruns nothing.
@@ -86,21 +88,26 @@ endif
 FINGERPRINT = $(PYTHON) -m sharplib.pipeline.fingerprint
 STEP_ARGS = --profile $(PROFILE) --backend $(BACKEND) --results $(RESULTS)
 RERUN_FLAG := $(if $(filter 1 yes true,$(RERUN)),--rerun)
-STEPS := study ablation measures progress
-# LeNet-5's measures panel and progress pools at the full profile take hours on 2 CPU cores: make paper leaves them
-# out of a results folder that lacks them (`make measures-lenet5`, `make progress-lenet5` add them), and their sections
+STEPS := study ablation measures progress equalized
+# LeNet-5's measures panel, progress pools and panel at equal progress at the full profile take hours on 2 CPU cores:
+# make paper leaves them out of a results folder that lacks them (`make measures-lenet5`, `make progress-lenet5`,
+# `make equalized-lenet5` add them), and their sections
 # say so. The quick chain leaves them out too (its LeNet-5 models stop short of L*, and the suite's quick paper stays
 # short); the notebooks' own tests run them.
 MEASURES_ARCHS ?= fcnn gat $(if $(wildcard $(RESULTS)/lenet5/measures.lock),lenet5)
 PROGRESS_ARCHS ?= fcnn gat $(if $(wildcard $(RESULTS)/lenet5/progress.lock),lenet5)
-IN_PAPER := $(foreach a,$(ARCHS),study:$(a) ablation:$(a)) $(foreach a,$(MEASURES_ARCHS),measures:$(a)) $(foreach a,$(PROGRESS_ARCHS),progress:$(a))
+EQUALIZED_ARCHS ?= fcnn gat $(if $(wildcard $(RESULTS)/lenet5/equalized.lock),lenet5)
+IN_PAPER := $(foreach a,$(ARCHS),study:$(a) ablation:$(a)) $(foreach a,$(MEASURES_ARCHS),measures:$(a)) $(foreach a,$(PROGRESS_ARCHS),progress:$(a)) \
+  $(foreach a,$(EQUALIZED_ARCHS),equalized:$(a))
 UPSTREAM_ablation := study
 UPSTREAM_measures := study
 UPSTREAM_progress := study
+UPSTREAM_equalized := progress
 EXECUTED_study := notebook.ipynb
 EXECUTED_ablation := ablation.ipynb
 EXECUTED_measures := measures.ipynb
 EXECUTED_progress := progress.ipynb
+EXECUTED_equalized := equalized.ipynb
 
 # ---------------------------------------------------------------- notebooks -> results/<arch>/, one rule for every step
 # jupytext turns the percent-format source into a notebook and papermill runs it with the parameters that
@@ -122,9 +129,11 @@ STUDIES := $(call LOCKS,study)
 ABLATIONS := $(call LOCKS,ablation)
 MEASURES := $(foreach arch,$(MEASURES_ARCHS),$(RESULTS)/$(arch)/measures.lock)
 PROGRESS := $(foreach arch,$(PROGRESS_ARCHS),$(RESULTS)/$(arch)/progress.lock)
-.PRECIOUS: $(STUDIES) $(ABLATIONS) $(call LOCKS,measures) $(call LOCKS,progress)  # tracked: never deleted by an interrupted or failed recipe
+EQUALIZED := $(foreach arch,$(EQUALIZED_ARCHS),$(RESULTS)/$(arch)/equalized.lock)
+.PRECIOUS: $(foreach s,$(STEPS),$(call LOCKS,$(s)))  # tracked: never deleted by an interrupted or failed recipe
 $(foreach arch,$(ARCHS),$(eval measures-$(arch): $(RESULTS)/$(arch)/measures.lock))
 $(foreach arch,$(ARCHS),$(eval progress-$(arch): $(RESULTS)/$(arch)/progress.lock))
+$(foreach arch,$(ARCHS),$(eval equalized-$(arch): $(RESULTS)/$(arch)/equalized.lock))
 
 # Beyond the report: the panel of measures on the study's pool and on a learning-rate x batch-size grid.
 $(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES) $(MEASURES_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
@@ -134,6 +143,11 @@ $(GENERATED)/measures.tex $(GENERATED)/measures.pdf &: $(MEASURES) $(MEASURES_RE
 $(GENERATED)/progress.tex $(GENERATED)/progress_tau.pdf $(GENERATED)/progress_trajectory.pdf &: \
     $(PROGRESS) $(PROGRESS_REPORT_MODULES) $(GENERATED)/profile.txt | $(VENV)/.installed
 	$(PY) -m sharplib.paper.progress_report $(RESULTS) $(GENERATED)
+
+# The panel at equal progress: every measure on the pools trained to L*, against the protocol's pools.
+$(GENERATED)/equalized.tex $(GENERATED)/equalized_tau.pdf &: $(EQUALIZED) $(MEASURES) $(EQUALIZED_REPORT_MODULES) $(GENERATED)/profile.txt \
+    | $(VENV)/.installed
+	$(PY) -m sharplib.paper.equalized_report $(RESULTS) $(GENERATED)
 
 # What make paper would run and why, from the locks; runs nothing.
 status:
@@ -157,14 +171,17 @@ $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/rho.png &: \
 
 paper/main.pdf: paper/main.tex paper/references.bib $(GENERATED)/results.tex $(GENERATED)/table1.tex $(GENERATED)/comparison.tex $(GENERATED)/figure1.pdf \
     $(GENERATED)/ablation.tex $(GENERATED)/rho.pdf $(GENERATED)/measures.tex $(GENERATED)/measures.pdf \
-    $(GENERATED)/progress.tex $(GENERATED)/progress_tau.pdf $(GENERATED)/progress_trajectory.pdf | tex
+    $(GENERATED)/progress.tex $(GENERATED)/progress_tau.pdf $(GENERATED)/progress_trajectory.pdf \
+    $(GENERATED)/equalized.tex $(GENERATED)/equalized_tau.pdf | tex
 	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -quiet main.tex
 
-.PHONY: paper results measures progress status accept test test-fast lab clean clean-results venv FORCE $(foreach arch,$(ARCHS),measures-$(arch) progress-$(arch))
+.PHONY: paper results measures progress equalized status accept test test-fast lab clean clean-results venv FORCE \
+  $(foreach arch,$(ARCHS),measures-$(arch) progress-$(arch) equalized-$(arch))
 paper: paper/main.pdf
-results: $(STUDIES) $(ABLATIONS) $(MEASURES) $(PROGRESS)
+results: $(STUDIES) $(ABLATIONS) $(MEASURES) $(PROGRESS) $(EQUALIZED)
 measures: $(MEASURES)
 progress: $(PROGRESS)
+equalized: $(EQUALIZED)
 venv: $(VENV)/.installed
 
 # pytest-xdist: PYTEST_WORKERS processes, each given whole test modules (a module's shared fixtures run once);
@@ -215,7 +232,8 @@ clean:
 # The tracked results (results/<arch>/: results.json, models.csv, ablation.*, rho.csv, the executed
 # notebooks) stay; trained models, caches and the quick profile's folder go.
 TRACKED_RESULTS := results.json models.csv ablation.json ablation.csv rho.csv notebook.ipynb ablation.ipynb \
-  measures.json measures.csv measures.ipynb progress.json progress.csv progress.ipynb study.lock ablation.lock measures.lock progress.lock
+  measures.json measures.csv measures.ipynb progress.json progress.csv progress.ipynb equalized.json equalized.csv equalized.ipynb \
+  study.lock ablation.lock measures.lock progress.lock equalized.lock
 clean-results: clean
 	rm -rf results-quick
 	find results -mindepth 2 -maxdepth 2 $(foreach name,$(TRACKED_RESULTS),! -name $(name)) -exec rm -rf {} +

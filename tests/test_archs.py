@@ -16,7 +16,7 @@ def test_table1_has_a_row_for_each_architecture_in_order() -> None:
 def test_every_profile_sets_every_step_for_every_architecture() -> None:
     assert set(PROFILES) == {"full", "quick"}
     for profile, steps in PROFILES.items():
-        assert set(steps) == {"study", "ablation", "measures", "progress"}, profile
+        assert set(steps) == {"study", "ablation", "measures", "progress", "equalized"}, profile
         for step, rows in steps.items():
             assert tuple(rows) == ARCHS, (profile, step)
             assert all(rows[arch].keys() == PROFILES["full"][step][arch].keys() for arch in ARCHS), (profile, step)

@@ -46,13 +46,17 @@ class MeasuresParams(StepParams):
         return self.default("grid")
 
     def measures_config(self) -> MeasuresConfig:
-        """Table I's ρ and η for every model: the ascent's step does not follow a model's own learning rate,
-        so that on the varied pool a measure cannot read the learning rate off its own settings. The
-        average-case sharpness uses ρ = AVERAGE_RHO: at LeNet-5's worst-case ρ (1e-4) Gaussian noise moves
-        the loss by about float32's resolution."""
-        s = spec(self.arch)
-        return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=self.resolved("n_restarts"), subset_rows=self.resolved("subset_rows"),
-                              rho_average=AVERAGE_RHO, device=self.device, **self.default("estimators"))
+        return panel_config(self.arch, self.resolved("n_restarts"), self.resolved("subset_rows"), self.default("estimators"), self.device)
+
+
+def panel_config(arch: str, n_restarts: int, subset_rows: int | None, estimators: dict[str, Any], device: str) -> MeasuresConfig:
+    """Table I's ρ and η for every model: the ascent's step does not follow a model's own learning rate,
+    so that on the varied pool a measure cannot read the learning rate off its own settings. The
+    average-case sharpness uses ρ = AVERAGE_RHO: at LeNet-5's worst-case ρ (1e-4) Gaussian noise moves
+    the loss by about float32's resolution."""
+    s = spec(arch)
+    return MeasuresConfig(rho=s.rho, lr=s.lr, n_restarts=n_restarts, subset_rows=subset_rows, rho_average=AVERAGE_RHO, device=device,
+                          **estimators)
 
 
 def measures_table(seed_panel: pd.DataFrame, seed_results: list[TrainResult], study_cfg: TrainConfig, varied_panel: pd.DataFrame,

@@ -49,6 +49,14 @@ PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
             "gat": dict(n_models=50, max_epochs=24, n_resamples=999, trajectory_epochs=(2, 4, 6, 8, 10, 12, 16, 24),
                         trajectory_models=50, trajectory_restarts=None),
         },
+        # the panel on the progress step's equalized pool (n_seed_models None: all of it) and on the measures step's grid
+        # trained to the same L* (each cell's cap scaled by its slowness, grid.target_cap); the panel's settings as the
+        # measures step's. LeNet-5's grid, made on 2 CPU cores until a GPU run, is cut to 2 seeds a cell (18 models)
+        "equalized": {
+            arch: dict(n_seed_models=None, n_restarts=10, n_resamples=999, subset_rows=1024, estimators={},
+                       grid=Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=2 if arch == "lenet5" else 5))
+            for arch in ARCHS
+        },
     },
     "quick": {
         # LeNet-5: 4 models, the fewest that still leave models to resume after an interrupt, 1 epoch on 6000 images
@@ -84,6 +92,14 @@ PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
                            trajectory_restarts=None),
             "gat": dict(n_models=10, max_epochs=24, n_resamples=199, trajectory_epochs=(2, 10), trajectory_models=10,
                         trajectory_restarts=None),
+        },
+        # the measures step's quick panel and grid; LeNet-5's grid is one seed a cell at the faster learning rates
+        "equalized": {
+            arch: dict(n_seed_models=None, n_restarts=2, n_resamples=199, subset_rows=128,
+                       estimators=dict(n_gaussian_draws=4, hessian_iters=6, n_hutchinson_probes=4, pac_bayes_steps=6),
+                       grid=Grid(lr_factors=(1.0, 2.0), batch_sizes=(64, 128), n_seeds=1) if arch == "lenet5"
+                       else Grid(lr_factors=(0.5, 2.0), batch_sizes=(32, 128), n_seeds=2))
+            for arch in ARCHS
         },
     },
 }

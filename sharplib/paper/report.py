@@ -172,8 +172,10 @@ def _macro(name: str, value: str) -> str:
     return f"\\newcommand{{\\{name}}}{{{value}}}"
 
 
-STEP_WORDS = {"study": "studies", "ablation": "ablations", "measures": "measures panels", "progress": "progress pools"}
-STEP_WORD = {"study": "study", "ablation": "ablation", "measures": "measures panel", "progress": "progress pool"}
+STEP_WORDS = {"study": "studies", "ablation": "ablations", "measures": "measures panels", "progress": "progress pools",
+              "equalized": "panels at equal progress"}
+STEP_WORD = {"study": "study", "ablation": "ablation", "measures": "measures panel", "progress": "progress pool",
+             "equalized": "panel at equal progress"}
 
 
 def _step_names(locks: list[dict]) -> str:

@@ -34,6 +34,8 @@ EVIDENCE: dict[str, dict[str, Any]] = {
     "ablation": {"n_models": 3, "device": "cpu", "n_resamples": 99},
     "measures": {"n_seed_models": 3, "device": "cpu", "n_resamples": 99},
     "progress": {"n_models": 3, "device": "cpu", "n_resamples": 99},
+    # the quick grid (8 models, 4 for LeNet-5) trained to L*: every code path, the full grid's cells but fewer
+    "equalized": {"n_seed_models": 3, "device": "cpu", "n_resamples": 99, "profile": "quick"},
 }
 # LeNet-5 on 60000 images: 3 models to the protocol's stop take about 10 min a side on 2 busy cores; 2 epochs
 # (the ablation's pools follow the study's) keep every code path but the later epochs' stopping test,
@@ -57,6 +59,7 @@ COMPARED: dict[str, tuple[str, ...]] = {
     "ablation": ("ablation.csv", "rho.csv", "ablation_cache/*.json"),
     "measures": ("measures.csv",),
     "progress": ("progress.csv",),
+    "equalized": ("equalized.csv",),
 }
 RESULTS = "evidence-results"  # relative to each worktree, so both sides write the same paths into their tables
 # keys and columns that are not computed numbers: timings, records of the run, where a file lay

@@ -1,6 +1,6 @@
 """What computes a step's numbers, as one hash H (the pipeline's command line is `python -m sharplib.pipeline.fingerprint`).
 
-For a step (study, ablation, measures or progress) of one architecture,
+For a step (study, ablation, measures, progress or equalized) of one architecture,
 
     H = SHA-256( the step's notebook, the code of every sharplib module it runs that computes numbers,
                  the parameters make passes it, the checksums of the data its task reads, the upstream step's H )
@@ -29,7 +29,8 @@ DATA_FOLDERS: dict[str, str] = {"fcnn": "abalone/", "lenet5": "fashion-mnist/", 
 # and the build's own tooling. Editing the paper's words reruns no notebook.
 # Each names a module by its flat name (commits before the layers, still hashed with this code) and by its layer's.
 RENDERING = frozenset({"sharplib.report", "sharplib.measures_report", "sharplib.progress_report",
-                       "sharplib.paper.report", "sharplib.paper.measures_report", "sharplib.paper.progress_report"})
+                       "sharplib.paper.report", "sharplib.paper.measures_report", "sharplib.paper.progress_report",
+                       "sharplib.paper.equalized_report"})
 TOOLING = frozenset({"sharplib.fingerprint", "sharplib.stephash", "sharplib.lockfile", "sharplib.evidence", "sharplib.deps",
                      "sharplib.pipeline.fingerprint", "sharplib.pipeline.stephash", "sharplib.pipeline.lockfile",
                      "sharplib.pipeline.evidence", "sharplib.pipeline.deps"})
@@ -56,6 +57,7 @@ STEPS: dict[str, Step] = {
     "ablation": Step("ablation", "notebooks/ablation.py", ("ablation.json", "ablation.csv", "rho.csv", "ablation.ipynb"), "study"),
     "measures": Step("measures", "notebooks/measures.py", ("measures.json", "measures.csv", "measures.ipynb"), "study"),
     "progress": Step("progress", "notebooks/progress.py", ("progress.json", "progress.csv", "progress.ipynb"), "study"),
+    "equalized": Step("equalized", "notebooks/equalized.py", ("equalized.json", "equalized.csv", "equalized.ipynb"), "progress"),
 }
 
 
