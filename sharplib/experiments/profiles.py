@@ -51,10 +51,10 @@ PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         },
         # the panel on the progress step's equalized pool (n_seed_models None: all of it) and on the measures step's grid
         # trained to the same L* (each cell's cap scaled by its slowness, grid.target_cap); the panel's settings as the
-        # measures step's. LeNet-5's grid, made on 2 CPU cores until a GPU run, is cut to 2 seeds a cell (18 models)
+        # measures step's. LeNet-5's grid, made on 2 CPU cores until a GPU run, is cut to 3 seeds a cell (27 models)
         "equalized": {
             arch: dict(n_seed_models=None, n_restarts=10, n_resamples=999, subset_rows=1024, estimators={},
-                       grid=Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=2 if arch == "lenet5" else 5))
+                       grid=Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=3 if arch == "lenet5" else 5))
             for arch in ARCHS
         },
     },
