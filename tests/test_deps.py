@@ -95,5 +95,7 @@ def test_makefile_rules_depend_on_the_derived_lists(tmp_path: Path) -> None:
         assert prerequisites(f"results-quick/{arch}/study.lock") == {"FORCE"}
         for step in ("ablation", "measures", "progress"):
             assert prerequisites(f"results-quick/{arch}/{step}.lock") == {f"results-quick/{arch}/study.lock", "FORCE"}
+        assert prerequisites(f"results-quick/{arch}/equalized.lock") == {f"results-quick/{arch}/progress.lock", "FORCE"}
     assert prerequisites("paper/generated/results.tex") >= derived("sharplib/paper/report.py")
+    assert prerequisites("paper/generated/equalized.tex") >= derived("sharplib/paper/equalized_report.py")
     assert "sharplib/experiments/study.py" in derived("notebooks/study.py")

@@ -236,3 +236,18 @@ def test_a_commits_evidence_is_kept_under_what_it_depends_on(monkeypatch: pytest
     monkeypatch.setattr(evidence, "_version", lambda package: "0.0")  # another torch
     others.append(evidence.evidence_key("a" * 40, "ablation", "fcnn", "full", "auto"))
     assert len({key, *others}) == 1 + len(others)
+
+
+def test_the_evidence_key_holds_the_settings_of_the_whole_chain() -> None:
+    """The equalized step runs on the progress step, which runs on the study: a change to the study's evidence settings
+    must change the equalized step's key too; a step on the study alone keeps the two-step settings it always had."""
+    assert list(evidence.chain_settings("equalized", "fcnn")) == ["equalized", "progress", "study"]
+    assert evidence.chain_settings("ablation", "gat") == {"ablation": evidence.evidence_settings("ablation", "gat"),
+                                                         "study": evidence.evidence_settings("study", "gat")}
+    before = evidence.evidence_key("a" * 40, "equalized", "fcnn", "full", "auto")
+    original = evidence.EVIDENCE["study"]
+    try:
+        evidence.EVIDENCE["study"] = {**original, "n_models": 4}
+        assert evidence.evidence_key("a" * 40, "equalized", "fcnn", "full", "auto") != before
+    finally:
+        evidence.EVIDENCE["study"] = original

@@ -13,7 +13,7 @@ from sharplib.core.archs import ARCHS
 from sharplib.pipeline import fingerprint, stephash
 
 REPO = Path(__file__).resolve().parents[1]
-# What the quick chain runs: every step of every architecture but LeNet-5's measures and progress (MEASURES_ARCHS, PROGRESS_ARCHS)
+# What the quick chain runs: every step of every architecture but LeNet-5's measures, progress and equalized (MEASURES_ARCHS, ...)
 IN_QUICK = [f"{step} {arch}" for arch in ARCHS for step in stephash.STEPS if arch != "lenet5" or step in ("study", "ablation")]
 EVERYTHING = sorted(IN_QUICK)
 
@@ -27,7 +27,8 @@ values = {{args[i + 1]: args[i + 2] for i in flags}}
 source, executed = [a for i, a in enumerate(args) if a.endswith(".ipynb")][:2]
 step = Path(source).name.split("-")[0]
 outputs = {{"study": ["results.json", "models.csv"], "ablation": ["ablation.json", "ablation.csv", "rho.csv"],
-           "measures": ["measures.json", "measures.csv"], "progress": ["progress.json", "progress.csv"]}}[step]
+           "measures": ["measures.json", "measures.csv"], "progress": ["progress.json", "progress.csv"],
+           "equalized": ["equalized.json", "equalized.csv"]}}[step]
 folder = Path(values["results_dir"]) / values["arch"]
 folder.mkdir(parents=True, exist_ok=True)
 time.sleep(0.3)
@@ -127,7 +128,7 @@ def test_a_hand_run_into_results_is_rerun_by_make(checkout: Path) -> None:
                     "-p", "arch", "gat", "-p", "n_models", "10", "-p", "results_dir", "results-quick"], cwd=checkout, check=True)
     out = make(checkout, "-s", "status").stdout
     assert "study     gat     modified" in out
-    assert runs(checkout) == ["ablation gat", "measures gat", "progress gat", "study gat"]
+    assert runs(checkout) == ["ablation gat", "equalized gat", "measures gat", "progress gat", "study gat"]
 
 
 @pytest.mark.slow

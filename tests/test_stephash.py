@@ -39,10 +39,11 @@ def test_data_folders_follow_the_protocol() -> None:
 @pytest.mark.slow
 def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
     before = hashes(checkout)
-    assert len(set(before.values())) == 12, "each step (4) of each arch (3) has its own hash"
+    assert len(set(before.values())) == 15, "each step (5) of each arch (3) has its own hash"
     for path in [*checkout.glob("sharplib/**/*.py"), *checkout.glob("notebooks/*.py")]:
         os.utime(path, (1, 1))  # file times alone
-    for name in ("paper/report", "paper/measures_report", "paper/progress_report", "pipeline/fingerprint", "pipeline/lockfile",
+    for name in ("paper/report", "paper/measures_report", "paper/progress_report", "paper/equalized_report", "pipeline/fingerprint",
+                 "pipeline/lockfile",
                  "pipeline/evidence", "pipeline/deps", "experiments/teaching"):
         append(checkout / "sharplib" / f"{name}.py", "\nWORDING = 'a statement, not only a comment'\n")
     assert hashes(checkout) == before
@@ -51,9 +52,9 @@ def test_rendering_and_tooling_leave_every_hash_alone(checkout: Path) -> None:
 @pytest.mark.slow
 def test_code_that_computes_changes_the_hashes_of_the_steps_that_run_it(checkout: Path) -> None:
     before = hashes(checkout)
-    append(checkout / "sharplib" / "panel" / "measures.py", "\nEDITED = True\n")  # the panel: the measures step only
+    append(checkout / "sharplib" / "panel" / "measures.py", "\nEDITED = True\n")  # the panel: the measures and equalized steps only
     after = hashes(checkout)
-    assert {key for key in before if after[key] != before[key]} == {("measures", arch) for arch in ARCHS}
+    assert {key for key in before if after[key] != before[key]} == {(step, arch) for step in ("measures", "equalized") for arch in ARCHS}
     append(checkout / "notebooks" / "ablation.py", "\nEDITED = True\n")
     again = hashes(checkout)
     assert {key for key in after if again[key] != after[key]} == {("ablation", arch) for arch in ARCHS}
@@ -146,7 +147,7 @@ def test_a_module_moved_to_a_folder_keeps_its_relocatable_digest(tmp_path: Path)
 def test_the_relocatable_hash_sees_every_step_and_not_prose(checkout: Path) -> None:
     keys = [(step, arch) for step in stephash.STEPS for arch in ARCHS]
     before = {key: stephash.relocatable_fingerprint(*key, "full", "auto", checkout) for key in keys}
-    assert len(set(before.values())) == 12
+    assert len(set(before.values())) == 15
     append(checkout / "sharplib" / "core" / "train.py", "\n# a comment\n")
     assert {k: stephash.relocatable_fingerprint(*k, "full", "auto", checkout) for k in before} == before
     append(checkout / "sharplib" / "core" / "train.py", "\nEDITED = True\n")

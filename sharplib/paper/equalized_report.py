@@ -79,9 +79,10 @@ def intervals(equalized: Mapping[str, Any], measures: Mapping[str, Any] | None, 
     return pd.DataFrame(rows)
 
 
-def forest(ax: plt.Axes, equalized: Mapping[str, Any], title: str, measures: Mapping[str, Any] | None = None) -> None:
-    """τ with test loss (dot) and its 95 % interval (bar) per measure: each pool at the protocol's stop (if `measures` is
-    given) and at L*."""
+def forest(ax: plt.Axes, equalized: Mapping[str, Any], title: str, measures: Mapping[str, Any] | None = None,
+           legend: bool = True) -> None:
+    """τ with test loss (dot) and its 95 % interval (bar) per measure, top to bottom: each pool at the protocol's stop (if
+    `measures` is given) and at L*."""
     table = intervals(equalized, measures).dropna(subset=["tau"])
     order = list(dict.fromkeys(table["measure"]))
     series = [s for s in SERIES if s in set(table["series"])]
@@ -93,9 +94,9 @@ def forest(ax: plt.Axes, equalized: Mapping[str, Any], title: str, measures: Map
                     capsize=2, color=palette[label], label=label)
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.set_yticks(range(len(order)), order, fontsize=7)
-    ax.invert_yaxis()
-    ax.set(xlim=(-1, 1), xlabel="Kendall τ with test loss", title=title)
-    ax.legend(fontsize=6, loc="lower left")
+    ax.set(xlim=(-1, 1), ylim=(len(order) - 0.5, -0.5), xlabel="Kendall τ with test loss", title=title)  # the first measure on top
+    if legend:
+        ax.legend(fontsize=6, loc="best")
 
 
 def _ci(r: Mapping[str, Any]) -> str:
@@ -128,3 +129,153 @@ def paragraph(arch: str, summary: Mapping[str, Any], target: str = TARGET) -> st
     if said:
         parts.append(f" Adaptive sharpness has {' and '.join(said)}.")
     return "".join(parts)
+
+
+CONTROLS = ("train_loss", "epochs")
+
+
+def cleared(summary: Mapping[str, Any], measure: str, target: str = TARGET) -> list[str]:
+    """The pools at L* on which `measure`'s partial τ given the training loss excludes its null value."""
+    entry = summary["measures"].get(measure, {})
+    return [pool for pool in POOL_NAMES if pool in entry and target in entry[pool] and beyond(entry[pool][target]["partial"])]
+
+
+def conclusion(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Two sentences for the paper's conclusion: on which pools at L* adaptive sharpness's partial τ clears its null value
+    (if anywhere), and which other measures of the panel do, per architecture."""
+    names = {arch: spec(arch).model_name for arch in summaries}
+    adaptive = {arch: cleared(s, "sharpness_adaptive") for arch, s in summaries.items()}
+    if not any(adaptive.values()):
+        first = ("Trained to a common loss, adaptive sharpness's partial τ given the training loss stays within reach of its null "
+                 f"value on both pools for {_listed(list(names.values()))}.")
+    else:
+        where = [f"{names[a]} ({_listed([POOL_NAMES[p] for p in pools])})" for a, pools in adaptive.items() if pools]
+        first = (f"Trained to a common loss, adaptive sharpness's partial τ given the training loss clears its null value for "
+                 f"{_listed(where)} only.")
+    others = {arch: [LABELS[m] for m in s["measures"] if m not in (*CONTROLS, "sharpness_adaptive") and cleared(s, m)]
+              for arch, s in summaries.items()}
+    said = [f"{_listed(found)} for {names[a]}" for a, found in others.items() if found]
+    none = [names[a] for a, found in others.items() if not found]
+    second = f" Of the panel's other measures, {'; '.join(said)} clear it on at least one pool" if said else " No other measure of the panel clears it"
+    if said and none:
+        second += f", and none for {_listed(none)}"
+    return first + second + "."
+
+
+def _interval(r: Mapping[str, Any]) -> str:
+    """τ [low, high] for a table cell, in math mode; a dash where τ is undefined."""
+    if not _finite(r["tau"], r["ci_low"], r["ci_high"]):
+        return "--"
+    return f"${r['tau']:+.2f}$ {{\\scriptsize $[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]$}}"
+
+
+def table_tex(summaries: Mapping[str, Mapping[str, Any]], target: str = TARGET) -> str:
+    """Rows: an architecture's measures at L*; columns: on each pool τ and the partial τ given the training loss (its null
+    value; a star where its interval excludes it), and Ψ on the varied pool."""
+    pools = [p for p in POOL_NAMES if any(p in s["pools"] for s in summaries.values())]
+    head = " & ".join(f"\\multicolumn{{2}}{{c}}{{{POOL_NAMES[p]} at $L^*$}}" for p in pools)
+    lines = [f"\\begin{{tabular}}{{l{'cc' * len(pools)}c}}", "\\hline", f" & {head} & \\\\",
+             " & " + " & ".join(["$\\tau$ & partial $\\tau$ (null)"] * len(pools)) + " & $\\Psi$ \\\\"]
+    for arch, summary in summaries.items():
+        lines += ["\\hline", f"\\multicolumn{{{2 * len(pools) + 2}}}{{l}}{{\\textit{{{spec(arch).model_name}}}}} \\\\"]
+        for measure, entry in summary["measures"].items():
+            cells = []
+            for pool in pools:
+                taus = entry.get(pool, {}).get(target)
+                if taus is None:
+                    cells += ["--", "--"]
+                    continue
+                p = taus["partial"]
+                null = f" {{\\scriptsize ({p['null_tau']:+.2f})}}" if _finite(p.get("null_tau")) else ""
+                cells += [_interval(taus["tau"]), _interval(p) + ("$^{*}$" if beyond(p) else "") + null]
+            g = entry.get("granulated", {}).get(target)
+            cells.append(_interval({"tau": g["psi"], "ci_low": g["ci_low"], "ci_high": g["ci_high"]}) if g else "--")
+            lines.append(f"{LABELS.get(measure, measure)} & " + " & ".join(cells) + " \\\\")
+    return "\n".join([*lines, "\\hline", "\\end{tabular}"]) + "\n"
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def settings(summaries: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per architecture, as the runs recorded them: L*, the seed pool's size and cap, the grid, the panel's restarts."""
+    parts = []
+    for arch, record in summaries.items():
+        grid, seed_cfg = record["grid"], record["seed_train_config"]
+        lrs = _listed([f"{f:g}" for f in grid["lr_factors"]])
+        batches = _listed([str(b) for b in grid["batch_sizes"]])
+        parts.append(f"{spec(arch).model_name}: L* = {record['target_loss']:g}, {len(record['seeds'])} seeds within "
+                     f"{seed_cfg['max_epochs']} epochs, and a grid of learning rates {lrs} times Table I's by batch sizes {batches}, "
+                     f"{grid['n_seeds']} seeds a cell; worst-case sharpness from {record['measures_config']['n_restarts']} restarts")
+    return "; ".join(parts) + "."
+
+
+def provenance_note(results_dir: Path, archs: list[str]) -> str:
+    """Where the pools were trained and measured (the locks), and which architectures are missing."""
+    origins = computed_where(results_dir, "equalized", archs)
+    note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} pools at $L^*$ were trained and measured {origin}."
+                    for origin, group in origins.items())
+    note += (" The seed-only pool reuses the progress step's checkpoints where they are on disk, else retrains the same seeds with"
+             " the same settings: where training draws random numbers on the device (the GAT's dropout) a pool retrained on another"
+             " device is a pool of its own.")
+    missing = [spec(a).model_name for a in ARCHS if a not in archs]
+    if missing:
+        commands = ", ".join(f"make equalized-{a}" for a in ARCHS if a not in archs)
+        note += f" {' and '.join(missing)}: not run at this profile yet ({commands})."
+    return note
+
+
+def figure(equalized: Mapping[str, Mapping[str, Any]], measures: Mapping[str, Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    """equalized_tau.pdf/.png: `forest` per architecture, the protocol's pools (measures.json) beside the pools at L*."""
+    archs = [a for a in ARCHS if a in equalized]
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.6 * len(archs), 5.2), sharey=True, squeeze=False)
+    for ax, arch in zip(axes[0], archs):
+        forest(ax, equalized[arch], spec(arch).model_name, measures.get(arch), legend=False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    written = []
+    for suffix in ("pdf", "png"):
+        fig.savefig(out_dir / f"equalized_tau.{suffix}", dpi=120)
+        written.append(out_dir / f"equalized_tau.{suffix}")
+    plt.close(fig)
+    return written
+
+
+def build(results_dir: Path, out_dir: Path) -> list[Path]:
+    """equalized.tex and the figure from every architecture whose equalized.json exists; nothing when none does."""
+    equalized, measures = {}, {}
+    for arch in ARCHS:
+        try:
+            equalized[arch] = read_equalized(results_dir, arch)[0]
+        except FileNotFoundError:
+            continue
+        try:
+            measures[arch] = read_measures(results_dir, arch)[0]["measures"]
+        except FileNotFoundError:  # the figure then shows the pools at L* alone
+            pass
+    if not equalized:
+        return []
+    sns.set_theme(style="whitegrid")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = "\n\n".join(tex(paragraph(a, s)) for a, s in equalized.items())
+    note = provenance_note(results_dir, list(equalized)).replace("_", "\\_")
+    (out_dir / "equalized.tex").write_text("% Generated by sharplib.paper.equalized_report from results/*/equalized.json: do not edit.\n"
+                                           f"\\newcommand{{\\EqualizedTable}}{{{table_tex(equalized)}}}\n"
+                                           f"\\newcommand{{\\EqualizedText}}{{{text}}}\n\\newcommand{{\\EqualizedProvenance}}{{{note}}}\n"
+                                           f"\\newcommand{{\\EqualizedSettings}}{{{tex(settings(equalized))}}}\n"
+                                           f"\\newcommand{{\\EqualizedConclusion}}{{{tex(conclusion(equalized))}}}\n")
+    return [out_dir / "equalized.tex", *figure(equalized, measures, out_dir)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        raise SystemExit("usage: python -m sharplib.paper.equalized_report RESULTS_DIR GENERATED_DIR")
+    for path in build(Path(args[0]), Path(args[1])):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -53,6 +53,15 @@ EVIDENCE_BY_ARCH: dict[tuple[str, str], dict[str, Any]] = {
 def evidence_settings(step: str, arch: str) -> dict[str, Any]:
     """The notebook parameters (beyond make's) with which both sides run `step` for `arch`."""
     return {**EVIDENCE[step], **EVIDENCE_BY_ARCH.get((step, arch), {})}
+
+
+def chain_settings(step: str, arch: str) -> dict[str, dict[str, Any]]:
+    """The evidence settings of `step` and of every step it is built on (the equalized step: the progress step and the study)."""
+    settings = {}
+    while step is not None:
+        settings[step] = evidence_settings(step, arch)
+        step = STEPS[step].upstream
+    return settings
 # Per step, the files of per-model numbers compared (globs under results/<arch>/), besides the summary JSON.
 COMPARED: dict[str, tuple[str, ...]] = {
     "study": ("models.csv",),
@@ -169,10 +178,9 @@ def upstream_reproduced(
 
 def evidence_key(commit: str, step: str, arch: str, profile: str, backend: str) -> str:
     """What a commit's evidence for one step depends on: the code (its commit), the settings both sides run with (the
-    step's and its upstream's), and the Python and torch that ran them. The name of its numbers in the cache."""
-    upstream = STEPS[step].upstream
+    step's and those of the steps it is built on), and the Python and torch that ran them. The name of its numbers in the cache."""
     record = {"commit": commit, "step": step, "arch": arch, "profile": profile, "backend": backend,
-              "settings": {s: evidence_settings(s, arch) for s in (upstream, step) if s},
+              "settings": chain_settings(step, arch),
               "python": sys.version, "torch": _version("torch"), "machine": platform.machine()}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -337,7 +345,7 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                 settings = evidence_settings(step, arch)
                 n_models = settings.get("n_models", settings.get("n_seed_models"))  # the seed pool's; a grid stays whole
                 entry = record_accept(path, lock, current, head, reason, reproduced, compared=sorted(new),
-                                      settings={s: evidence_settings(s, arch) for s in (STEPS[step].upstream, step) if s},
+                                      settings=chain_settings(step, arch),
                                       n_models=n_models, device="cpu", digest=digest(new))
                 print(f"{step} {arch}: accepted ({len(new)} files of numbers equal bit for bit, digest {entry['digest'][:12]})")
     finally:
