@@ -7,7 +7,8 @@
 # It writes results.tgz (the files git tracks under results/, the steps' locks among them, and paper/generated/),
 # the make log, the CUDA tests' log and the CUDA-graph benchmark into $OUT. Each phase gets at most what is
 # left of BUDGET_S, the canonical run first. LeNet-5's progress pools are tracked from a CPU run cut to 24 and 12
-# seeds: set its row in sharplib/experiments/profiles.py back to 50 and 50 (and commit) first, so make reruns it.
+# seeds, and its equalized grid to 3 seeds a cell: set its progress row in sharplib/experiments/profiles.py back to 50
+# and 50 and its equalized grid's n_seeds to 5 (and commit) first, so make reruns them.
 set -uo pipefail
 OUT=${OUT:-build/canonical-run}
 BUDGET_S=${BUDGET_S:-560}
@@ -41,7 +42,7 @@ if [ "$GATE" = ok ]; then
   stamp "make results + report, full profile, every step of every architecture"
   start=$(date +%s)
   timeout "$(left ${MAKE_S:-450})" make -j${JOBS:-6} results paper/generated/results.tex PROFILE=full RERUN=${RERUN:-1} \
-    MEASURES_ARCHS="fcnn lenet5 gat" PROGRESS_ARCHS="fcnn lenet5 gat" > "$OUT/make-full.log" 2>&1
+    MEASURES_ARCHS="fcnn lenet5 gat" PROGRESS_ARCHS="fcnn lenet5 gat" EQUALIZED_ARCHS="fcnn lenet5 gat" > "$OUT/make-full.log" 2>&1
   echo "make exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/make-full.log"
   tail -5 "$OUT/make-full.log"
   tar czf "$OUT/results.tgz" $(git ls-files -co --exclude-standard results) paper/generated  # results, locks, notebooks

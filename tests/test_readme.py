@@ -83,3 +83,32 @@ def test_progress_paragraph_names_the_panels_measures_that_clear_their_null_valu
     text = " ".join(README.read_text().split())
     assert ("only the Fisher–Rao norm (FCNN) and adaptive sharpness (GAT) clear their null value on a seed-only pool, and no"
             " measure of LeNet-5's does") in text
+
+
+@pytest.mark.parametrize("arch", ["fcnn", "lenet5", "gat"])
+def test_equalized_paragraph_is_the_tracked_results(arch: str) -> None:
+    """The README's paragraph on the panel at L* quotes the tracked equalized.json: adaptive sharpness's partial τ on both
+    pools with its null value, and its Ψ on the grid."""
+    record = json.loads((README.parent / "results" / arch / "equalized.json").read_text())
+    adaptive = record["measures"]["sharpness_adaptive"]
+    text = " ".join(README.read_text().split())
+    for pool in ("seed", "varied"):
+        partial = adaptive[pool]["test_loss"]["partial"]
+        null = f"{partial['null_tau']:+.2f}".replace("-", "−")
+        assert f"{_interval(partial)} against {null}" in text, f"{arch} {pool}: {_interval(partial)} against {null} not in the README"
+    g = adaptive["granulated"]["test_loss"]
+    assert _interval({"tau": g["psi"], "ci_low": g["ci_low"], "ci_high": g["ci_high"]}) in text, f"{arch}: Ψ at L*"
+
+
+def test_equalized_paragraph_names_the_measures_that_clear_their_null_value() -> None:
+    from sharplib.paper.equalized_report import CONTROLS, cleared
+
+    found = {}
+    for arch in ("fcnn", "lenet5", "gat"):
+        record = json.loads((README.parent / "results" / arch / "equalized.json").read_text())
+        found[arch] = [m for m in record["measures"] if m not in CONTROLS and cleared(record, m)]
+    assert found == {"fcnn": ["sharpness_average", "pac_bayes_mag_flatness", "fisher_rao_norm"], "lenet5": [], "gat": []}
+    text = " ".join(README.read_text().split())
+    assert "stays within reach of its null value on both pools for all three" in text
+    assert ("only three of the FCNN's clear their null value: average-case sharpness, PAC-Bayes flatness and the Fisher–Rao"
+            " norm") in text

@@ -22,9 +22,8 @@ from ..core.archs import ARCHS
 from ..experiments.equalized_study import read_equalized
 from ..experiments.measures_study import read_measures
 from ..experiments.protocol import spec
-from ..pipeline.lockfile import computed_where
 from .measures_report import LABELS, POOL_NAMES
-from .progress_report import tex
+from .progress_report import not_run_yet, tex, where_computed
 
 TARGET = "test_loss"  # the paper's target; equalized.json holds test error and the generalization gap too
 # the four τ of a measure in the figure: (label, where it is read)
@@ -156,7 +155,8 @@ def conclusion(summaries: Mapping[str, Mapping[str, Any]]) -> str:
               for arch, s in summaries.items()}
     said = [f"{_listed(found)} for {names[a]}" for a, found in others.items() if found]
     none = [names[a] for a, found in others.items() if not found]
-    second = f" Of the panel's other measures, {'; '.join(said)} clear it on at least one pool" if said else " No other measure of the panel clears it"
+    second = (f" Of the panel's other measures, {'; '.join(said)} clear it on at least one pool" if said
+              else " No other measure of the panel clears it")
     if said and none:
         second += f", and none for {_listed(none)}"
     return first + second + "."
@@ -213,17 +213,11 @@ def settings(summaries: Mapping[str, Mapping[str, Any]]) -> str:
 
 def provenance_note(results_dir: Path, archs: list[str]) -> str:
     """Where the pools were trained and measured (the locks), and which architectures are missing."""
-    origins = computed_where(results_dir, "equalized", archs)
-    note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} pools at $L^*$ were trained and measured {origin}."
-                    for origin, group in origins.items())
+    note = where_computed(results_dir, "equalized", archs, "pools at $L^*$")
     note += (" The seed-only pool reuses the progress step's checkpoints where they are on disk, else retrains the same seeds with"
              " the same settings: where training draws random numbers on the device (the GAT's dropout) a pool retrained on another"
              " device is a pool of its own.")
-    missing = [spec(a).model_name for a in ARCHS if a not in archs]
-    if missing:
-        commands = ", ".join(f"make equalized-{a}" for a in ARCHS if a not in archs)
-        note += f" {' and '.join(missing)}: not run at this profile yet ({commands})."
-    return note
+    return note + not_run_yet("equalized", archs)
 
 
 def figure(equalized: Mapping[str, Mapping[str, Any]], measures: Mapping[str, Mapping[str, Any]], out_dir: Path) -> list[Path]:

@@ -212,19 +212,28 @@ def settings(summaries: Mapping[str, Mapping[str, Any]]) -> str:
     return "; ".join(parts) + "."
 
 
+def where_computed(results_dir: Path, step: str, archs: list[str], pools: str) -> str:
+    """One sentence per place `step` was computed, from its locks: "The FCNN and GAT <pools> were trained and measured on ..."."""
+    return " ".join(f"The {' and '.join(spec(a).model_name for a in group)} {pools} were trained and measured {origin}."
+                    for origin, group in computed_where(results_dir, step, archs).items())
+
+
+def not_run_yet(step: str, archs: list[str]) -> str:
+    """The architectures without results for `step`, and the make targets that add them ("" when none is missing)."""
+    missing = [a for a in ARCHS if a not in archs]
+    if not missing:
+        return ""
+    commands = ", ".join(f"make {step}-{a}" for a in missing)
+    return f" {' and '.join(spec(a).model_name for a in missing)}: not run at this profile yet ({commands})."
+
+
 def provenance_note(results_dir: Path, archs: list[str]) -> str:
     """Where the pools were computed (the locks), that the study's seeds were retrained, and which architectures are missing."""
-    origins = computed_where(results_dir, "progress", archs)
-    note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} equalized and along-training pools were trained and"
-                    f" measured {origin}." for origin, group in origins.items())
+    note = where_computed(results_dir, "progress", archs, "equalized and along-training pools")
     note += (" The protocol's pool is the study's, read from its results; the other pools retrain the study's seeds, so where training"
              " draws random numbers on the device (the GAT's dropout) they are pools of their own, not continuations of the study's"
              " models.")
-    missing = [spec(a).model_name for a in ARCHS if a not in archs]
-    if missing:
-        commands = ", ".join(f"make progress-{a}" for a in ARCHS if a not in archs)
-        note += f" {' and '.join(missing)}: not run at this profile yet ({commands})."
-    return note
+    return note + not_run_yet("progress", archs)
 
 
 def figures(summaries: Mapping[str, Mapping[str, Any]], out_dir: Path) -> list[Path]:
