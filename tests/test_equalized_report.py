@@ -84,3 +84,13 @@ def test_the_conclusion_names_where_a_partial_tau_clears_its_null_value(summary:
     text = equalized_report.conclusion({"fcnn": flipped, "gat": summary})
     assert "clears its null value for FCNN (seed-only pool and varied pool) only" in text
     assert "Fisher–Rao norm for GAT clear it on at least one pool, and none for FCNN" in text
+
+
+def test_the_other_targets_are_read_the_same_way(summary: dict) -> None:
+    """The synthetic models are a regression (no test error): the generalization gap is the other target, and the measure
+    built from it clears its null value there on both pools while the one that follows the training loss does not."""
+    text = equalized_report.other_targets(summary)
+    assert text.startswith(" Taking the generalization gap as the target instead, the partial τ at L* excludes")
+    assert "Fisher–Rao norm (generalization gap, seed-only pool and varied pool)" in text
+    assert "adaptive worst-case sharpness" not in text
+    assert text in equalized_report.paragraph("fcnn", summary)

@@ -23,7 +23,7 @@ from ..experiments.equalized_study import read_equalized
 from ..experiments.measures_study import read_measures
 from ..experiments.protocol import spec
 from .measures_report import LABELS, POOL_NAMES
-from .progress_report import not_run_yet, tex, where_computed
+from .progress_report import TARGET_LABELS, not_run_yet, tex, where_computed
 
 TARGET = "test_loss"  # the paper's target; equalized.json holds test error and the generalization gap too
 # the four τ of a measure in the figure: (label, where it is read)
@@ -127,7 +127,19 @@ def paragraph(arch: str, summary: Mapping[str, Any], target: str = TARGET) -> st
             for p in POOL_NAMES if p in adaptive and target in adaptive[p]]
     if said:
         parts.append(f" Adaptive sharpness has {' and '.join(said)}.")
-    return "".join(parts)
+    return "".join(parts) + other_targets(summary, target)
+
+
+def other_targets(summary: Mapping[str, Any], target: str = TARGET) -> str:
+    """One sentence: with the other targets (test error, the generalization gap), where a measure's partial τ at L*
+    excludes its null value."""
+    targets = [t for t in TARGET_LABELS if t != target and any(t in e.get("seed", {}) for e in summary["measures"].values())]
+    found = [f"{LABELS.get(measure, measure)} ({TARGET_LABELS[other]}, {_listed([POOL_NAMES[p] for p in pools])})"
+             for measure in summary["measures"] for other in targets if (pools := cleared(summary, measure, other))]
+    instead = " or ".join(TARGET_LABELS[t] if t == "test_error" else f"the {TARGET_LABELS[t]}" for t in targets)
+    if not found:
+        return f" Taking {instead} as the target instead, no partial τ at L* excludes its null value."
+    return f" Taking {instead} as the target instead, the partial τ at L* excludes its null value for {'; '.join(found)}."
 
 
 CONTROLS = ("train_loss", "epochs")
