@@ -2,10 +2,11 @@
 
     python -m sharplib.paper.equalized_report RESULTS_DIR GENERATED_DIR
 
-writes equalized.tex (a table per architecture and measure: τ with test loss on the measures step's pools as the
-protocol stopped them and on the same pools trained to L*, the partial τ given the training loss there, Ψ on the
-grid; sentences that follow the numbers; where it was computed) and equalized_tau.pdf/.png (those τ with their
-intervals, protocol against L*, per measure and architecture). Rendering only: it stays out of every step's hash.
+writes equalized.tex (a table per architecture and measure: τ with test loss on the measures step's two pools trained
+to L*, the partial τ given the training loss there with its null value, Ψ on the grid; sentences that follow the
+numbers; the settings and where it was computed) and equalized_tau.pdf/.png (τ with its interval on those pools as
+the protocol stopped them, from measures.json, and at L*, per measure and architecture). Rendering only: it stays out
+of every step's hash.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..experiments.equalized_study import read_equalized
 from ..experiments.measures_study import read_measures
 from ..experiments.protocol import spec
 from .measures_report import LABELS, POOL_NAMES
-from .progress_report import TARGET_LABELS, not_run_yet, tex, where_computed
+from .progress_report import TARGET_LABELS, excludes, not_run_yet, tex, where_computed
 
 TARGET = "test_loss"  # the paper's target; equalized.json holds test error and the generalization gap too
 # the four τ of a measure in the figure: (label, where it is read)
@@ -41,8 +42,7 @@ def _finite(*values: Any) -> bool:
 
 def beyond(partial: Mapping[str, Any]) -> bool:
     """Whether a partial τ's interval excludes its null value (False where either is undefined)."""
-    low, high, null = partial["ci_low"], partial["ci_high"], partial.get("null_tau")
-    return _finite(low, high, null) and not (low <= null <= high)
+    return excludes(partial["ci_low"], partial["ci_high"], partial.get("null_tau"))
 
 
 def overview(summary: Mapping[str, Any], target: str = TARGET) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from ..panel.measures import MEASURES
 from ..experiments.measures_study import read_measures
 from ..experiments.profiles import profile_default
 from ..experiments.protocol import spec
+from .progress_report import excludes
 
 LABELS = {
     "sharpness_adaptive": "adaptive worst-case sharpness", "sharpness_standard": "standard worst-case sharpness",
@@ -133,7 +134,7 @@ def given_training_loss(models: pd.DataFrame, n_resamples: int, seed: int = 0) -
             x, y, z = values[np.isfinite(values).all(axis=1)].T
             tau = kendall_where_defined(x, y, n_resamples=n_resamples, seed=seed)  # NaNs for a quick profile's tiny pools
             partial = partial_kendall(x, y, z, n_resamples=n_resamples, seed=seed)
-            beyond = bool(partial.ci_low > partial.null_tau or partial.ci_high < partial.null_tau)  # False where undefined (NaN)
+            beyond = excludes(partial.ci_low, partial.ci_high, partial.null_tau)
             rows.append({"pool": pool, "measure": measure, "n": len(x),
                          "tau": tau.tau, "tau_low": tau.ci_low, "tau_high": tau.ci_high,
                          "partial": partial.tau, "partial_low": partial.ci_low, "partial_high": partial.ci_high,

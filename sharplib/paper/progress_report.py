@@ -97,13 +97,18 @@ def _ci(r: Mapping[str, Any]) -> str:
     return f"{r['tau']:+.2f} (95 % CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}])"
 
 
+def excludes(low: float, high: float, value: float) -> bool:
+    """Whether the interval [low, high] excludes `value` (a partial τ's null value, or 0); False where any is undefined."""
+    return _finite(low, high, value) and not (low <= value <= high)
+
+
 def beyond_progress(taus: Mapping[str, Any]) -> str:
     """'yes', 'no' or 'mixed': whether τ given the training loss is away from what training progress alone gives.
 
     The partial τ counts when its interval excludes its null value, the stratified τ when its interval excludes 0."""
     p, s = taus["partial"], taus["stratified"]
-    partial = _finite(p["ci_low"], p["ci_high"], p["null_tau"]) and not (p["ci_low"] <= p["null_tau"] <= p["ci_high"])
-    strata = _finite(s["ci_low"], s["ci_high"]) and not (s["ci_low"] <= 0 <= s["ci_high"])
+    partial = excludes(p["ci_low"], p["ci_high"], p["null_tau"])
+    strata = excludes(s["ci_low"], s["ci_high"], 0.0)
     return "yes" if partial and strata else "no" if not partial and not strata else "mixed"
 
 
