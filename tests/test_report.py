@@ -192,3 +192,11 @@ def test_the_byline_names_the_architectures_a_device_computed_alone_and_a_cpu_as
         "FCNN's and GAT's progress pools computed at commit aaaaaaa on NVIDIA H200; LeNet-5's progress pool computed at commit"
         " ccccccc on the CPU (x86_64); all but LeNet-5's progress pool accepted unchanged through commit bbbbbbb, modules moved,"
         " the code otherwise the same.")
+
+
+def test_a_step_left_out_for_every_architecture_is_named_once() -> None:
+    from sharplib.paper.report import _step_names
+
+    locks = [{"step": "equalized", "arch": a} for a in ("fcnn", "lenet5", "gat")] + [{"step": "progress", "arch": "lenet5"}]
+    assert _step_names(locks) == "the panels at equal progress, LeNet-5's progress pool"
+    assert _step_names(locks[1:]) == "LeNet-5's panel at equal progress, GAT's panel at equal progress, LeNet-5's progress pool"
