@@ -1,6 +1,7 @@
 """The paper's panel at equal progress: its table, sentences and figure follow the numbers of equalized.json."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -94,3 +95,15 @@ def test_the_other_targets_are_read_the_same_way(summary: dict) -> None:
     assert "Fisher–Rao norm (generalization gap, seed-only pool and varied pool)" in text
     assert "adaptive worst-case sharpness" not in text
     assert text in equalized_report.paragraph("fcnn", summary)
+
+
+def test_the_forest_draws_an_interval_that_misses_its_estimate_or_is_undefined(summary: dict) -> None:
+    """A small pool's percentile interval may not hold τ (the quick profile's), and an undefined one is NaN: both draw."""
+    odd = copy.deepcopy(summary)
+    for entry in odd["measures"].values():
+        entry["seed"]["test_loss"]["tau"] = {"tau": 0.5, "ci_low": 0.6, "ci_high": 0.9}
+    odd["measures"]["weight_norm"]["varied"]["test_loss"]["tau"] = {"tau": 0.1, "ci_low": float("nan"), "ci_high": float("nan")}
+    fig, ax = plt.subplots()
+    equalized_report.forest(ax, odd, "FCNN")
+    assert len(ax.get_lines()) >= 2 and ax.collections, "dots and interval lines drawn"
+    plt.close(fig)

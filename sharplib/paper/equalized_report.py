@@ -89,8 +89,9 @@ def forest(ax: plt.Axes, equalized: Mapping[str, Any], title: str, measures: Map
     for i, label in enumerate(series):
         part = table[table["series"] == label]
         y = [order.index(m) + (i - (len(series) - 1) / 2) * 0.18 for m in part["measure"]]
-        ax.errorbar(part["tau"], y, xerr=[part["tau"] - part["ci_low"], part["ci_high"] - part["tau"]], fmt="o", markersize=3.5,
-                    capsize=2, color=palette[label], label=label)
+        # the interval as a line of its own: a percentile interval of a small pool need not hold the estimate
+        ax.hlines(y, part["ci_low"], part["ci_high"], color=palette[label], linewidth=1.2)
+        ax.plot(part["tau"], y, "o", markersize=3.5, color=palette[label], label=label)
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.set_yticks(range(len(order)), order, fontsize=7)
     ax.set(xlim=(-1, 1), ylim=(len(order) - 0.5, -0.5), xlabel="Kendall τ with test loss", title=title)  # the first measure on top
