@@ -20,14 +20,13 @@ import pandas as pd
 import seaborn as sns
 
 from ..core.archs import ARCHS
-from ..pipeline.lockfile import computed_where
 from ..core.conditional import partial_kendall
 from ..core.subpools import kendall_where_defined
 from ..panel.measures import MEASURES
 from ..experiments.measures_study import read_measures
 from ..experiments.profiles import profile_default
 from ..experiments.protocol import spec
-from .progress_report import excludes
+from .progress_report import excludes, where_computed
 
 LABELS = {
     "sharpness_adaptive": "adaptive worst-case sharpness", "sharpness_standard": "standard worst-case sharpness",
@@ -192,9 +191,7 @@ def figure(summaries: Mapping[str, Mapping[str, Any]], pdf: Path, png: Path) -> 
 
 def provenance_note(results_dir: Path, archs: list[str]) -> str:
     """Where the panel was computed (its locks) and which architectures it still lacks, in plain words."""
-    origins = computed_where(results_dir, "measures", archs)
-    note = " ".join(f"The {' and '.join(spec(a).model_name for a in group)} pools were trained and measured {origin}."
-                    for origin, group in origins.items())
+    note = where_computed(results_dir, "measures", archs, "pools")
     note += (" The study's seeds were retrained there, so where training draws random numbers on the device (the GAT's"
              " dropout) the seed-only pool is a pool of its own, not the study's.")
     missing = [spec(a).model_name for a in ARCHS if a not in archs]
