@@ -39,22 +39,22 @@ PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
                           grid=Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=5)),
         # the equalized pool and its cap (twice the epoch where the probe's models reach L*), the trajectory's epochs,
         # its pool (the first seeds) and its restarts (None: the study's): the whole pool, made on a GPU. LeNet-5's, made
-        # on 2 CPU cores until a GPU run, is cut to the first 24 seeds and 12 along training (54 min; 50 and 50, where
-        # the trajectory trains 4 times as many models, about 3.5 h)
+        # on 2 CPU cores until a GPU run, keeps all 50 seeds but cuts the trajectory to its first 12 (50 there trains
+        # each seed once per epoch count, 33 epochs a seed: about 2.5 h more)
         "progress": {
             "fcnn": dict(n_models=50, max_epochs=10, n_resamples=999, trajectory_epochs=(1, 2, 3, 4, 5, 6, 8, 10),
                          trajectory_models=50, trajectory_restarts=None),
-            "lenet5": dict(n_models=24, max_epochs=12, n_resamples=999, trajectory_epochs=(1, 2, 4, 6, 8, 12),
+            "lenet5": dict(n_models=50, max_epochs=12, n_resamples=999, trajectory_epochs=(1, 2, 4, 6, 8, 12),
                            trajectory_models=12, trajectory_restarts=None),
             "gat": dict(n_models=50, max_epochs=24, n_resamples=999, trajectory_epochs=(2, 4, 6, 8, 10, 12, 16, 24),
                         trajectory_models=50, trajectory_restarts=None),
         },
         # the panel on the progress step's equalized pool (n_seed_models None: all of it) and on the measures step's grid
         # trained to the same L* (each cell's cap scaled by its slowness, grid.target_cap); the panel's settings as the
-        # measures step's. LeNet-5's grid, made on 2 CPU cores until a GPU run, is cut to 3 seeds a cell (27 models)
+        # measures step's
         "equalized": {
             arch: dict(n_seed_models=None, n_restarts=10, n_resamples=999, subset_rows=1024, estimators={},
-                       grid=Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=3 if arch == "lenet5" else 5))
+                       grid=Grid(lr_factors=(0.5, 1.0, 2.0), batch_sizes=(32, 64, 128), n_seeds=5))
             for arch in ARCHS
         },
     },
