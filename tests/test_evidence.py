@@ -199,6 +199,52 @@ def test_a_lock_is_dirty_only_when_the_code_that_computes_is_not_its_commits(rep
     assert locked_dirty() is True
 
 
+def test_a_changed_profile_row_is_refused_before_any_evidence_runs(repo: Path, capsys: pytest.CaptureFixture) -> None:
+    # The evidence runs 3 models whatever the profile says, so it would find a larger full pool "unchanged".
+    profiles = repo / "sharplib" / "experiments" / "profiles.py"
+    edit(profiles, '"study": _each(n_models=50,', '"study": _each(n_models=40,')
+    commit_all(repo, "a smaller full study pool")
+    before = (repo / "results" / "fcnn" / "study.lock").read_text()
+    assert accept(repo) == 1
+    out = capsys.readouterr().out
+    assert "study fcnn: refused: the full profile's settings for it changed (n_models 50 -> 40)" in out, out
+    assert "running the evidence" not in out and not (repo / "build" / "evidence").exists(), "the evidence ran"
+    assert (repo / "results" / "fcnn" / "study.lock").read_text() == before
+
+
+def test_profile_row_changes_names_each_setting_that_moved() -> None:
+    old = {"n_models": 24, "grid": "Grid(n_seeds=3)", "trajectory_epochs": [1, 2], "max_epochs": 12}
+    new = {"n_models": 50, "grid": "Grid(n_seeds=5)", "trajectory_epochs": [1, 2], "n_restarts": None}
+    assert evidence.profile_row_changes(old, new) == [
+        'grid "Grid(n_seeds=3)" -> "Grid(n_seeds=5)"', "max_epochs 12 -> null", "n_models 24 -> 50"]
+    assert evidence.profile_row_changes(old, dict(old)) == [] and evidence.profile_row_changes(None, None) == []
+
+
+def test_profile_row_reads_the_row_of_the_code_in_a_folder(repo: Path) -> None:
+    row = evidence.profile_row(repo, "full", "study", "fcnn")
+    assert row is not None and row["n_models"] == 50
+    assert evidence.profile_row(repo, "full", "no-such-step", "fcnn") is None
+    (repo / "sharplib" / "experiments" / "profiles.py").write_text("PROFILES = {\n")  # a syntax error
+    with pytest.raises(evidence.EvidenceError, match="cannot read the full profile's study row for fcnn") as error:
+        evidence.profile_row(repo, "full", "study", "fcnn")
+    assert "SyntaxError" in str(error.value)
+
+
+@pytest.mark.slow
+def test_a_failed_notebook_shows_the_end_of_its_log(repo: Path) -> None:
+    # The log lies in the worktrees' folder, which the accept removes on its way out: the error carries its end.
+    notebook = repo / "notebooks" / "study.py"
+    notebook.write_text(notebook.read_text().replace("\n# %%\n", "\n# %%\nraise RuntimeError('a broken cell')\n", 1))
+    broken = commit_all(repo, "a broken notebook")
+    side = evidence.Side(broken, repo.parent / "work" / "side", "full", "auto", repo.parent / "work" / "side.log", repo)
+    try:
+        with pytest.raises(evidence.EvidenceError, match="study fcnn failed at") as error:
+            side.run("study", "fcnn")
+    finally:
+        side.close()
+    assert "a broken cell" in str(error.value)
+
+
 def test_a_module_moved_to_a_folder_is_accepted_without_running_anything(repo: Path, capsys: pytest.CaptureFixture) -> None:
     # stats.py from core/ into a folder of its own, every import of it rewritten: the same code wherever it lies.
     (repo / "sharplib" / "statistics").mkdir()

@@ -7,6 +7,10 @@ record of what was compared and why; else nothing changes and the first differen
 only because its upstream study was rerun is accepted without a run when the study's new files hold the
 numbers it read (`upstream_reproduced`) and its own code is unchanged; one whose code only moved between
 folders (`stephash.relocatable_fingerprint` equal at both commits) is accepted without a run too.
+
+The evidence runs its own small settings, so it cannot vouch for the profile's: a step whose row in the profile
+(`profiles.PROFILES[profile][step][arch]`: pool sizes, epochs, restarts) differs between the two commits is refused
+before anything runs (`profile_row_changes`), and make reruns it.
 """
 from __future__ import annotations
 
@@ -77,6 +81,40 @@ UNTIMED = ("seconds", "provenance", "made_from", "params", "checkpoint")
 
 class EvidenceError(RuntimeError):
     """The evidence could not be gathered (a notebook failed, a commit is unknown)."""
+
+
+# The profile's row for one step and architecture, as JSON, from the code of the folder it runs in (argv: profile, step,
+# arch). Before the layers, profiles.py lay at the package's top.
+_READ_ROW = """
+import json, sys
+try:
+    from sharplib.experiments.profiles import PROFILES
+except ImportError:
+    from sharplib.profiles import PROFILES
+row = PROFILES.get(sys.argv[1], {}).get(sys.argv[2], {}).get(sys.argv[3])
+print(json.dumps(row, sort_keys=True, default=repr))
+"""
+
+
+def profile_row(folder: Path, profile: str, step: str, arch: str) -> dict[str, Any] | None:
+    """`PROFILES[profile][step][arch]` as the code checked out in `folder` has it (values as JSON writes them; a
+    dataclass such as the grid as its repr), or None where that code has no such row."""
+    done = subprocess.run([sys.executable, "-c", _READ_ROW, profile, step, arch], cwd=folder, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(folder)})
+    if done.returncode != 0:
+        raise EvidenceError(f"cannot read the {profile} profile's {step} row for {arch} in {folder}:\n{_tail(done.stderr)}")
+    return json.loads(done.stdout)
+
+
+def profile_row_changes(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[str]:
+    """The settings of a profile row that differ between two commits, in words ("n_models 24 -> 50"); none: the same row."""
+    old, new = old or {}, new or {}
+    return [f"{key} {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}" for key in sorted(set(old) | set(new))
+            if not _same(old.get(key), new.get(key))]
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def _untimed(record: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +292,9 @@ class Side:
                     if process.poll() is None:
                         process.terminate()
                         process.wait()
-                if returncode != 0:
-                    raise EvidenceError(f"{step} {arch} failed at {self.commit[:10]}; its log: {self.log}")
+                if returncode != 0:  # the log goes with the worktrees: its end goes into the error
+                    raise EvidenceError(f"{step} {arch} failed at {self.commit[:10]}; the end of its log ({self.log}):\n"
+                                        f"{_tail(self.log.read_text(errors='replace'))}")
 
     def close(self) -> None:
         subprocess.run(["git", "worktree", "remove", "--force", str(self.folder)], cwd=self.root, capture_output=True)
@@ -333,6 +372,13 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     # only modules moved: the same code, its imports naming other folders (stephash._Relocated)
                     record_accept(path, lock, current, head, reason, reproduced, moved=relocated)
                     print(f"{step} {arch}: accepted (only modules moved: the code is the same wherever it lies; nothing run)")
+                    continue
+                changed = profile_row_changes(profile_row(side(lock["commit"]).folder, profile, step, arch),
+                                              profile_row(tree, profile, step, arch))
+                if changed:
+                    print(f"{step} {arch}: refused: the {profile} profile's settings for it changed ({', '.join(changed)}); "
+                          "the evidence runs smaller ones and cannot vouch for these: rerun it (make paper)")
+                    refused += 1
                     continue
                 print(f"{step} {arch}: {found.detail}; running the evidence", flush=True)
                 old, new = side(lock["commit"]).run(step, arch), side(head).run(step, arch)
