@@ -6,9 +6,9 @@
 #   OUT=/some/folder BUDGET_S=560 bash scripts/gpu-canonical-run.sh     (RERUN=0: only the steps not current)
 # It writes results.tgz (the files git tracks under results/, the steps' locks among them, and paper/generated/),
 # the make log, the CUDA tests' log and the CUDA-graph benchmark into $OUT. Each phase gets at most what is
-# left of BUDGET_S, the canonical run first. LeNet-5's progress pools are tracked from a CPU run cut to 24 and 12
-# seeds, and its equalized grid to 3 seeds a cell: set its progress row in sharplib/experiments/profiles.py back to 50
-# and 50 and its equalized grid's n_seeds to 5 (and commit) first, so make reruns them.
+# left of BUDGET_S, the canonical run first. LeNet-5's progress step is tracked from a CPU run whose along-training
+# pool is cut to 12 seeds: set trajectory_models in its progress row in sharplib/experiments/profiles.py back to 50
+# (and commit) first, so make reruns it (and the equalized step built on it).
 set -uo pipefail
 OUT=${OUT:-build/canonical-run}
 BUDGET_S=${BUDGET_S:-560}
