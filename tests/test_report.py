@@ -198,5 +198,6 @@ def test_a_step_left_out_for_every_architecture_is_named_once() -> None:
     from sharplib.paper.report import _step_names
 
     locks = [{"step": "equalized", "arch": a} for a in ("fcnn", "lenet5", "gat")] + [{"step": "progress", "arch": "lenet5"}]
-    assert _step_names(locks) == "the panels at equal progress, LeNet-5's progress pool"
-    assert _step_names(locks[1:]) == "LeNet-5's panel at equal progress, GAT's panel at equal progress, LeNet-5's progress pool"
+    assert _step_names(locks) == "the panels at equal progress and LeNet-5's progress pool"
+    assert _step_names(locks[1:]) == "LeNet-5's panel at equal progress, GAT's panel at equal progress and LeNet-5's progress pool"
+    assert _step_names(locks[3:]) == "LeNet-5's progress pool"

@@ -40,7 +40,7 @@ PROFILES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
         # the equalized pool and its cap (twice the epoch where the probe's models reach L*), the trajectory's epochs,
         # its pool (the first seeds) and its restarts (None: the study's): the whole pool, made on a GPU. LeNet-5's, made
         # on 2 CPU cores until a GPU run, keeps all 50 seeds but cuts the trajectory to its first 12 (50 there trains
-        # each seed once per epoch count, 33 epochs a seed: about 2.5 h more)
+        # each seed once per epoch count, 33 epochs a seed: about 2 h more)
         "progress": {
             "fcnn": dict(n_models=50, max_epochs=10, n_resamples=999, trajectory_epochs=(1, 2, 3, 4, 5, 6, 8, 10),
                          trajectory_models=50, trajectory_restarts=None),

@@ -179,12 +179,13 @@ STEP_WORD = {"study": "study", "ablation": "ablation", "measures": "measures pan
 
 
 def _step_names(locks: list[dict]) -> str:
-    """"FCNN's ablation, the panels at equal progress": a step whose every architecture is listed is named once, in the plural."""
+    """"the panels at equal progress and FCNN's ablation": a step whose every architecture is listed is named once, in
+    the plural."""
     steps = list(dict.fromkeys(lock["step"] for lock in locks))
     whole = {step for step in steps if {lock["arch"] for lock in locks if lock["step"] == step} == set(TABLE1)}
     named = [f"the {STEP_WORDS[step]}" for step in steps if step in whole]
     named += [f"{TABLE1[lock['arch']].model_name}'s {STEP_WORD[lock['step']]}" for lock in locks if lock["step"] not in whole]
-    return ", ".join(named)
+    return " and ".join(", ".join(named).rsplit(", ", 1))
 
 
 def _accepted_clause(locks: list[dict]) -> str:
