@@ -230,6 +230,28 @@ def test_profile_row_reads_the_row_of_the_code_in_a_folder(repo: Path) -> None:
     assert "SyntaxError" in str(error.value)
 
 
+def test_a_step_runs_its_upstream_here_even_when_the_cache_holds_the_upstreams_numbers(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A later accept finds the study's numbers in the cache, but the ablation's notebook reads the study's files.
+    head = git(repo, "rev-parse", "HEAD")
+    cache = repo.parent / "cache"
+    cache.mkdir()
+    (cache / f"{evidence.evidence_key(head, 'study', 'fcnn', 'full', 'auto')}.json").write_text("{}")
+    side = evidence.Side(head, repo.parent / "work" / "side", "full", "auto", repo.parent / "work" / "side.log", repo, cache)
+    ran: list[tuple[str, str]] = []
+    monkeypatch.setattr(side, "_papermill", lambda step, arch: ran.append((step, arch)))
+    monkeypatch.setattr(evidence, "numbers", lambda results, arch, step: {"step": step})
+    try:
+        assert side.run("study", "fcnn") == {} and ran == [], "the study's own numbers come from the cache"
+        assert side.run("ablation", "fcnn") == {"step": "ablation"}
+        assert ran == [("study", "fcnn"), ("ablation", "fcnn")]
+        side.run("measures", "fcnn")  # the study's files are there now: not run twice
+        assert ran == [("study", "fcnn"), ("ablation", "fcnn"), ("measures", "fcnn")]
+    finally:
+        side.close()
+
+
 @pytest.mark.slow
 def test_a_failed_notebook_shows_the_end_of_its_log(repo: Path) -> None:
     # The log lies in the worktrees' folder, which the accept removes on its way out: the error carries its end.

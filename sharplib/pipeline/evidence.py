@@ -255,12 +255,7 @@ class Side:
                 return found
             except ValueError:  # not what this code wrote (an edit by hand): run it again
                 pass
-        upstream = STEPS[step].upstream
-        if upstream is not None:
-            self.run(upstream, arch)
-        if (step, arch) not in self.done:
-            self._papermill(step, arch)
-            self.done.add((step, arch))
+        self._ran(step, arch)
         found = numbers(self.folder / RESULTS, arch, step)
         if kept is not None:
             kept.parent.mkdir(parents=True, exist_ok=True)
@@ -268,6 +263,17 @@ class Side:
             partial.write_text(json.dumps(found))
             partial.replace(kept)  # atomic: an interrupted write leaves no half a record
         return found
+
+    def _ran(self, step: str, arch: str) -> None:
+        """Run `step`'s notebook in this worktree, its upstream's first, unless already done here. The upstream runs
+        even when the cache holds its numbers: the step reads the upstream's files, which the cache does not keep."""
+        if (step, arch) in self.done:
+            return
+        upstream = STEPS[step].upstream
+        if upstream is not None:
+            self._ran(upstream, arch)
+        self._papermill(step, arch)
+        self.done.add((step, arch))
 
     def _papermill(self, step: str, arch: str) -> None:
         tools = Path(sys.executable).parent
