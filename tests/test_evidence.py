@@ -220,13 +220,13 @@ def test_profile_row_changes_names_each_setting_that_moved() -> None:
     assert evidence.profile_row_changes(old, dict(old)) == [] and evidence.profile_row_changes(None, None) == []
 
 
-def test_profile_row_reads_the_row_of_the_code_in_a_folder(repo: Path) -> None:
-    row = evidence.profile_row(repo, "full", "study", "fcnn")
-    assert row is not None and row["n_models"] == 50
-    assert evidence.profile_row(repo, "full", "no-such-step", "fcnn") is None
+def test_profile_rows_are_those_of_the_code_in_a_folder(repo: Path) -> None:
+    rows = evidence.profile_rows(repo, "full")
+    assert rows["study"]["fcnn"]["n_models"] == 50
+    assert rows.get("no-such-step") is None and evidence.profile_rows(repo, "no-such-profile") == {}
     (repo / "sharplib" / "experiments" / "profiles.py").write_text("PROFILES = {\n")  # a syntax error
-    with pytest.raises(evidence.EvidenceError, match="cannot read the full profile's study row for fcnn") as error:
-        evidence.profile_row(repo, "full", "study", "fcnn")
+    with pytest.raises(evidence.EvidenceError, match="cannot read the full profile in") as error:
+        evidence.profile_rows(repo, "full")
     assert "SyntaxError" in str(error.value)
 
 

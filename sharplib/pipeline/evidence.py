@@ -10,7 +10,7 @@ folders (`stephash.relocatable_fingerprint` equal at both commits) is accepted w
 
 The evidence runs its own small settings, so it cannot vouch for the profile's: a step whose row in the profile
 (`profiles.PROFILES[profile][step][arch]`: pool sizes, epochs, restarts) differs between the two commits is refused
-before anything runs (`profile_row_changes`), and make reruns it.
+before anything runs (`Side.profile_row`, `profile_row_changes`), and make reruns it.
 """
 from __future__ import annotations
 
@@ -83,26 +83,25 @@ class EvidenceError(RuntimeError):
     """The evidence could not be gathered (a notebook failed, a commit is unknown)."""
 
 
-# The profile's row for one step and architecture, as JSON, from the code of the folder it runs in (argv: profile, step,
-# arch). Before the layers, profiles.py lay at the package's top.
-_READ_ROW = """
+# One profile's rows ({step: {arch: row}}), as JSON, from the code of the folder it runs in (argv: the profile).
+# Before the layers, profiles.py lay at the package's top.
+_READ_PROFILE = """
 import json, sys
 try:
     from sharplib.experiments.profiles import PROFILES
 except ImportError:
     from sharplib.profiles import PROFILES
-row = PROFILES.get(sys.argv[1], {}).get(sys.argv[2], {}).get(sys.argv[3])
-print(json.dumps(row, sort_keys=True, default=repr))
+print(json.dumps(PROFILES.get(sys.argv[1], {}), sort_keys=True, default=repr))
 """
 
 
-def profile_row(folder: Path, profile: str, step: str, arch: str) -> dict[str, Any] | None:
-    """`PROFILES[profile][step][arch]` as the code checked out in `folder` has it (values as JSON writes them; a
-    dataclass such as the grid as its repr), or None where that code has no such row."""
-    done = subprocess.run([sys.executable, "-c", _READ_ROW, profile, step, arch], cwd=folder, capture_output=True, text=True,
+def profile_rows(folder: Path, profile: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """`PROFILES[profile]` as the code checked out in `folder` has it ({step: {arch: row}}; values as JSON writes them,
+    a dataclass such as the grid as its repr; {} where that code has no such profile)."""
+    done = subprocess.run([sys.executable, "-c", _READ_PROFILE, profile], cwd=folder, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(folder)})
     if done.returncode != 0:
-        raise EvidenceError(f"cannot read the {profile} profile's {step} row for {arch} in {folder}:\n{_tail(done.stderr)}")
+        raise EvidenceError(f"cannot read the {profile} profile in {folder}:\n{_tail(done.stderr)}")
     return json.loads(done.stdout)
 
 
@@ -239,11 +238,18 @@ class Side:
         self.commit, self.folder, self.profile, self.backend, self.log, self.root = commit, folder, profile, backend, log, root
         self.cache = cache
         self.done: set[tuple[str, str]] = set()
+        self._rows: dict[str, dict[str, dict[str, Any]]] | None = None  # the profile's rows at this commit, read once
         run = subprocess.run(
             ["git", "worktree", "add", "--detach", "--force", str(folder), commit], cwd=root, capture_output=True, text=True
         )
         if run.returncode != 0:
             raise EvidenceError(f"git worktree add {commit}: {run.stderr.strip()}")
+
+    def profile_row(self, step: str, arch: str) -> dict[str, Any] | None:
+        """This commit's row of the profile for `step` and `arch` (None where it has none)."""
+        if self._rows is None:
+            self._rows = profile_rows(self.folder, self.profile)
+        return self._rows.get(step, {}).get(arch)
 
     def run(self, step: str, arch: str) -> dict[str, Any]:
         """Run `step` (after its upstream) for `arch` at this commit, once; its per-model numbers."""
@@ -379,8 +385,7 @@ def accept(reason: str, results_dir: str | Path, profile: str, backend: str, arc
                     record_accept(path, lock, current, head, reason, reproduced, moved=relocated)
                     print(f"{step} {arch}: accepted (only modules moved: the code is the same wherever it lies; nothing run)")
                     continue
-                changed = profile_row_changes(profile_row(side(lock["commit"]).folder, profile, step, arch),
-                                              profile_row(tree, profile, step, arch))
+                changed = profile_row_changes(side(lock["commit"]).profile_row(step, arch), side(head).profile_row(step, arch))
                 if changed:
                     print(f"{step} {arch}: refused: the {profile} profile's settings for it changed ({', '.join(changed)}); "
                           "the evidence runs smaller ones and cannot vouch for these: rerun it (make paper)")
